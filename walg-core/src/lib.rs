@@ -17,6 +17,7 @@ pub mod memory;
 pub mod page;
 pub mod push;
 pub mod store;
+pub mod stream;
 pub mod wal;
 
 pub use codec::Compression;

@@ -1,1 +1,241 @@
-pub fn _todo() {}
+//! The wal-push pipeline: validate a local WAL file, compress it on the fly,
+//! store it under `wal_005/<name>.<ext>` with create-only-if-absent, and
+//! settle a conflict by comparing contents.
+//!
+//! PostgreSQL's contract: exit 0 only when the file is durably stored;
+//! re-archiving an identical copy succeeds (the `.ready` -> `.done` rename is
+//! not durable, so a file can be offered twice); a different copy fails, and
+//! `.history` files are never overwritten.
+//!
+//! What this module does not do: pick a storage (the caller passes one,
+//! possibly a failover store), retry (the store's layers do), or upload
+//! other `.ready` files ahead.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::codec::Compression;
+use crate::error::{ErrorKind, StoreError};
+use crate::layout::wal_key;
+use crate::page::{HeaderError, LongPageHeader, LONG_HEADER_LEN};
+use crate::store::{PutOptions, Store};
+use crate::stream::{decode_error_to_store, decode_into, hash_file, FileBody, HashWriter};
+use crate::wal::{is_valid_segment_size, NotWalName, WalName};
+
+/// How to push.
+#[derive(Debug, Clone, Copy)]
+pub struct PushOptions {
+    pub compression: Compression,
+    /// Refuse to replace a stored copy with different content
+    /// (`WALG_PREVENT_WAL_OVERWRITE`, default true). `.history` files are
+    /// never replaced regardless.
+    pub prevent_overwrite: bool,
+}
+
+impl Default for PushOptions {
+    fn default() -> Self {
+        PushOptions { compression: Compression::Lz4, prevent_overwrite: true }
+    }
+}
+
+/// What a successful push did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// The file was stored now.
+    Stored { key: String, source_bytes: u64, stored_bytes: u64 },
+    /// An identical copy was already stored; nothing was written.
+    AlreadyStored { key: String },
+    /// A different copy was replaced (only with overwrite allowed).
+    Overwritten { key: String, source_bytes: u64, stored_bytes: u64 },
+}
+
+/// Why a push failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error(transparent)]
+    NotWalName(#[from] NotWalName),
+    #[error("read {}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{} is not a complete WAL segment: {reason}; refusing to archive it", path.display())]
+    InvalidSegment { path: PathBuf, reason: String },
+    #[error("{name} is already stored as {key} on storage {store:?} with different content; refusing to overwrite it ({hint})")]
+    Different { name: String, key: String, store: String, hint: &'static str },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl PushError {
+    fn io(path: &Path, source: io::Error) -> Self {
+        PushError::Io { path: path.to_path_buf(), source }
+    }
+}
+
+/// Checks that `path` names a WAL file, exists and, for a segment, is
+/// complete: a valid segment size matching its page header, at the position
+/// its name says. Returns the name and the file size.
+pub fn validate_local(path: &Path) -> Result<(WalName, u64), PushError> {
+    let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let name = WalName::parse(file_name)?;
+    let meta = std::fs::metadata(path).map_err(|e| PushError::io(path, e))?;
+    if !meta.is_file() {
+        return Err(PushError::io(path, io::Error::other("not a regular file")));
+    }
+    let len = meta.len();
+    if let WalName::Segment(segment) = name {
+        let invalid = |reason: String| PushError::InvalidSegment { path: path.to_path_buf(), reason };
+        if !is_valid_segment_size(len) {
+            return Err(invalid(format!("size {len} is not a WAL segment size (a power of two, 1 MiB to 1 GiB)")));
+        }
+        let mut head = [0u8; LONG_HEADER_LEN];
+        let mut f = std::fs::File::open(path).map_err(|e| PushError::io(path, e))?;
+        io::Read::read_exact(&mut f, &mut head).map_err(|e| PushError::io(path, e))?;
+        let header = LongPageHeader::parse(&head).map_err(|e| invalid(e.to_string()))?;
+        if u64::from(header.segment_size) != len {
+            return Err(invalid(format!("size {len} differs from the segment size {} in its header", header.segment_size)));
+        }
+        header.check_position(&segment).map_err(|e: HeaderError| invalid(e.to_string()))?;
+    }
+    Ok((name, len))
+}
+
+/// Pushes one local WAL file to `store`.
+pub async fn push_file(store: &dyn Store, path: &Path, opts: &PushOptions) -> Result<PushOutcome, PushError> {
+    let (name, len) = validate_local(path)?;
+    let key = wal_key(&name, opts.compression);
+    let body = FileBody::new(path, opts.compression, len);
+    match store.put(&key, &body, PutOptions { if_not_exists: true }).await {
+        Ok(()) => {
+            return Ok(PushOutcome::Stored { key, source_bytes: len, stored_bytes: body.produced() });
+        }
+        Err(e) if e.kind() == ErrorKind::Conflict => {}
+        Err(e) => return Err(e.into()),
+    }
+    // Something is stored under the key: the same file archived before (the
+    // archiver may offer a file twice), or a different one.
+    if stored_copy_matches(store, &key, opts.compression, path).await? {
+        tracing::info!(file = %name, key, storage = store.name(), "identical copy already stored; nothing to do");
+        return Ok(PushOutcome::AlreadyStored { key });
+    }
+    if name.is_history() || opts.prevent_overwrite {
+        let hint = if name.is_history() {
+            "timeline history files are never overwritten; another cluster may be archiving to this prefix"
+        } else {
+            "another cluster may be archiving to this prefix; set WALG_PREVENT_WAL_OVERWRITE=false to allow replacing segments"
+        };
+        return Err(PushError::Different { name: name.to_string(), key, store: store.name().to_string(), hint });
+    }
+    tracing::warn!(file = %name, key, storage = store.name(), "replacing a stored copy with different content (WALG_PREVENT_WAL_OVERWRITE=false)");
+    store.put(&key, &body, PutOptions { if_not_exists: false }).await?;
+    Ok(PushOutcome::Overwritten { key, source_bytes: len, stored_bytes: body.produced() })
+}
+
+/// Whether the object at `key` decompresses to exactly the bytes of `path`.
+pub async fn stored_copy_matches(
+    store: &dyn Store,
+    key: &str,
+    compression: Compression,
+    path: &Path,
+) -> Result<bool, PushError> {
+    let stream = store.get(key).await?;
+    let stored = match decode_into(stream, compression, HashWriter::default()).await {
+        Ok(h) => h.digest(),
+        Err(e) => {
+            let e = decode_error_to_store(e, store.name(), key);
+            if e.kind() == ErrorKind::Corrupt {
+                // An undecodable stored copy is certainly not our file.
+                tracing::warn!(key, storage = store.name(), error = %e, "stored copy does not decode");
+                return Ok(false);
+            }
+            return Err(e.into());
+        }
+    };
+    let local = hash_file(path).await.map_err(|e| PushError::io(path, e))?;
+    Ok(stored == local)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::MemoryStore;
+    use crate::page::synthetic_segment;
+    use crate::wal::Segment;
+
+    fn write_segment(dir: &Path, seg: u32, seed: u64) -> PathBuf {
+        let s = Segment { timeline: 1, log: 0, seg };
+        let path = dir.join(s.to_string());
+        std::fs::write(&path, synthetic_segment(&s, 1 << 20, 99, seed)).expect("write segment");
+        path
+    }
+
+    #[tokio::test]
+    async fn push_is_idempotent_and_refuses_different_copies() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = MemoryStore::new("mem");
+        let path = write_segment(dir.path(), 3, 1);
+        let opts = PushOptions::default();
+        let first = push_file(&store, &path, &opts).await.expect("first push");
+        assert!(matches!(first, PushOutcome::Stored { .. }), "{first:?}");
+        assert_eq!(store.keys(), ["wal_005/000000010000000000000003.lz4"]);
+        let again = push_file(&store, &path, &opts).await.expect("identical re-push");
+        assert!(matches!(again, PushOutcome::AlreadyStored { .. }));
+        let before = store.object("wal_005/000000010000000000000003.lz4");
+        write_segment(dir.path(), 3, 2);
+        let err = push_file(&store, &path, &opts).await.expect_err("different copy");
+        assert!(matches!(err, PushError::Different { .. }), "{err}");
+        assert_eq!(store.object("wal_005/000000010000000000000003.lz4"), before, "stored copy untouched");
+        let allow = PushOptions { prevent_overwrite: false, ..opts };
+        let replaced = push_file(&store, &path, &allow).await.expect("overwrite allowed");
+        assert!(matches!(replaced, PushOutcome::Overwritten { .. }));
+    }
+
+    #[tokio::test]
+    async fn history_files_are_never_overwritten() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = MemoryStore::new("mem");
+        let path = dir.path().join("00000002.history");
+        std::fs::write(&path, "1\t0/3000000\tno recovery target specified\n").expect("write");
+        let opts = PushOptions { prevent_overwrite: false, ..PushOptions::default() };
+        push_file(&store, &path, &opts).await.expect("first push");
+        std::fs::write(&path, "1\t0/4000000\tother\n").expect("write");
+        let err = push_file(&store, &path, &opts).await.expect_err("history is immutable");
+        assert!(err.to_string().contains("never overwritten"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn rejects_bad_input_without_storing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = MemoryStore::new("mem");
+        let check = |path: PathBuf, needle: &'static str| {
+            let store = store.clone();
+            async move {
+                let err = push_file(&store, &path, &PushOptions::default()).await.expect_err("must fail");
+                assert!(err.to_string().contains(needle), "{err} should mention {needle}");
+            }
+        };
+        check(dir.path().join("000000010000000000000009"), "No such file").await;
+        std::fs::write(dir.path().join("notwal"), b"x").expect("write");
+        check(dir.path().join("notwal"), "not a WAL file name").await;
+        let path = write_segment(dir.path(), 4, 1);
+        let f = std::fs::OpenOptions::new().write(true).open(&path).expect("open");
+        f.set_len(1000).expect("truncate");
+        check(path, "not a complete WAL segment").await;
+        let wrong_place = write_segment(dir.path(), 5, 1);
+        std::fs::rename(&wrong_place, dir.path().join("000000010000000000000006")).expect("rename");
+        check(dir.path().join("000000010000000000000006"), "file name says").await;
+        assert!(store.keys().is_empty(), "nothing stored: {:?}", store.keys());
+    }
+
+    #[tokio::test]
+    async fn every_compression_round_trips_through_the_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = write_segment(dir.path(), 7, 5);
+        for c in Compression::ALL {
+            let store = MemoryStore::new("mem");
+            push_file(&store, &path, &PushOptions { compression: c, prevent_overwrite: true }).await.expect("push");
+            let key = wal_key(&WalName::parse("000000010000000000000007").expect("name"), c);
+            let stored = store.object(&key).expect("stored");
+            let original = std::fs::read(&path).expect("read");
+            assert_eq!(crate::codec::decompress(c, &stored).expect("decompress"), original, "{c}");
+        }
+    }
+}

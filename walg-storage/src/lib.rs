@@ -11,8 +11,13 @@
 //! (the CLI builds the `StorageSpec`), or fail over between storages
 //! (`walg-failover`).
 
+pub mod fs;
+pub mod guard;
+mod opendal_store;
 pub mod registry;
 pub mod spec;
 
+pub use fs::FileStore;
+pub use guard::Guarded;
 pub use registry::{Factory, Registry};
 pub use spec::{Settings, StorageError, StorageSpec};

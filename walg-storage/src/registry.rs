@@ -7,6 +7,8 @@ use std::sync::Arc;
 use walg_core::memory::MemoryStore;
 use walg_core::store::DynStore;
 
+use crate::fs::FileStore;
+use crate::guard::Guarded;
 use crate::spec::{StorageError, StorageSpec};
 
 /// Opens a storage from its spec.
@@ -35,6 +37,7 @@ impl Registry {
     pub fn with_builtin() -> Self {
         let mut r = Registry::empty();
         r.register("mem", |spec: &StorageSpec| Ok(Arc::new(MemoryStore::new(&spec.name)) as DynStore));
+        r.register("file", open_file);
         r
     }
 
@@ -61,6 +64,13 @@ impl Registry {
         })?;
         factory(spec)
     }
+}
+
+/// The `file` backend, guarded by the spec's timeout and retries.
+pub fn open_file(spec: &StorageSpec) -> Result<DynStore, StorageError> {
+    let store = FileStore::open(spec)?;
+    let label = format!("file://{}", store.root().display());
+    Ok(Guarded::wrap(Arc::new(store), label, spec.timeout, spec.retries))
 }
 
 #[cfg(test)]

@@ -1,0 +1,358 @@
+//! A [`Store`] over any opendal `Operator`, and the mapping of opendal errors
+//! onto walg's [`ErrorKind`].
+//!
+//! Every object backend (S3, GCS, Azure Blob, and the read side of the file
+//! system) is one `OpendalStore` with a few per-backend choices in
+//! [`PutMode`]. Bodies are streamed both ways: `put` feeds the Body's chunks
+//! to an opendal `Writer` one at a time, `get` hands opendal's byte stream
+//! through.
+//!
+//! What this module does not do: timeouts and retries (see [`crate::guard`]),
+//! reading settings (see the backend modules), or durability of local files
+//! (see [`crate::fs`]). No opendal type leaves this crate.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use opendal::Operator;
+use walg_core::error::{ErrorKind, StoreError};
+use walg_core::store::{Body, ByteStream, ObjectMeta, PutOptions, Store};
+
+/// Installs opendal's HTTP transport once per process; without it every
+/// HTTP call fails with "default HTTP transport is not installed".
+pub(crate) fn install_http_transport() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(opendal::install_default);
+}
+
+/// How a backend uploads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PutMode {
+    /// Stream through an opendal writer that buffers `chunk` bytes before
+    /// sending a part; an object no larger than one chunk goes in a single
+    /// request.
+    Chunked { chunk: usize },
+    /// Collect the whole body (without copying its chunks) and send it in one
+    /// request. For services that refuse multipart or resumable uploads
+    /// (fake-gcs-server rejects resumable ones).
+    SingleRequest,
+}
+
+/// Chunk size of streamed uploads: a default-sized WAL segment goes in one
+/// request (one round trip, and create-if-absent is best supported on plain
+/// PUTs), bigger objects in parts of this size.
+pub(crate) const UPLOAD_CHUNK: usize = 16 * 1024 * 1024;
+
+/// A store backed by an opendal operator.
+pub(crate) struct OpendalStore {
+    name: String,
+    /// Credential-free description (`s3://bucket/path`) for messages.
+    url: String,
+    op: Operator,
+    put_mode: PutMode,
+    /// The service refuses a create-if-absent write atomically. When false,
+    /// `put` with `if_not_exists` checks with `stat` first.
+    atomic_if_not_exists: bool,
+    /// Values that must never appear in a message (keys, tokens).
+    secrets: Vec<String>,
+}
+
+impl fmt::Debug for OpendalStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The operator's own Debug may print its configuration; print only
+        // what identifies the storage.
+        f.debug_struct("OpendalStore")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("put_mode", &self.put_mode)
+            .field("atomic_if_not_exists", &self.atomic_if_not_exists)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OpendalStore {
+    pub(crate) fn new(
+        name: impl Into<String>,
+        url: impl Into<String>,
+        op: Operator,
+        put_mode: PutMode,
+        atomic_if_not_exists: bool,
+        secrets: Vec<String>,
+    ) -> Self {
+        OpendalStore {
+            name: name.into(),
+            url: url.into(),
+            op,
+            put_mode,
+            atomic_if_not_exists,
+            secrets: secrets.into_iter().filter(|s| !s.is_empty()).collect(),
+        }
+    }
+
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub(crate) fn error(&self, op: &'static str, key: &str, err: &opendal::Error) -> StoreError {
+        map_error(op, &self.name, &self.url, key, err, &self.secrets)
+    }
+
+    async fn put_chunked(&self, key: &str, body: &dyn Body, chunk: usize, native_ine: bool) -> Result<(), StoreError> {
+        let mut writer = self
+            .op
+            .writer_with(key)
+            .chunk(chunk)
+            .concurrent(1)
+            .if_not_exists(native_ine)
+            .await
+            .map_err(|e| self.error("put", key, &e))?;
+        let mut stream = body.open();
+        while let Some(next) = stream.next().await {
+            let bytes = match next {
+                Ok(b) => b,
+                Err(e) => {
+                    // The body failed (e.g. the local WAL file vanished); do
+                    // not complete a partial object.
+                    let _ = writer.abort().await;
+                    return Err(e);
+                }
+            };
+            if let Err(e) = writer.write(bytes).await {
+                let _ = writer.abort().await;
+                return Err(self.error("put", key, &e));
+            }
+        }
+        writer.close().await.map_err(|e| self.error("put", key, &e))?;
+        Ok(())
+    }
+
+    async fn put_single(&self, key: &str, body: &dyn Body, native_ine: bool) -> Result<(), StoreError> {
+        // The chunks are kept as they are (an opendal Buffer can be made of
+        // many Bytes), so this holds the object once, not twice.
+        let chunks: Vec<Bytes> = body.open().try_collect().await?;
+        self.op
+            .write_with(key, opendal::Buffer::from(chunks))
+            .if_not_exists(native_ine)
+            .await
+            .map_err(|e| self.error("put", key, &e))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for OpendalStore {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn atomic_if_not_exists(&self) -> bool {
+        self.atomic_if_not_exists
+    }
+
+    async fn put(&self, key: &str, body: &dyn Body, opts: PutOptions) -> Result<(), StoreError> {
+        let native_ine = opts.if_not_exists && self.atomic_if_not_exists;
+        if opts.if_not_exists && !self.atomic_if_not_exists {
+            // Not atomic: a concurrent writer can still slip in between the
+            // stat and the write. `atomic_if_not_exists()` tells callers so.
+            match self.stat(key).await {
+                Ok(_) => {
+                    return Err(StoreError::new(
+                        ErrorKind::Conflict,
+                        "put",
+                        &self.name,
+                        key,
+                        format!("object already exists in {}", self.url),
+                    ))
+                }
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        match self.put_mode {
+            PutMode::Chunked { chunk } => self.put_chunked(key, body, chunk, native_ine).await,
+            PutMode::SingleRequest => self.put_single(key, body, native_ine).await,
+        }
+    }
+
+    async fn get(&self, key: &str) -> Result<ByteStream, StoreError> {
+        let reader = self.op.reader(key).await.map_err(|e| self.error("get", key, &e))?;
+        let stream = reader.into_stream(..).await.map_err(|e| self.error("get", key, &e))?;
+        let name = self.name.clone();
+        let url = self.url.clone();
+        let secrets = self.secrets.clone();
+        let owned_key = key.to_string();
+        let mut stream = stream
+            .map(move |item| match item {
+                Ok(buf) => Ok(futures::stream::iter(Iterator::map(buf, Ok::<Bytes, StoreError>))),
+                Err(e) => Err(map_error("get", &name, &url, &owned_key, &e, &secrets)),
+            })
+            .try_flatten()
+            .boxed();
+        // Readers are lazy: a missing object only shows on the first read.
+        // Pull the first chunk here so that `get` itself reports NotFound.
+        match stream.next().await {
+            None => Ok(Box::pin(futures::stream::empty())),
+            Some(Err(e)) => Err(e),
+            Some(Ok(first)) => Ok(Box::pin(futures::stream::once(async move { Ok(first) }).chain(stream))),
+        }
+    }
+
+    async fn stat(&self, key: &str) -> Result<ObjectMeta, StoreError> {
+        let meta = self.op.stat(key).await.map_err(|e| self.error("stat", key, &e))?;
+        if meta.is_dir() {
+            return Err(StoreError::new(
+                ErrorKind::NotFound,
+                "stat",
+                &self.name,
+                key,
+                format!("{key} is a directory in {}, not an object", self.url),
+            ));
+        }
+        Ok(ObjectMeta { key: key.to_string(), size: meta.content_length() })
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        // opendal lists directories; list the one that contains the prefix
+        // and filter here, so `wal_005/0000000100` means a key prefix on
+        // every backend.
+        let dir = match prefix.rfind('/') {
+            Some(i) => &prefix[..=i],
+            None => "",
+        };
+        let entries = match self.op.list_with(dir).recursive(true).await {
+            Ok(entries) => entries,
+            // A prefix whose directory does not exist (file system) simply
+            // has no objects.
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(self.error("list", prefix, &e)),
+        };
+        let mut out: Vec<ObjectMeta> = entries
+            .into_iter()
+            .filter(|e| e.metadata().is_file() && !e.path().ends_with('/'))
+            .filter(|e| e.path().starts_with(prefix))
+            .map(|e| ObjectMeta { key: e.path().to_string(), size: e.metadata().content_length() })
+            .collect();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        match self.op.delete(key).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.error("delete", key, &e)),
+        }
+    }
+}
+
+/// Maps an opendal error onto walg's kinds and a credential-free message.
+pub(crate) fn map_error(
+    op: &'static str,
+    store: &str,
+    url: &str,
+    key: &str,
+    err: &opendal::Error,
+    secrets: &[String],
+) -> StoreError {
+    let text = redact(&format!("{err}"), secrets);
+    let kind = classify(err, &text);
+    let hint = match kind {
+        ErrorKind::Config => " (check that the bucket or container exists and the prefix setting is right)",
+        ErrorKind::PermissionDenied => " (check the credentials and their permissions)",
+        ErrorKind::Unavailable => " (the storage may be down or unreachable; it will be retried)",
+        _ => "",
+    };
+    StoreError::new(kind, op, store, key, format!("{url}: {text}{hint}"))
+}
+
+fn classify(err: &opendal::Error, text: &str) -> ErrorKind {
+    use opendal::ErrorKind as O;
+    // A missing bucket or container is answered with 404 like a missing
+    // object; it is a configuration problem, never "object not found"
+    // (which the failover layer treats as a healthy answer).
+    let missing_bucket = ["NoSuchBucket", "ContainerNotFound", "bucket does not exist", "Bucket not found"]
+        .iter()
+        .any(|m| text.contains(m));
+    if missing_bucket {
+        return ErrorKind::Config;
+    }
+    match err.kind() {
+        O::NotFound => ErrorKind::NotFound,
+        O::ConditionNotMatch | O::AlreadyExists => ErrorKind::Conflict,
+        O::PermissionDenied => ErrorKind::PermissionDenied,
+        O::ConfigInvalid => ErrorKind::Config,
+        O::RateLimited => ErrorKind::Unavailable,
+        _ if err.is_temporary() => ErrorKind::Unavailable,
+        // Connection-level failures of the HTTP transport (refused, reset,
+        // TLS) come as Unexpected "send http request"; the storage did not
+        // answer, so they are unavailability, not a bad request.
+        O::Unexpected
+            if text.contains("send http request") || text.contains("read data from http response") =>
+        {
+            ErrorKind::Unavailable
+        }
+        _ => ErrorKind::Other,
+    }
+}
+
+/// Removes secret values and URL signatures (Azure SAS `sig=`) from a message.
+pub(crate) fn redact(text: &str, secrets: &[String]) -> String {
+    let mut out = text.to_string();
+    for s in secrets {
+        if s.len() >= 4 {
+            out = out.replace(s.as_str(), "***");
+        }
+    }
+    // SAS tokens travel in URLs, which opendal puts into error contexts.
+    let mut result = String::with_capacity(out.len());
+    let mut rest = out.as_str();
+    while let Some(i) = rest.find("sig=") {
+        result.push_str(&rest[..i + 4]);
+        result.push_str("***");
+        rest = &rest[i + 4..];
+        let end = rest.find(|c: char| c == '&' || c == ' ' || c == ',' || c == '"' || c == ')').unwrap_or(rest.len());
+        rest = &rest[end..];
+    }
+    result.push_str(rest);
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(kind: opendal::ErrorKind, msg: &str, temporary: bool, expected: ErrorKind) {
+        let mut e = opendal::Error::new(kind, msg);
+        if temporary {
+            e = e.set_temporary();
+        }
+        let got = map_error("put", "default", "s3://b/p", "k", &e, &[]);
+        assert_eq!(got.kind, expected, "{kind:?} {msg:?} -> {got}");
+    }
+
+    #[test]
+    fn classifies_opendal_errors() {
+        use opendal::ErrorKind as O;
+        check(O::NotFound, "no such key", false, ErrorKind::NotFound);
+        check(O::NotFound, "NoSuchBucket: The specified bucket does not exist", false, ErrorKind::Config);
+        check(O::NotFound, "ContainerNotFound", false, ErrorKind::Config);
+        check(O::ConditionNotMatch, "precondition failed", false, ErrorKind::Conflict);
+        check(O::AlreadyExists, "exists", false, ErrorKind::Conflict);
+        check(O::PermissionDenied, "AccessDenied", false, ErrorKind::PermissionDenied);
+        check(O::ConfigInvalid, "bad endpoint", false, ErrorKind::Config);
+        check(O::RateLimited, "slow down", true, ErrorKind::Unavailable);
+        check(O::Unexpected, "internal error", true, ErrorKind::Unavailable);
+        check(O::Unexpected, "send http request", false, ErrorKind::Unavailable);
+        check(O::Unexpected, "weird", false, ErrorKind::Other);
+    }
+
+    #[test]
+    fn redacts_secrets_and_signatures() {
+        let secrets = vec!["s3cr3tvalue".to_string()];
+        let text = redact("url: https://a/b?sv=1&sig=abc%2Fdef&se=2 key s3cr3tvalue", &secrets);
+        assert!(!text.contains("abc%2Fdef") && !text.contains("s3cr3tvalue"), "{text}");
+        assert!(text.contains("sig=***&se=2"), "{text}");
+    }
+}

@@ -1,1 +1,102 @@
-fn main() {}
+//! `walg`: PostgreSQL's archive_command and restore_command, WAL-G compatible.
+//!
+//! This binary is thin: it parses flags and settings, installs the tracing
+//! subscriber (stderr, which PostgreSQL copies into its log), opens the
+//! storages through the registry and calls the pipelines in `walg-core`.
+//! Exit codes are decided here and only here.
+
+mod commands;
+mod config;
+mod storage;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code for "the file is not in the archive" (WAL-G's wal-fetch contract).
+pub const EXIT_NOT_FOUND: u8 = 74;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "walg",
+    version,
+    about = "PostgreSQL WAL archiver: archive_command and restore_command, WAL-G compatible",
+    long_about = "PostgreSQL WAL archiver: archive_command and restore_command, WAL-G compatible.\n\n\
+In postgresql.conf:\n  archive_mode = on\n  archive_command = 'walg wal-push %p'\n  restore_command = 'walg wal-fetch %f %p'\n\n\
+Storage is chosen by one of WALG_FILE_PREFIX, WALG_S3_PREFIX, WALG_GS_PREFIX, WALG_AZ_PREFIX\n\
+(environment or config file). Failover storages: WALG_FAILOVER_STORAGES in the config file.",
+    after_help = "Exit codes: 0 success; 1 error; wal-fetch 74 when the file is in no storage."
+)]
+struct Cli {
+    /// Config file (JSON, TOML or YAML with WAL-G's setting names); default
+    /// WALG_CONFIG_PATH, else ~/.walg.json if it exists.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Archive one WAL file (archive_command = 'walg wal-push %p').
+    ///
+    /// Exit 0 only once the file is durably stored, or an identical copy
+    /// already was. A different copy already stored is refused (exit 1).
+    #[command(name = "wal-push")]
+    WalPush {
+        /// Path of the WAL file, usually pg_wal/<name> relative to the data directory.
+        path: PathBuf,
+    },
+    /// Restore one WAL file (restore_command = 'walg wal-fetch %f %p').
+    ///
+    /// Exit 0 when written to DESTINATION, 74 when no storage has it, 1 on error.
+    #[command(name = "wal-fetch")]
+    WalFetch {
+        /// WAL file name, such as 000000010000000000000003 or 00000002.history.
+        name: String,
+        /// Where PostgreSQL wants the file (%p).
+        destination: PathBuf,
+    },
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = std::env::var("WALG_LOG_LEVEL")
+        .ok()
+        .and_then(|l| EnvFilter::try_new(l).ok())
+        .or_else(|| EnvFilter::try_from_default_env().ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .with_ansi(false)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 1 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let code = runtime.block_on(commands::run(cli));
+    // Do not wait for abandoned background work (a hung storage call that lost
+    // its race with a timeout must not delay the exit).
+    runtime.shutdown_background();
+    ExitCode::from(code)
+}

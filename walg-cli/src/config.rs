@@ -1,0 +1,416 @@
+//! Configuration: figment layers parsed into a raw map of WAL-G setting
+//! names, then validated into the typed values the library crates take.
+//!
+//! Layers, lowest first: built-in defaults < config file (`--config`,
+//! `WALG_CONFIG_PATH`, else `$HOME/.walg.json` if it exists; JSON, TOML or
+//! YAML by extension, with WAL-G's upper-case keys) < environment. Flags are
+//! applied by the commands on top.
+//!
+//! Only this crate reads the environment and config files.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use figment::providers::{Env, Format, Json, Toml, Yaml};
+use figment::Figment;
+use serde_json::Value;
+use walg_core::Compression;
+use walg_storage::{Settings, StorageSpec};
+
+/// Prefixes of environment variables that are ours or WAL-G's storage settings.
+const ENV_PREFIXES: &[&str] = &["WALG_", "AWS_", "GOOGLE_", "AZURE_", "GCS_", "STORAGE_EMULATOR_HOST", "S3_"];
+
+/// The settings that choose the storage, in WAL-G's order of precedence.
+const PREFIX_SETTINGS: &[(&str, &str)] =
+    &[("WALG_S3_PREFIX", "s3"), ("WALG_GS_PREFIX", "gs"), ("WALG_AZ_PREFIX", "azure"), ("WALG_FILE_PREFIX", "file")];
+
+/// Settings walg understands; any other `WALG_*` key gets a warning (it may
+/// be a WAL-G setting for a feature walg lacks).
+const KNOWN_WALG: &[&str] = &[
+    "WALG_S3_PREFIX", "WALG_GS_PREFIX", "WALG_AZ_PREFIX", "WALG_FILE_PREFIX", "WALG_COMPRESSION_METHOD",
+    "WALG_PREVENT_WAL_OVERWRITE", "WALG_UPLOAD_CONCURRENCY", "WALG_DOWNLOAD_CONCURRENCY", "WALG_CONFIG_PATH",
+    "WALG_FAILOVER_STORAGES", "WALG_FAILOVER_STORAGES_CHECK", "WALG_FAILOVER_STORAGES_CHECK_TIMEOUT",
+    "WALG_FAILOVER_STORAGES_CHECK_SIZE", "WALG_FAILOVER_STORAGES_CACHE_LIFETIME", "WALG_FAILOVER_STORAGES_CACHE_FILE",
+    "WALG_FAILOVER_STORAGES_WRITE_POLICY", "WALG_TARGET_STORAGE", "WALG_STORAGE_TIMEOUT", "WALG_STORAGE_RETRIES",
+    "WALG_PREFETCH_DIR", "WALG_LOG_LEVEL", "WALG_S3_STORAGE_CLASS", "WALG_S3_SSE", "WALG_S3_SSE_KMS_ID",
+    "WALG_GS_ENDPOINT", "WALG_AZ_ENDPOINT", "WALG_LIBSODIUM_KEY",
+];
+
+/// The merged settings, by upper-case WAL-G name.
+#[derive(Debug, Clone, Default)]
+pub struct Raw {
+    values: BTreeMap<String, Value>,
+    /// Where the config file came from, for messages.
+    pub source: Option<PathBuf>,
+}
+
+fn value_to_string(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        other => Some(other.to_string()),
+    }
+}
+
+impl Raw {
+    /// Loads the layers. `config` is the `--config` flag.
+    pub fn load(config: Option<&Path>) -> Result<Raw> {
+        let path = match config {
+            Some(p) => Some(p.to_path_buf()),
+            None => match std::env::var_os("WALG_CONFIG_PATH").filter(|v| !v.is_empty()) {
+                Some(p) => Some(PathBuf::from(p)),
+                None => std::env::var_os("HOME")
+                    .map(|h| Path::new(&h).join(".walg.json"))
+                    .filter(|p| p.is_file()),
+            },
+        };
+        let mut figment = Figment::new();
+        if let Some(path) = &path {
+            if !path.is_file() {
+                bail!("config file {} does not exist or is not a file (given by --config or WALG_CONFIG_PATH)", path.display());
+            }
+            let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+            figment = match ext.as_str() {
+                "toml" => figment.merge(Toml::file_exact(path)),
+                "yaml" | "yml" => figment.merge(Yaml::file_exact(path)),
+                _ => figment.merge(Json::file_exact(path)),
+            };
+        }
+        figment = figment.merge(
+            Env::raw().lowercase(false).filter(|k| ENV_PREFIXES.iter().any(|p| k.as_str().starts_with(p))),
+        );
+        let map: BTreeMap<String, Value> = figment
+            .extract()
+            .with_context(|| match &path {
+                Some(p) => format!("read config file {}", p.display()),
+                None => "read settings from the environment".to_string(),
+            })?;
+        let values = map.into_iter().map(|(k, v)| (k.to_ascii_uppercase(), v)).collect();
+        Ok(Raw { values, source: path })
+    }
+
+    /// Builds a `Raw` from explicit values (tests).
+    #[cfg(test)]
+    pub fn from_pairs(pairs: &[(&str, Value)]) -> Raw {
+        Raw { values: pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(), source: None }
+    }
+
+    pub fn get(&self, key: &str) -> Option<String> {
+        self.values.get(key).and_then(value_to_string).filter(|s| !s.trim().is_empty())
+    }
+
+    pub fn value(&self, key: &str) -> Option<&Value> {
+        self.values.get(key)
+    }
+
+    pub fn bool(&self, key: &str, default: bool) -> Result<bool> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(v) => match v.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => Ok(true),
+                "false" | "0" | "no" | "off" => Ok(false),
+                _ => bail!("{key}={v:?} is not a boolean (use true or false)"),
+            },
+        }
+    }
+
+    pub fn u64(&self, key: &str, default: u64) -> Result<u64> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(v) => v.trim().parse().with_context(|| format!("{key}={v:?} is not a whole number")),
+        }
+    }
+
+    pub fn duration(&self, key: &str, default: Duration) -> Result<Duration> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(v) => parse_duration(&v).with_context(|| format!("{key}={v:?} is not a duration (such as 30s, 5m, 1h)")),
+        }
+    }
+
+    /// Unknown `WALG_*` keys, for one warning each.
+    pub fn unknown_keys(&self) -> Vec<&str> {
+        self.values
+            .keys()
+            .filter(|k| k.starts_with("WALG_") && !KNOWN_WALG.contains(&k.as_str()))
+            .map(String::as_str)
+            .collect()
+    }
+
+    /// Every scalar setting as a string, for storage backends.
+    fn settings(&self) -> Settings {
+        self.values
+            .iter()
+            .filter(|(k, _)| k.as_str() != "WALG_FAILOVER_STORAGES")
+            .filter_map(|(k, v)| value_to_string(v).map(|s| (k.clone(), s)))
+            .collect()
+    }
+}
+
+/// Parses `30s`, `5m`, `1h30m`, `500ms`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration> {
+    let t = text.trim();
+    if let Ok(secs) = t.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    Ok(humantime::parse_duration(t)?)
+}
+
+/// Parses `1mb`, `512kb`, `1048576`.
+pub fn parse_size(text: &str) -> Result<u64> {
+    let t = text.trim().to_ascii_lowercase();
+    let (num, mult) = match t.find(|c: char| !c.is_ascii_digit()) {
+        None => (t.as_str(), 1),
+        Some(i) => {
+            let mult = match t[i..].trim() {
+                "b" => 1,
+                "k" | "kb" | "kib" => 1 << 10,
+                "m" | "mb" | "mib" => 1 << 20,
+                "g" | "gb" | "gib" => 1 << 30,
+                other => bail!("unknown size unit {other:?} in {text:?} (use b, kb, mb, gb)"),
+            };
+            (&t[..i], mult)
+        }
+    };
+    let n: u64 = num.parse().with_context(|| format!("{text:?} is not a size such as 1mb"))?;
+    Ok(n * mult)
+}
+
+/// Storage selection from one set of settings (the top level or a failover
+/// section).
+fn storage_from(name: &str, raw: &Raw, where_: &str) -> Result<Option<StorageSpec>> {
+    let set: Vec<(&str, &str, String)> =
+        PREFIX_SETTINGS.iter().filter_map(|(k, scheme)| raw.get(k).map(|v| (*k, *scheme, v))).collect();
+    if set.len() > 1 {
+        let names: Vec<&str> = set.iter().map(|(k, _, _)| *k).collect();
+        bail!("{where_} sets {}; set exactly one storage prefix", names.join(" and "));
+    }
+    let Some((key, scheme, value)) = set.into_iter().next() else { return Ok(None) };
+    let location = if scheme == "file" {
+        value.strip_prefix("file://").unwrap_or(&value).to_string()
+    } else {
+        let expected = match scheme {
+            "s3" => "s3://",
+            "gs" => "gs://",
+            _ => "azure://",
+        };
+        match value.split_once("://") {
+            Some((s, rest)) if format!("{s}://") == expected || (scheme == "gs" && s == "gcs") => rest.to_string(),
+            _ => bail!("{key}={value:?} in {where_} is malformed: expected {expected}bucket/path"),
+        }
+    };
+    if location.trim_matches('/').is_empty() {
+        bail!("{key}={value:?} in {where_} names no bucket or directory");
+    }
+    let mut spec = StorageSpec::new(name, scheme, location);
+    spec.settings = raw.settings();
+    spec.timeout = raw.duration("WALG_STORAGE_TIMEOUT", walg_storage::spec::DEFAULT_TIMEOUT)?;
+    spec.retries = raw.u64("WALG_STORAGE_RETRIES", u64::from(walg_storage::spec::DEFAULT_RETRIES))? as u32;
+    Ok(Some(spec))
+}
+
+/// Failover settings, as the failover layer takes them.
+#[derive(Debug, Clone)]
+pub struct FailoverSettings {
+    pub check: bool,
+    pub check_timeout: Duration,
+    pub check_size: u64,
+    pub cache_lifetime: Duration,
+    pub cache_file: Option<PathBuf>,
+    pub write_all: bool,
+    pub target: Option<String>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `default` first, then failovers in name order.
+    pub storages: Vec<StorageSpec>,
+    pub compression: Compression,
+    pub prevent_overwrite: bool,
+    pub upload_concurrency: usize,
+    pub download_concurrency: usize,
+    pub prefetch_dir: Option<PathBuf>,
+    pub failover: FailoverSettings,
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    pub fn from_raw(raw: &Raw) -> Result<Config> {
+        let mut warnings: Vec<String> =
+            raw.unknown_keys().iter().map(|k| format!("unknown setting {k} ignored (walg does not use it)")).collect();
+        let primary = storage_from("default", raw, "the configuration")?;
+        let mut storages: Vec<StorageSpec> = primary.into_iter().collect();
+        if let Some(value) = raw.value("WALG_FAILOVER_STORAGES") {
+            let parsed;
+            let map = match value {
+                Value::Object(m) => m,
+                Value::String(s) => {
+                    parsed = serde_json::from_str::<Value>(s)
+                        .context("WALG_FAILOVER_STORAGES is not a JSON object of name -> storage settings")?;
+                    parsed.as_object().context("WALG_FAILOVER_STORAGES must be a JSON object of name -> settings")?
+                }
+                _ => bail!("WALG_FAILOVER_STORAGES must be a map of name -> storage settings"),
+            };
+            // serde_json's map is sorted by key: failovers are tried in name order.
+            for (name, section) in map {
+                let Value::Object(section) = section else {
+                    bail!("WALG_FAILOVER_STORAGES.{name} must be a map of settings");
+                };
+                if name == "default" {
+                    bail!("WALG_FAILOVER_STORAGES.default: the name `default` is reserved for the primary storage");
+                }
+                let sub = Raw {
+                    values: section.iter().map(|(k, v)| (k.to_ascii_uppercase(), v.clone())).collect(),
+                    source: raw.source.clone(),
+                };
+                for k in sub.values.keys() {
+                    let storage_key = PREFIX_SETTINGS.iter().any(|(p, _)| p == k)
+                        || ["AWS_", "GOOGLE_", "AZURE_", "GCS_", "S3_", "WALG_S3_", "WALG_GS_", "WALG_AZ_", "STORAGE_EMULATOR_HOST"]
+                            .iter()
+                            .any(|p| k.starts_with(p))
+                        || k == "WALG_STORAGE_TIMEOUT"
+                        || k == "WALG_STORAGE_RETRIES";
+                    if !storage_key {
+                        warnings.push(format!("unknown setting {k} in failover storage {name:?} ignored"));
+                    }
+                }
+                // A section is self-contained: credentials and endpoints are not
+                // inherited from the top level (a failover is usually another
+                // provider or account); timeouts and retries are.
+                let mut merged = sub.clone();
+                for key in ["WALG_STORAGE_TIMEOUT", "WALG_STORAGE_RETRIES"] {
+                    if let (None, Some(v)) = (sub.values.get(key), raw.values.get(key)) {
+                        merged.values.insert(key.to_string(), v.clone());
+                    }
+                }
+                let spec = storage_from(name, &merged, &format!("failover storage {name:?}"))?
+                    .with_context(|| format!("failover storage {name:?} sets no storage prefix (WALG_S3_PREFIX, WALG_GS_PREFIX, WALG_AZ_PREFIX or WALG_FILE_PREFIX)"))?;
+                storages.push(spec);
+            }
+        }
+        if storages.is_empty() || storages[0].name != "default" {
+            bail!("no storage configured: set one of WALG_S3_PREFIX, WALG_GS_PREFIX, WALG_AZ_PREFIX or WALG_FILE_PREFIX");
+        }
+        let compression = Compression::from_setting(&raw.get("WALG_COMPRESSION_METHOD").unwrap_or_else(|| "lz4".into()))?;
+        let has_failovers = storages.len() > 1;
+        let failover = FailoverSettings {
+            check: raw.bool("WALG_FAILOVER_STORAGES_CHECK", has_failovers)?,
+            check_timeout: raw.duration("WALG_FAILOVER_STORAGES_CHECK_TIMEOUT", Duration::from_secs(30))?,
+            check_size: match raw.get("WALG_FAILOVER_STORAGES_CHECK_SIZE") {
+                Some(v) => parse_size(&v).context("WALG_FAILOVER_STORAGES_CHECK_SIZE")?,
+                None => 1 << 20,
+            },
+            cache_lifetime: raw.duration("WALG_FAILOVER_STORAGES_CACHE_LIFETIME", Duration::from_secs(15 * 60))?,
+            cache_file: raw.get("WALG_FAILOVER_STORAGES_CACHE_FILE").map(PathBuf::from),
+            write_all: match raw.get("WALG_FAILOVER_STORAGES_WRITE_POLICY").as_deref().map(str::to_ascii_lowercase).as_deref() {
+                None | Some("first") | Some("first-alive") => false,
+                Some("all") => true,
+                Some(other) => bail!("WALG_FAILOVER_STORAGES_WRITE_POLICY={other:?} is not one of first, all"),
+            },
+            target: raw.get("WALG_TARGET_STORAGE"),
+        };
+        if let Some(t) = &failover.target {
+            if !storages.iter().any(|s| &s.name == t) {
+                let names: Vec<&str> = storages.iter().map(|s| s.name.as_str()).collect();
+                bail!("WALG_TARGET_STORAGE={t:?} names no configured storage (configured: {})", names.join(", "));
+            }
+        }
+        let upload_concurrency = raw.u64("WALG_UPLOAD_CONCURRENCY", 16)?.clamp(1, 256) as usize;
+        let download_concurrency = raw.u64("WALG_DOWNLOAD_CONCURRENCY", 10)?.clamp(1, 256) as usize;
+        Ok(Config {
+            storages,
+            compression,
+            prevent_overwrite: raw.bool("WALG_PREVENT_WAL_OVERWRITE", true)?,
+            upload_concurrency,
+            download_concurrency,
+            prefetch_dir: raw.get("WALG_PREFETCH_DIR").map(PathBuf::from),
+            failover,
+            warnings,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn check(pairs: &[(&str, Value)], expected: std::result::Result<&str, &str>) {
+        let got = Config::from_raw(&Raw::from_pairs(pairs));
+        match (got, expected) {
+            (Ok(cfg), Ok(want)) => {
+                let desc: Vec<String> =
+                    cfg.storages.iter().map(|s| format!("{}={}://{}", s.name, s.scheme, s.location)).collect();
+                assert_eq!(desc.join(" "), want);
+            }
+            (Err(e), Err(needle)) => assert!(format!("{e:#}").contains(needle), "{e:#} should contain {needle}"),
+            (got, want) => panic!("got {got:?}, want {want:?}"),
+        }
+    }
+
+    #[test]
+    fn chooses_storages() {
+        check(&[("WALG_FILE_PREFIX", json!("/var/wal"))], Ok("default=file:///var/wal"));
+        check(&[("WALG_S3_PREFIX", json!("s3://bucket/p"))], Ok("default=s3://bucket/p"));
+        check(&[("WALG_GS_PREFIX", json!("gs://b"))], Ok("default=gs://b"));
+        check(&[("WALG_AZ_PREFIX", json!("azure://c/x"))], Ok("default=azure://c/x"));
+        check(&[], Err("no storage configured"));
+        check(
+            &[("WALG_S3_PREFIX", json!("s3://b")), ("WALG_FILE_PREFIX", json!("/x"))],
+            Err("WALG_S3_PREFIX and WALG_FILE_PREFIX"),
+        );
+        check(&[("WALG_S3_PREFIX", json!("bucket/p"))], Err("WALG_S3_PREFIX=\"bucket/p\" in the configuration is malformed"));
+        check(&[("WALG_S3_PREFIX", json!("s3://"))], Err("names no bucket"));
+        check(
+            &[
+                ("WALG_FILE_PREFIX", json!("/a")),
+                ("WALG_FAILOVER_STORAGES", json!({"zz": {"WALG_FILE_PREFIX": "/z"}, "b1": {"WALG_S3_PREFIX": "s3://x"}})),
+            ],
+            Ok("default=file:///a b1=s3://x zz=file:///z"),
+        );
+        check(
+            &[
+                ("WALG_FILE_PREFIX", json!("/a")),
+                ("WALG_FAILOVER_STORAGES", json!(r#"{"b": {"WALG_FILE_PREFIX": "/b"}}"#)),
+            ],
+            Ok("default=file:///a b=file:///b"),
+        );
+        check(
+            &[("WALG_FILE_PREFIX", json!("/a")), ("WALG_FAILOVER_STORAGES", json!({"b": {"AWS_REGION": "x"}}))],
+            Err("failover storage \"b\" sets no storage prefix"),
+        );
+        check(&[("WALG_FILE_PREFIX", json!("/a")), ("WALG_TARGET_STORAGE", json!("nope"))], Err("names no configured storage"));
+    }
+
+    #[test]
+    fn parses_values() {
+        assert_eq!(parse_duration("30s").expect("30s"), Duration::from_secs(30));
+        assert_eq!(parse_duration("15m").expect("15m"), Duration::from_secs(900));
+        assert_eq!(parse_duration("45").expect("45"), Duration::from_secs(45));
+        assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_size("1mb").expect("1mb"), 1 << 20);
+        assert_eq!(parse_size("512KB").expect("kb"), 512 << 10);
+        assert_eq!(parse_size("100").expect("bytes"), 100);
+        assert!(parse_size("1tb").is_err());
+        let raw = Raw::from_pairs(&[
+            ("WALG_FILE_PREFIX", json!("/a")),
+            ("WALG_PREVENT_WAL_OVERWRITE", json!(false)),
+            ("WALG_COMPRESSION_METHOD", json!("zstd")),
+            ("WALG_UPLOAD_CONCURRENCY", json!(4)),
+            ("WALG_DELTA_MAX_STEPS", json!(3)),
+        ]);
+        let cfg = Config::from_raw(&raw).expect("valid");
+        assert!(!cfg.prevent_overwrite);
+        assert_eq!(cfg.compression, Compression::Zstd);
+        assert_eq!(cfg.upload_concurrency, 4);
+        assert_eq!(cfg.warnings.len(), 1, "{:?}", cfg.warnings);
+        assert!(cfg.warnings[0].contains("WALG_DELTA_MAX_STEPS"));
+        let bad = Raw::from_pairs(&[("WALG_FILE_PREFIX", json!("/a")), ("WALG_COMPRESSION_METHOD", json!("lzma"))]);
+        assert!(format!("{:#}", Config::from_raw(&bad).expect_err("lzma")).contains("unknown compression"));
+    }
+}

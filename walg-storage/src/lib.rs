@@ -11,12 +11,14 @@
 //! (the CLI builds the `StorageSpec`), or fail over between storages
 //! (`walg-failover`).
 
+pub mod cloud;
 pub mod fs;
 pub mod guard;
 mod opendal_store;
 pub mod registry;
 pub mod spec;
 
+pub use cloud::{open_azure, open_gcs, open_s3};
 pub use fs::FileStore;
 pub use guard::Guarded;
 pub use registry::{Factory, Registry};

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use walg_core::memory::MemoryStore;
 use walg_core::store::DynStore;
 
+use crate::cloud::{open_azure, open_gcs, open_s3};
 use crate::fs::FileStore;
 use crate::guard::Guarded;
 use crate::spec::{StorageError, StorageSpec};
@@ -38,6 +39,13 @@ impl Registry {
         let mut r = Registry::empty();
         r.register("mem", |spec: &StorageSpec| Ok(Arc::new(MemoryStore::new(&spec.name)) as DynStore));
         r.register("file", open_file);
+        r.register("s3", open_s3);
+        for scheme in ["gs", "gcs"] {
+            r.register(scheme, open_gcs);
+        }
+        for scheme in ["azure", "az", "azblob"] {
+            r.register(scheme, open_azure);
+        }
         r
     }
 

@@ -1,0 +1,271 @@
+//! The object-store backends: `s3`, `gs` (alias `gcs`) and `azure` (aliases
+//! `az`, `azblob`), built from WAL-G setting names in [`StorageSpec::settings`].
+//!
+//! Each factory validates the location and settings (a malformed one is a
+//! [`StorageError::Config`] naming the WAL-G setting), builds an opendal
+//! operator, and wraps it in a [`Guarded`] store with the spec's timeout and
+//! retries. Secrets are handed to opendal and to the message redactor, and
+//! nowhere else: no `Debug` or error message prints them.
+//!
+//! What this module does not do: read environment variables (the CLI puts
+//! them into the settings), or detect a bucket's region (set `AWS_REGION`).
+
+use std::sync::Arc;
+
+use opendal::Operator;
+use walg_core::store::DynStore;
+
+use crate::guard::Guarded;
+use crate::opendal_store::{install_http_transport, OpendalStore, PutMode, UPLOAD_CHUNK};
+use crate::spec::{StorageError, StorageSpec};
+
+/// Splits `bucket/path/in/bucket` into the bucket and an opendal root
+/// (`/path/in/bucket/`).
+fn split_location<'a>(spec: &'a StorageSpec, setting: &str, what: &str) -> Result<(&'a str, String), StorageError> {
+    let location = spec.location.trim();
+    let (bucket, path) = location.split_once('/').unwrap_or((location, ""));
+    if bucket.is_empty() {
+        return Err(spec.config_error(
+            setting,
+            format!("no {what} in {:?}; expected {}://{what}/path", spec.location, spec.scheme),
+        ));
+    }
+    if bucket.contains(|c: char| c.is_whitespace() || c == '?' || c == '#' || c == '\\') {
+        return Err(spec.config_error(setting, format!("invalid {what} name {bucket:?}")));
+    }
+    let path = path.trim_matches('/');
+    let root = if path.is_empty() { "/".to_string() } else { format!("/{path}/") };
+    Ok((bucket, root))
+}
+
+fn url_of(scheme: &str, bucket: &str, root: &str) -> String {
+    format!("{scheme}://{bucket}{}", root.trim_end_matches('/'))
+}
+
+fn parse_bool(spec: &StorageSpec, setting: &str) -> Result<Option<bool>, StorageError> {
+    match spec.settings.get(setting).map(|v| v.trim().to_ascii_lowercase()) {
+        None => Ok(None),
+        Some(v) if ["true", "1", "yes", "on"].contains(&v.as_str()) => Ok(Some(true)),
+        Some(v) if ["false", "0", "no", "off"].contains(&v.as_str()) => Ok(Some(false)),
+        Some(v) => Err(spec.config_error(setting, format!("expected true or false, got {v:?}"))),
+    }
+}
+
+fn secrets(spec: &StorageSpec) -> Vec<String> {
+    spec.settings.iter().filter(|(k, _)| crate::spec::Settings::is_secret(k)).map(|(_, v)| v.to_string()).collect()
+}
+
+fn finish(
+    spec: &StorageSpec,
+    setting: &str,
+    url: String,
+    op: Result<Operator, opendal::Error>,
+    put_mode: PutMode,
+    atomic: bool,
+) -> Result<DynStore, StorageError> {
+    let secrets = secrets(spec);
+    let op = op.map_err(|e| {
+        spec.config_error(setting, format!("cannot configure {url}: {}", crate::opendal_store::redact(&e.to_string(), &secrets)))
+    })?;
+    let store = OpendalStore::new(&spec.name, url.clone(), op, put_mode, atomic, secrets);
+    Ok(Guarded::wrap(Arc::new(store), url, spec.timeout, spec.retries))
+}
+
+/// `s3://bucket/path` (`WALG_S3_PREFIX`). Reads `AWS_ENDPOINT`, `AWS_REGION`
+/// (default `us-east-1`), `AWS_S3_FORCE_PATH_STYLE`, `AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `WALG_S3_STORAGE_CLASS`,
+/// `WALG_S3_SSE` (`AES256` or `aws:kms`) and `WALG_S3_SSE_KMS_ID`.
+pub fn open_s3(spec: &StorageSpec) -> Result<DynStore, StorageError> {
+    const SETTING: &str = "WALG_S3_PREFIX";
+    install_http_transport();
+    let (bucket, root) = split_location(spec, SETTING, "bucket")?;
+    let s = &spec.settings;
+    let mut b = opendal::services::S3::default().bucket(bucket).root(&root);
+    let endpoint = s.get("AWS_ENDPOINT");
+    if let Some(ep) = endpoint {
+        if !ep.starts_with("http://") && !ep.starts_with("https://") {
+            return Err(spec.config_error("AWS_ENDPOINT", format!("expected an http:// or https:// URL, got {ep:?}")));
+        }
+        b = b.endpoint(ep);
+    }
+    // opendal would otherwise read AWS_REGION from the process environment;
+    // the settings are the only source, and us-east-1 is what S3-compatible
+    // servers (and WAL-G with an endpoint) expect.
+    b = b.region(s.get("AWS_REGION").unwrap_or("us-east-1"));
+    // WAL-G's default is virtual-host style; S3-compatible servers behind a
+    // custom endpoint (MinIO, moto, an IP address) mostly need path style,
+    // so without an explicit setting an endpoint implies path style.
+    let path_style = parse_bool(spec, "AWS_S3_FORCE_PATH_STYLE")?.unwrap_or(endpoint.is_some());
+    if !path_style {
+        b = b.enable_virtual_host_style();
+    }
+    match (s.get("AWS_ACCESS_KEY_ID"), s.get("AWS_SECRET_ACCESS_KEY")) {
+        (Some(id), Some(secret)) => {
+            b = b.access_key_id(id).secret_access_key(secret).disable_config_load().disable_ec2_metadata();
+            if let Some(token) = s.get("AWS_SESSION_TOKEN") {
+                b = b.session_token(token);
+            }
+        }
+        (Some(_), None) => {
+            return Err(spec.config_error("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID is set but the secret is not"))
+        }
+        (None, Some(_)) => {
+            return Err(spec.config_error("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY is set but the key id is not"))
+        }
+        // No static keys: opendal's default chain (profile files, web
+        // identity, instance metadata) finds the host's credentials.
+        (None, None) => {}
+    }
+    if let Some(class) = s.get("WALG_S3_STORAGE_CLASS") {
+        b = b.default_storage_class(class);
+    }
+    match s.get("WALG_S3_SSE") {
+        None => {}
+        Some("AES256") => b = b.server_side_encryption_with_s3_key(),
+        Some("aws:kms") => {
+            b = match s.get("WALG_S3_SSE_KMS_ID") {
+                Some(id) => b.server_side_encryption_with_customer_managed_kms_key(id),
+                None => b.server_side_encryption_with_aws_managed_kms_key(),
+            }
+        }
+        Some(other) => {
+            return Err(spec.config_error("WALG_S3_SSE", format!("expected AES256 or aws:kms, got {other:?}")))
+        }
+    }
+    let url = url_of("s3", bucket, &root);
+    // S3 (and moto, MinIO) honour If-None-Match on PUT.
+    finish(spec, SETTING, url, Operator::new(b), PutMode::Chunked { chunk: UPLOAD_CHUNK }, true)
+}
+
+/// `gs://bucket/path` (`WALG_GS_PREFIX`). Reads `GOOGLE_APPLICATION_CREDENTIALS`
+/// and an endpoint override `WALG_GS_ENDPOINT` (or `STORAGE_EMULATOR_HOST`).
+pub fn open_gcs(spec: &StorageSpec) -> Result<DynStore, StorageError> {
+    const SETTING: &str = "WALG_GS_PREFIX";
+    install_http_transport();
+    let (bucket, root) = split_location(spec, SETTING, "bucket")?;
+    let s = &spec.settings;
+    let mut b = opendal::services::Gcs::default().bucket(bucket).root(&root);
+    let endpoint = match (s.get("WALG_GS_ENDPOINT"), s.get("STORAGE_EMULATOR_HOST")) {
+        (Some(ep), _) => Some(ep.to_string()),
+        // The Google client libraries accept a bare host:port here.
+        (None, Some(host)) if host.contains("://") => Some(host.to_string()),
+        (None, Some(host)) => Some(format!("http://{host}")),
+        (None, None) => None,
+    };
+    let credentials = s.get("GOOGLE_APPLICATION_CREDENTIALS");
+    if let Some(path) = credentials {
+        b = b.credential_path(path);
+    }
+    if let Some(ep) = &endpoint {
+        b = b.endpoint(ep);
+        if credentials.is_none() {
+            // An emulator: no token to fetch, no VM metadata server to ask.
+            b = b.skip_signature().disable_vm_metadata().disable_config_load();
+        }
+    }
+    let url = url_of("gs", bucket, &root);
+    // Single-request uploads: fake-gcs-server rejects resumable ones, and a
+    // WAL segment is small enough for one request. fake-gcs-server also
+    // ignores ifGenerationMatch=0, so behind an endpoint override
+    // create-if-absent is checked with a stat first.
+    let atomic = endpoint.is_none();
+    finish(spec, SETTING, url, Operator::new(b), PutMode::SingleRequest, atomic)
+}
+
+/// `azure://container/path` (`WALG_AZ_PREFIX`). Reads `AZURE_STORAGE_ACCOUNT`,
+/// `AZURE_STORAGE_ACCESS_KEY`, `AZURE_STORAGE_SAS_TOKEN` and an endpoint
+/// override `WALG_AZ_ENDPOINT` (default `https://<account>.blob.core.windows.net`).
+pub fn open_azure(spec: &StorageSpec) -> Result<DynStore, StorageError> {
+    const SETTING: &str = "WALG_AZ_PREFIX";
+    install_http_transport();
+    let (container, root) = split_location(spec, SETTING, "container")?;
+    let s = &spec.settings;
+    let account = s.get("AZURE_STORAGE_ACCOUNT");
+    let endpoint = match (s.get("WALG_AZ_ENDPOINT"), account) {
+        (Some(ep), _) => ep.trim_end_matches('/').to_string(),
+        (None, Some(acc)) => format!("https://{acc}.blob.core.windows.net"),
+        (None, None) => {
+            return Err(spec.config_error("AZURE_STORAGE_ACCOUNT", "not set; set the storage account name"))
+        }
+    };
+    let mut b = opendal::services::Azblob::default().container(container).root(&root).endpoint(&endpoint);
+    if let Some(acc) = account {
+        b = b.account_name(acc);
+    }
+    match (s.get("AZURE_STORAGE_ACCESS_KEY"), s.get("AZURE_STORAGE_SAS_TOKEN")) {
+        (Some(key), _) => {
+            if account.is_none() {
+                return Err(spec.config_error("AZURE_STORAGE_ACCOUNT", "an access key needs the account name"));
+            }
+            b = b.account_key(key);
+        }
+        (None, Some(sas)) => b = b.sas_token(sas.trim_start_matches('?')),
+        (None, None) => {}
+    }
+    let url = url_of("azure", container, &root);
+    finish(spec, SETTING, url, Operator::new(b), PutMode::Chunked { chunk: UPLOAD_CHUNK }, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(scheme: &str, location: &str, settings: &[(&str, &str)]) -> StorageSpec {
+        let mut s = StorageSpec::new("default", scheme, location);
+        s.settings = settings.iter().copied().collect();
+        s
+    }
+
+    fn check_config_error(result: Result<DynStore, StorageError>, setting: &str) {
+        match result {
+            Err(e @ StorageError::Config { .. }) => assert!(e.to_string().contains(setting), "{e}"),
+            Err(e) => panic!("expected a config error naming {setting}, got {e}"),
+            Ok(s) => panic!("expected a config error naming {setting}, opened {s:?}"),
+        }
+    }
+
+    #[test]
+    fn splits_locations() {
+        let s = spec("s3", "bucket/a/b/", &[]);
+        assert_eq!(split_location(&s, "X", "bucket").expect("valid"), ("bucket", "/a/b/".to_string()));
+        let s = spec("s3", "bucket", &[]);
+        assert_eq!(split_location(&s, "X", "bucket").expect("valid"), ("bucket", "/".to_string()));
+    }
+
+    #[test]
+    fn malformed_locations_name_the_setting() {
+        check_config_error(open_s3(&spec("s3", "", &[])), "WALG_S3_PREFIX");
+        check_config_error(open_s3(&spec("s3", "/path", &[])), "WALG_S3_PREFIX");
+        check_config_error(open_gcs(&spec("gs", "", &[])), "WALG_GS_PREFIX");
+        check_config_error(open_azure(&spec("azure", "", &[("AZURE_STORAGE_ACCOUNT", "a")])), "WALG_AZ_PREFIX");
+        check_config_error(open_azure(&spec("azure", "c/p", &[])), "AZURE_STORAGE_ACCOUNT");
+        check_config_error(open_s3(&spec("s3", "b", &[("WALG_S3_SSE", "rot13")])), "WALG_S3_SSE");
+        check_config_error(open_s3(&spec("s3", "b", &[("AWS_ENDPOINT", "localhost:9000")])), "AWS_ENDPOINT");
+        check_config_error(open_s3(&spec("s3", "b", &[("AWS_S3_FORCE_PATH_STYLE", "maybe")])), "AWS_S3_FORCE_PATH_STYLE");
+    }
+
+    #[test]
+    fn debug_of_a_store_hides_credentials() {
+        let store = open_s3(&spec(
+            "s3",
+            "bucket/p",
+            &[
+                ("AWS_ENDPOINT", "http://127.0.0.1:1"),
+                ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+                ("AWS_SECRET_ACCESS_KEY", "verysecretvalue"),
+                ("AWS_SESSION_TOKEN", "sessiontokenvalue"),
+            ],
+        ))
+        .expect("valid s3 spec");
+        let text = format!("{store:?}");
+        assert!(!text.contains("verysecretvalue") && !text.contains("sessiontokenvalue"), "{text}");
+        assert!(text.contains("s3://bucket/p"), "{text}");
+        let store = open_azure(&spec(
+            "azure",
+            "c/p",
+            &[("AZURE_STORAGE_ACCOUNT", "acct"), ("AZURE_STORAGE_SAS_TOKEN", "sv=2020&sig=topsecretsig")],
+        ))
+        .expect("valid azure spec");
+        assert!(!format!("{store:?}").contains("topsecretsig"));
+    }
+}

@@ -300,7 +300,8 @@ impl StatusCache {
     }
 
     /// Records an observation of a storage in memory; [`StatusCache::flush`]
-    /// persists it. Returns the status transition it caused.
+    /// persists it. Returns the status transition it caused. An observation
+    /// older than what the cache already holds for the storage is dropped.
     pub fn record(
         &self,
         name: &str,
@@ -312,6 +313,11 @@ impl StatusCache {
         let now = unix_ms(self.clock.now());
         let mut st = self.state();
         let prev = st.mem.get(name).filter(|e| e.fingerprint == fingerprint).cloned();
+        if prev.as_ref().is_some_and(|p| p.observed_at_ms() > now) {
+            // The file already holds a later observation (another process
+            // was faster); under newest-wins ours would be discarded anyway.
+            return Transition::Unchanged;
+        }
         let transition = match (&prev, alive) {
             (Some(p), false) if p.alive => Transition::Down,
             (None, false) => Transition::Down,
@@ -325,12 +331,12 @@ impl StatusCache {
             used_at_ms: None,
             error: None,
         });
-        // Never record an observation as older than what we already know
-        // (a clock stepped back), or the merge would drop it.
-        let at = now.max(entry.observed_at_ms());
+        // The observation keeps its own time, never an entry's later one:
+        // borrowing it would let an old observation beat a newer one in the
+        // merge.
         match kind {
-            Observation::Checked => entry.checked_at_ms = Some(at),
-            Observation::Used => entry.used_at_ms = Some(at),
+            Observation::Checked => entry.checked_at_ms = Some(now),
+            Observation::Used => entry.used_at_ms = Some(now),
         }
         entry.alive = alive;
         entry.error = if alive { None } else { error.map(truncate_error) };
@@ -658,3 +664,6 @@ fn write_new_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 fn unix_nanos_now() -> u128 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,61 @@
+//! Installs what the tasks need on a fresh machine: PostgreSQL server
+//! binaries, the lz4 and zstd tools (interoperability checks). Idempotent:
+//! nothing is installed twice.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{bail, Result};
+
+use crate::pg;
+
+fn have(cmd: &str) -> bool {
+    Command::new("sh").arg("-c").arg(format!("command -v {cmd} >/dev/null 2>&1")).status().is_ok_and(|s| s.success())
+}
+
+/// Installs Debian packages (only when something is missing).
+pub fn apt(packages: &[&str]) -> Result<()> {
+    if packages.is_empty() {
+        return Ok(());
+    }
+    if !pg::is_root() {
+        bail!("missing packages {packages:?}: install them (apt-get install {})", packages.join(" "));
+    }
+    println!("installing {} ...", packages.join(" "));
+    let env = [("DEBIAN_FRONTEND", "noninteractive")];
+    let ok = |args: &[&str]| Command::new("apt-get").args(args).envs(env).status().is_ok_and(|s| s.success());
+    if !ok(&["install", "-y", "-q", "--no-install-recommends"].iter().copied().chain(packages.iter().copied()).collect::<Vec<_>>()) {
+        if !ok(&["update", "-q"]) {
+            bail!("apt-get update failed");
+        }
+        if !ok(&["install", "-y", "-q", "--no-install-recommends"].iter().copied().chain(packages.iter().copied()).collect::<Vec<_>>()) {
+            bail!("apt-get install {} failed", packages.join(" "));
+        }
+    }
+    Ok(())
+}
+
+/// PostgreSQL server binaries, the postgres OS user, lz4 and zstd.
+pub fn postgres() -> Result<()> {
+    let mut missing = Vec::new();
+    if pg::bindir().is_err() {
+        missing.push("postgresql");
+    }
+    if !have("psql") {
+        missing.push("postgresql-client");
+    }
+    if !have("lz4") {
+        missing.push("lz4");
+    }
+    if !have("zstd") {
+        missing.push("zstd");
+    }
+    apt(&missing)?;
+    pg::bindir()?;
+    pg::ensure_postgres_user()
+}
+
+/// Everything the test suite needs.
+pub fn all(_repo: &Path) -> Result<()> {
+    postgres()
+}

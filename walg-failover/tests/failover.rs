@@ -521,3 +521,63 @@ async fn an_unusable_cache_location_never_fails_the_archive() {
     // The in-memory verdict still spares the dead primary.
     assert_eq!(f.calls()[0], 1);
 }
+
+/// Collects formatted log lines of the current thread.
+#[derive(Clone, Default)]
+struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    fn lines(&self, level: &str) -> Vec<String> {
+        let raw = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        String::from_utf8_lossy(&raw).lines().filter(|l| l.contains(level)).map(String::from).collect()
+    }
+}
+
+#[tokio::test]
+async fn status_transitions_are_logged_once_and_a_normal_run_is_quiet() {
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(move || writer.clone())
+        .finish();
+    // The test runtime is single-threaded, so a thread-local subscriber
+    // sees every event the store emits outside blocking tasks.
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let f = Fixture::new(2);
+    for n in 0..3 {
+        put(&f.store(), &format!("ok{n}")).await.expect("healthy");
+    }
+    assert!(logs.lines("WARN").is_empty(), "{:?}", logs.lines("WARN"));
+
+    f.set(0, Fault::Fail(ErrorKind::Unavailable));
+    for n in 0..3 {
+        f.clock.advance(LIFE);
+        put(&f.store(), &format!("down{n}")).await.expect("failover");
+    }
+    let warns = logs.lines("WARN");
+    assert_eq!(warns.len(), 1, "{warns:?}");
+    assert!(warns[0].contains("storage \"default\" is down"), "{warns:?}");
+
+    f.set(0, Fault::None);
+    for n in 0..3 {
+        f.clock.advance(LIFE);
+        put(&f.store(), &format!("up{n}")).await.expect("primary");
+    }
+    let infos = logs.lines("INFO");
+    assert_eq!(infos.len(), 1, "{infos:?}");
+    assert!(infos[0].contains("storage \"default\" is back up"), "{infos:?}");
+    assert_eq!(logs.lines("WARN").len(), 1);
+}

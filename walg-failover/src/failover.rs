@@ -7,10 +7,18 @@
 //!   first storage believed alive. A storage failure marks that member dead
 //!   and the same key and body are retried on the next member within the
 //!   same call; the call fails only when every member failed, and the error
-//!   lists each member's failure. With [`WritePolicy::All`] every member
-//!   believed alive gets the write, and the call succeeds only when all of
-//!   them stored it. A `Conflict` (the object exists) or another answer from
-//!   a healthy storage is returned as is, never failed over.
+//!   lists each member's failure. `delete` follows the same policy, so with
+//!   `FirstAlive` it removes the object from one member only; a caller that
+//!   must remove every copy uses [`FailoverStore::member`] per member.
+//! - With [`WritePolicy::All`] every member believed alive gets the write,
+//!   and the call succeeds only when all of them stored it. A member that
+//!   fails its probe is dead, not one of the alive ones, and is left out; a
+//!   member that fails the upload itself fails the call (and is marked
+//!   dead, so PostgreSQL's retry a second later succeeds without it). A
+//!   `Conflict` on some members is returned after the others were written,
+//!   so the caller can compare the existing copy.
+//! - A `Conflict` (the object exists) or another answer from a healthy
+//!   storage is returned as is, never failed over.
 //! - Members with a fresh "dead" verdict are skipped without a request. When
 //!   no other member is left (all skipped or failed), the dead ones are tried
 //!   anyway, in order, as a last resort: failing an archive without asking
@@ -33,7 +41,9 @@
 //! last usable member is not probed, since its upload is its own probe and
 //! a failed upload is handled like a failed probe. So a write with a fresh
 //! cache makes no probe request at all, and one with a cold cache makes at
-//! most one probe per member. Status transitions are logged once: WARN when
+//! most one probe per member. With `check` off, a member without a fresh
+//! verdict is simply tried, and a fresh "dead" verdict (from a failed
+//! operation) is still honoured. Status transitions are logged once: WARN when
 //! a storage goes down, INFO when it is back.
 //!
 //! What this module does not do: it does not build stores from settings

@@ -67,7 +67,7 @@ fn finish(
     let op = op.map_err(|e| {
         spec.config_error(setting, format!("cannot configure {url}: {}", crate::opendal_store::redact(&e.to_string(), &secrets)))
     })?;
-    let store = OpendalStore::new(&spec.name, url.clone(), op, put_mode, atomic, secrets);
+    let store = OpendalStore::new(&spec.name, url.clone(), op, put_mode, atomic, secrets).checking_bucket();
     Ok(Guarded::wrap(Arc::new(store), url, spec.timeout, spec.retries))
 }
 

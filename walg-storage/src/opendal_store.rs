@@ -12,6 +12,7 @@
 //! (see [`crate::fs`]). No opendal type leaves this crate.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -57,6 +58,12 @@ pub(crate) struct OpendalStore {
     atomic_if_not_exists: bool,
     /// Values that must never appear in a message (keys, tokens).
     secrets: Vec<String>,
+    /// Whether a NotFound needs a check that the bucket exists before it is
+    /// believed. Some services (fake-gcs-server) answer a missing bucket
+    /// with the same bare 404 as a missing object.
+    check_bucket: bool,
+    /// The bucket was seen to exist; NotFound now means the object.
+    bucket_ok: AtomicBool,
 }
 
 impl fmt::Debug for OpendalStore {
@@ -88,6 +95,37 @@ impl OpendalStore {
             put_mode,
             atomic_if_not_exists,
             secrets: secrets.into_iter().filter(|s| !s.is_empty()).collect(),
+            check_bucket: false,
+            bucket_ok: AtomicBool::new(false),
+        }
+    }
+
+    /// Makes the first NotFound of this store check that the bucket exists,
+    /// so that a missing bucket is reported as a configuration error.
+    pub(crate) fn checking_bucket(mut self) -> Self {
+        self.check_bucket = true;
+        self
+    }
+
+    /// Turns a NotFound into a configuration error when the bucket itself
+    /// is missing. Costs one listing request per process at most.
+    async fn confirm_not_found(&self, err: StoreError) -> StoreError {
+        if err.kind != ErrorKind::NotFound || !self.check_bucket || self.bucket_ok.load(Ordering::Relaxed) {
+            return err;
+        }
+        match self.op.list_with("").limit(1).await {
+            Ok(_) => {
+                self.bucket_ok.store(true, Ordering::Relaxed);
+                err
+            }
+            Err(e) => {
+                let mut e = self.error(err.op, &err.key, &e);
+                if e.kind == ErrorKind::NotFound {
+                    e.kind = ErrorKind::Config;
+                    e.message = format!("{}: the bucket or container does not exist ({})", self.url, e.message);
+                }
+                e
+            }
         }
     }
 
@@ -170,13 +208,50 @@ impl Store for OpendalStore {
                 Err(e) => return Err(e),
             }
         }
-        match self.put_mode {
+        let result = match self.put_mode {
             PutMode::Chunked { chunk } => self.put_chunked(key, body, chunk, native_ine).await,
             PutMode::SingleRequest => self.put_single(key, body, native_ine).await,
+        };
+        match result {
+            Ok(()) => {
+                self.bucket_ok.store(true, Ordering::Relaxed);
+                Ok(())
+            }
+            // Writing an object cannot miss the object: the bucket is gone.
+            Err(mut e) if e.kind == ErrorKind::NotFound && self.check_bucket => {
+                e.kind = ErrorKind::Config;
+                e.message = format!("{} (the bucket or container does not exist)", e.message);
+                Err(e)
+            }
+            Err(e) => Err(e),
         }
     }
 
     async fn get(&self, key: &str) -> Result<ByteStream, StoreError> {
+        match self.get_inner(key).await {
+            Ok(s) => Ok(s),
+            Err(e) => Err(self.confirm_not_found(e).await),
+        }
+    }
+
+    async fn stat(&self, key: &str) -> Result<ObjectMeta, StoreError> {
+        match self.stat_inner(key).await {
+            Ok(m) => Ok(m),
+            Err(e) => Err(self.confirm_not_found(e).await),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        self.list_inner(prefix).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.delete_inner(key).await
+    }
+}
+
+impl OpendalStore {
+    async fn get_inner(&self, key: &str) -> Result<ByteStream, StoreError> {
         let reader = self.op.reader(key).await.map_err(|e| self.error("get", key, &e))?;
         let stream = reader.into_stream(..).await.map_err(|e| self.error("get", key, &e))?;
         let name = self.name.clone();
@@ -199,7 +274,7 @@ impl Store for OpendalStore {
         }
     }
 
-    async fn stat(&self, key: &str) -> Result<ObjectMeta, StoreError> {
+    async fn stat_inner(&self, key: &str) -> Result<ObjectMeta, StoreError> {
         let meta = self.op.stat(key).await.map_err(|e| self.error("stat", key, &e))?;
         if meta.is_dir() {
             return Err(StoreError::new(
@@ -213,7 +288,7 @@ impl Store for OpendalStore {
         Ok(ObjectMeta { key: key.to_string(), size: meta.content_length() })
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+    async fn list_inner(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
         // opendal lists directories; list the one that contains the prefix
         // and filter here, so `wal_005/0000000100` means a key prefix on
         // every backend.
@@ -225,8 +300,16 @@ impl Store for OpendalStore {
             Ok(entries) => entries,
             // A prefix whose directory does not exist (file system) simply
             // has no objects.
-            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(self.error("list", prefix, &e)),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound && !self.check_bucket => Vec::new(),
+            // Object stores list any prefix of an existing bucket.
+            Err(e) => {
+                let mut e = self.error("list", prefix, &e);
+                if e.kind == ErrorKind::NotFound {
+                    e.kind = ErrorKind::Config;
+                    e.message = format!("{} (the bucket or container does not exist)", e.message);
+                }
+                return Err(e);
+            }
         };
         let mut out: Vec<ObjectMeta> = entries
             .into_iter()
@@ -238,7 +321,7 @@ impl Store for OpendalStore {
         Ok(out)
     }
 
-    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+    async fn delete_inner(&self, key: &str) -> Result<(), StoreError> {
         match self.op.delete(key).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(()),

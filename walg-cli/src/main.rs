@@ -7,6 +7,7 @@
 
 mod commands;
 mod config;
+mod prefetch;
 mod storage;
 
 use std::path::PathBuf;
@@ -58,6 +59,45 @@ enum Command {
         name: String,
         /// Where PostgreSQL wants the file (%p).
         destination: PathBuf,
+    },
+    /// Background restore prefetch, started by wal-fetch.
+    #[command(name = "wal-prefetch", hide = true)]
+    WalPrefetch {
+        name: String,
+        pg_wal: PathBuf,
+        destination_name: PathBuf,
+    },
+    /// Storage status and maintenance (failover storages).
+    St {
+        #[command(subcommand)]
+        command: StCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum StCommand {
+    /// Each storage: alive or dead, when last checked or used, whether that
+    /// is within WALG_FAILOVER_STORAGES_CACHE_LIFETIME; and the cache file.
+    Status,
+    /// Probe every storage now (list; with --write also upload and delete a
+    /// small object) and record the result in the status cache.
+    Check {
+        /// Also probe writes.
+        #[arg(long)]
+        write: bool,
+    },
+    /// Copy WAL written to a failover storage back to another storage
+    /// (the primary by default), verifying each copy.
+    Transfer {
+        /// Storage to copy from (a failover storage's name).
+        #[arg(long)]
+        source: String,
+        /// Storage to copy to.
+        #[arg(long, default_value = "default")]
+        target: String,
+        /// Remove each object from the source once its copy is verified.
+        #[arg(long)]
+        remove_source: bool,
     },
 }
 

@@ -1,17 +1,99 @@
-//! Opens the configured storages: one store, or a failover store made of
-//! `default` and the failovers.
+//! Opens the configured storages: the one storage, or, when failover
+//! storages are configured, a failover store made of `default` and the
+//! failovers in name order, with its status cache file.
+
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use walg_core::store::DynStore;
-use walg_storage::Registry;
+use walg_failover::{default_cache_path, FailoverConfig, FailoverStore, Member, WritePolicy};
+use walg_storage::{Registry, StorageSpec};
 
 use crate::config::Config;
 
-/// Opens the store the commands use.
-pub fn open(cfg: &Config) -> Result<DynStore> {
-    let registry = Registry::with_builtin();
-    let spec = &cfg.storages[0];
+/// The opened storages.
+#[derive(Debug, Clone)]
+pub struct Opened {
+    /// What the commands read and write through.
+    pub store: DynStore,
+    /// The failover store, when failovers are configured.
+    pub failover: Option<Arc<FailoverStore>>,
+}
+
+fn open_one(registry: &Registry, spec: &StorageSpec) -> Result<DynStore> {
     registry
         .open(spec)
         .with_context(|| format!("open storage {:?} ({}://{})", spec.name, spec.scheme, spec.location))
+}
+
+/// The home directory of the current user from /etc/passwd, for processes
+/// started without `$HOME` (common under systemd).
+fn passwd_home() -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata("/proc/self").ok()?.uid().to_string();
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let f: Vec<&str> = line.split(':').collect();
+        (f.len() >= 6 && f[2] == uid && !f[5].is_empty()).then(|| PathBuf::from(f[5]))
+    })
+}
+
+/// Where the status cache lives: the override, else a per-user state
+/// directory; never a predictable name in a shared /tmp.
+pub fn cache_path(cfg: &Config) -> Option<PathBuf> {
+    if let Some(p) = &cfg.failover.cache_file {
+        return Some(p.clone());
+    }
+    let xdg = std::env::var_os("XDG_STATE_HOME").map(PathBuf::from);
+    let home = std::env::var_os("HOME").map(PathBuf::from).filter(|h| h.is_absolute()).or_else(passwd_home);
+    default_cache_path(xdg.as_deref(), home.as_deref())
+}
+
+/// Opens what the commands use.
+pub fn open(cfg: &Config) -> Result<Opened> {
+    let registry = Registry::with_builtin();
+    let only_one = cfg.storages.len() == 1 && cfg.failover.target.is_none();
+    if only_one {
+        return Ok(Opened { store: open_one(&registry, &cfg.storages[0])?, failover: None });
+    }
+    let mut members = Vec::new();
+    for spec in &cfg.storages {
+        // A target storage is used alone: do not build the others.
+        if cfg.failover.target.as_ref().is_some_and(|t| t != &spec.name) {
+            continue;
+        }
+        let store = open_one(&registry, spec)?;
+        members.push(Member::new(spec.name.clone(), store));
+    }
+    if cfg.failover.target.is_some() && members.len() == 1 {
+        return Ok(Opened { store: members.remove(0).store().clone(), failover: None });
+    }
+    let config = FailoverConfig {
+        check: cfg.failover.check,
+        check_timeout: cfg.failover.check_timeout,
+        check_size: cfg.failover.check_size,
+        cache_lifetime: cfg.failover.cache_lifetime,
+        cache_path: cache_path(cfg),
+        write_policy: if cfg.failover.write_all { WritePolicy::All } else { WritePolicy::FirstAlive },
+        target: None,
+    };
+    let failover = Arc::new(FailoverStore::new(members, config).context("configure failover storages")?);
+    Ok(Opened { store: failover.clone(), failover: Some(failover) })
+}
+
+/// Opens every configured storage for the `st` commands (target ignored).
+pub fn open_all(cfg: &Config) -> Result<Opened> {
+    let mut cfg = cfg.clone();
+    cfg.failover.target = None;
+    if cfg.storages.len() == 1 {
+        // Still a failover store of one, so `st status` and `st check` work
+        // the same way for a single storage.
+        let registry = Registry::with_builtin();
+        let store = open_one(&registry, &cfg.storages[0])?;
+        let config = FailoverConfig { cache_path: cache_path(&cfg), cache_lifetime: cfg.failover.cache_lifetime, ..FailoverConfig::default() };
+        let f = Arc::new(FailoverStore::new(vec![Member::new("default", store)], config)?);
+        return Ok(Opened { store: f.clone(), failover: Some(f) });
+    }
+    open(&cfg)
 }

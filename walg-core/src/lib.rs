@@ -9,12 +9,14 @@
 //! This crate deliberately knows nothing of opendal, environment variables,
 //! configuration files or logging subscribers.
 
+pub mod ahead;
 pub mod codec;
 pub mod error;
 pub mod fetch;
 pub mod layout;
 pub mod memory;
 pub mod page;
+pub mod prefetch;
 pub mod push;
 pub mod store;
 pub mod stream;

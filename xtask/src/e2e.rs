@@ -314,3 +314,114 @@ pub fn run_tests(tests: Vec<Test>) -> Result<()> {
     }
     Ok(())
 }
+
+/// Makes a fake data directory whose `pg_wal` holds `count` real segments of
+/// a fresh cluster, each with a `.ready` file, as PostgreSQL's archiver
+/// would see them. Returns (data dir, segment names).
+pub fn ready_backlog(work: &Workdir, count: usize) -> Result<(PathBuf, Vec<String>)> {
+    let archive_conf = "archive_mode = on\narchive_command = '/bin/false'\n";
+    let mut c = Cluster::init(&work.path.join("backlog-src"), archive_conf, &["--wal-segsize=1"])?;
+    c.start()?;
+    c.sql("create table t (x text)")?;
+    let mut names = Vec::new();
+    for _ in 0..count {
+        c.sql("insert into t select md5(g::text) from generate_series(1, 2000) g")?;
+        names.push(c.sql("select pg_walfile_name(pg_switch_wal())")?);
+    }
+    c.stop()?;
+    let data = work.path.join("fake-data");
+    let pg_wal = data.join("pg_wal");
+    fs::create_dir_all(pg_wal.join("archive_status"))?;
+    for n in &names {
+        fs::copy(c.data.join("pg_wal").join(n), pg_wal.join(n))?;
+        fs::write(pg_wal.join("archive_status").join(format!("{n}.ready")), "")?;
+    }
+    Ok((data, names))
+}
+
+/// Upload-ahead: the first call stores the next `.ready` files too and
+/// marks them; later calls for them return at once without uploading; a
+/// marker whose object vanished is not trusted; `.ready` files are never
+/// renamed by walg.
+pub fn upload_ahead(built: &Path) -> Result<()> {
+    let work = Workdir::new("ahead")?;
+    let archive = work.path.join("archive");
+    let mut settings = file_settings(&archive);
+    settings.insert("WALG_UPLOAD_CONCURRENCY".into(), json!(4));
+    let walg = Walg::new(&work, built, "walg.json", &settings)?;
+    let (data, names) = ready_backlog(&work, 6)?;
+    let push = |name: &str| -> Result<String> {
+        let out = Command::new(&walg.bin)
+            .current_dir(&data)
+            .arg("--config")
+            .arg(&walg.config)
+            .args(["wal-push", &format!("pg_wal/{name}")])
+            .output()?;
+        ensure!(out.status.success(), "wal-push {name}: {}", text(&out));
+        Ok(text(&out))
+    };
+    let log = push(&names[0])?;
+    ensure!(log.contains("+3 uploaded ahead"), "first call should upload 3 ahead: {log}");
+    for n in &names[..4] {
+        ensure!(archive.join("wal_005").join(format!("{n}.lz4")).is_file(), "{n} not stored by upload-ahead");
+    }
+    let markers = data.join("pg_wal/walg_data/walg_archive_status");
+    ensure!(markers.join(&names[1]).is_file(), "no marker for {}", names[1]);
+    ensure!(fs::read_to_string(markers.join(&names[1]))?.contains("storage="), "marker does not name the storage");
+    ensure!(
+        names.iter().all(|n| data.join("pg_wal/archive_status").join(format!("{n}.ready")).is_file()),
+        "walg renamed a .ready file"
+    );
+    // Play the archiver: mark the first done; the second is answered from its marker.
+    fs::rename(data.join(format!("pg_wal/archive_status/{}.ready", names[0])), data.join(format!("pg_wal/archive_status/{}.done", names[0])))?;
+    let log = push(&names[1])?;
+    ensure!(log.contains("uploaded ahead"), "second call should be answered by its marker: {log}");
+    ensure!(!markers.join(&names[1]).exists(), "marker not removed after use");
+    fs::rename(data.join(format!("pg_wal/archive_status/{}.ready", names[1])), data.join(format!("pg_wal/archive_status/{}.done", names[1])))?;
+    // A marker whose object is gone must not be trusted.
+    fs::remove_file(archive.join("wal_005").join(format!("{}.lz4", names[2])))?;
+    let log = push(&names[2])?;
+    ensure!(log.contains("pushing again") && log.contains("pushed"), "a marker without its object was trusted: {log}");
+    ensure!(archive.join("wal_005").join(format!("{}.lz4", names[2])).is_file(), "{} not re-pushed", names[2]);
+    Ok(())
+}
+
+/// Restore prefetch: after one fetch, the next segments appear in
+/// `.wal-g/prefetch` beside the destination, and the next fetch is served
+/// from there; a missing segment ends prefetching without errors.
+pub fn prefetch(built: &Path) -> Result<()> {
+    let work = Workdir::new("prefetch")?;
+    let archive = work.path.join("archive");
+    let mut settings = file_settings(&archive);
+    settings.insert("WALG_UPLOAD_CONCURRENCY".into(), json!(1));
+    settings.insert("WALG_DOWNLOAD_CONCURRENCY".into(), json!(3));
+    let walg = Walg::new(&work, built, "walg.json", &settings)?;
+    let (data, names) = ready_backlog(&work, 5)?;
+    for n in &names {
+        let out = walg.run(&["wal-push", &data.join("pg_wal").join(n).display().to_string()])?;
+        ensure!(out.status.success(), "push {n}: {}", text(&out));
+    }
+    let restore = work.path.join("restore/pg_wal");
+    fs::create_dir_all(&restore)?;
+    let dest = restore.join("RECOVERYXLOG");
+    let out = walg.run(&["wal-fetch", &names[0], &dest.display().to_string()])?;
+    ensure!(out.status.success(), "fetch {}: {}", names[0], text(&out));
+    let prefetched = restore.join(".wal-g/prefetch").join(&names[1]);
+    let start = Instant::now();
+    while !prefetched.exists() && start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ensure!(prefetched.exists(), "{} was not prefetched into {}", names[1], prefetched.display());
+    let out = walg.run(&["wal-fetch", &names[1], &dest.display().to_string()])?;
+    ensure!(out.status.success() && text(&out).contains("prefetch directory"), "second fetch not served by prefetch: {}", text(&out));
+    ensure!(fs::read(&dest)? == fs::read(data.join("pg_wal").join(&names[1]))?, "prefetched bytes differ");
+    // Walk to the end: the segment after the last is "not found" (74).
+    for n in &names[2..] {
+        let out = walg.run(&["wal-fetch", n, &dest.display().to_string()])?;
+        ensure!(out.status.success(), "fetch {n}: {}", text(&out));
+        ensure!(fs::read(&dest)? == fs::read(data.join("pg_wal").join(n))?, "{n}: wrong bytes");
+    }
+    let out = walg.run(&["wal-fetch", "0000000100000000000000FF", &dest.display().to_string()])?;
+    ensure!(code(&out) == 74, "after the end: {}", text(&out));
+    Ok(())
+}

@@ -132,6 +132,14 @@ fn e2e(args: &[String]) -> Result<()> {
         let walg = walg.clone();
         tests.push(("cli_contract", Box::new(move || e2e::cli_contract(&walg))));
     }
+    {
+        let walg = walg.clone();
+        tests.push(("upload_ahead", Box::new(move || e2e::upload_ahead(&walg))));
+    }
+    {
+        let walg = walg.clone();
+        tests.push(("prefetch", Box::new(move || e2e::prefetch(&walg))));
+    }
     if let Some(f) = filter {
         tests.retain(|(name, _)| name.contains(f.as_str()));
     }

@@ -425,3 +425,70 @@ pub fn prefetch(built: &Path) -> Result<()> {
     ensure!(code(&out) == 74, "after the end: {}", text(&out));
     Ok(())
 }
+
+/// Storage failures through the real binary: an endpoint that accepts TCP
+/// and never answers makes wal-push fail within the configured timeout plus
+/// a margin, naming the storage and the timeout; a wrong key, a missing
+/// bucket and a malformed prefix are clear errors naming what to fix.
+pub fn storage_errors(built: &Path, emus: &crate::emulators::Emulators) -> Result<()> {
+    use crate::emulators::Kind;
+    let work = Workdir::new("errors")?;
+    let (data, names) = ready_backlog(&work, 1)?;
+    let seg = data.join("pg_wal").join(&names[0]).display().to_string();
+    let to_settings = |pairs: Vec<(String, String)>| -> Settings { pairs.into_iter().map(|(k, v)| (k, json!(v))).collect() };
+
+    // A listener that accepts and never answers.
+    let hang = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = hang.local_addr()?.port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in hang.incoming().flatten() {
+            held.push(s); // keep every connection open, say nothing
+        }
+    });
+    let mut s = to_settings(emus.settings_for(Kind::S3, "errors").context("s3 emulator")?);
+    s.insert("AWS_ENDPOINT".into(), json!(format!("http://127.0.0.1:{port}")));
+    s.insert("WALG_STORAGE_TIMEOUT".into(), json!("2s"));
+    s.insert("WALG_STORAGE_RETRIES".into(), json!(1));
+    s.insert("WALG_UPLOAD_CONCURRENCY".into(), json!(1));
+    let w = Walg::new(&work, built, "hang.json", &s)?;
+    let start = Instant::now();
+    let out = w.run(&["wal-push", &seg])?;
+    let took = start.elapsed();
+    // Bound: (retries + 1) attempts of at most the timeout each, plus backoff
+    // and process start; 2s * 2 + margin.
+    ensure!(code(&out) == 1, "hanging storage: expected exit 1, got {}: {}", code(&out), text(&out));
+    ensure!(took < Duration::from_secs(15), "hanging storage: wal-push took {took:?}, configured timeout 2s x 2 attempts");
+    let msg = text(&out);
+    ensure!(msg.contains("timed out") && msg.contains("2s"), "message should say it timed out after 2s: {msg}");
+    ensure!(msg.contains("default") || msg.contains("s3://"), "message should name the storage: {msg}");
+    println!("  hanging endpoint: wal-push exit 1 after {:.1}s (timeout 2s, 1 retry)", took.as_secs_f64());
+
+    // Wrong key (Azurite checks signatures).
+    let mut s = to_settings(emus.settings_for(Kind::Azure, "errors").context("azure emulator")?);
+    s.insert("AZURE_STORAGE_ACCESS_KEY".into(), json!("d3Jvbmcga2V5IHdyb25nIGtleSB3cm9uZyBrZXk="));
+    s.insert("WALG_STORAGE_RETRIES".into(), json!(0));
+    let w = Walg::new(&work, built, "wrongkey.json", &s)?;
+    let out = w.run(&["wal-push", &seg])?;
+    let msg = text(&out);
+    ensure!(code(&out) == 1, "wrong key: expected exit 1: {msg}");
+    ensure!(!msg.contains("d3Jvbmcga2V5"), "the key leaked into the message: {msg}");
+    ensure!(msg.to_lowercase().contains("permission denied") || msg.contains("AZURE_STORAGE"), "wrong key message unclear: {msg}");
+
+    // Missing bucket.
+    let mut s = to_settings(emus.settings_for(Kind::S3, "errors").context("s3 emulator")?);
+    s.insert("WALG_S3_PREFIX".into(), json!("s3://walg-no-such-bucket/x"));
+    let w = Walg::new(&work, built, "nobucket.json", &s)?;
+    let out = w.run(&["wal-push", &seg])?;
+    let msg = text(&out);
+    ensure!(code(&out) == 1 && msg.contains("walg-no-such-bucket"), "missing bucket: {msg}");
+
+    // Malformed prefix.
+    let mut s = Settings::new();
+    s.insert("WALG_S3_PREFIX".into(), json!("walg-test/no-scheme"));
+    let w = Walg::new(&work, built, "malformed.json", &s)?;
+    let out = w.run(&["wal-push", &seg])?;
+    let msg = text(&out);
+    ensure!(code(&out) == 1 && msg.contains("WALG_S3_PREFIX") && msg.contains("s3://"), "malformed prefix: {msg}");
+    Ok(())
+}

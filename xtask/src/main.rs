@@ -9,12 +9,17 @@
 //! Every task installs its own prerequisites, so a fresh machine needs no
 //! manual step.
 
+mod bench;
 mod e2e;
+mod emulators;
+mod failover_e2e;
 mod pg;
+mod proxy;
 mod setup;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -53,6 +58,7 @@ fn main() {
         Some("test") => test(&args[1..]),
         Some("e2e") => e2e(&args[1..]),
         Some("setup") => setup::all(&repo_root()),
+        Some("bench") => bench::run(&args[1..]),
         _ => usage(),
     };
     if let Err(e) = result {
@@ -101,20 +107,28 @@ fn walk_segments(archive: &Path) -> usize {
 fn test(args: &[String]) -> Result<()> {
     let repo = repo_root();
     setup::all(&repo)?;
+    let emus = Arc::new(emulators::Emulators::start(&repo, &emulators::Kind::ALL).context("start the storage emulators")?);
+    println!("emulators: {emus:?}");
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(&repo)
         .args(["test", "--workspace"])
+        .envs(emus.env())
         .status()?;
     if !status.success() {
         bail!("cargo test --workspace failed");
     }
-    e2e(args)
+    run_e2e(&repo, emus, args)
 }
 
 fn e2e(args: &[String]) -> Result<()> {
     let repo = repo_root();
-    setup::postgres()?;
-    let walg = build_walg(&repo, false)?;
+    setup::all(&repo)?;
+    let emus = Arc::new(emulators::Emulators::start(&repo, &emulators::Kind::ALL).context("start the storage emulators")?);
+    run_e2e(&repo, emus, args)
+}
+
+fn run_e2e(repo: &Path, emus: Arc<emulators::Emulators>, args: &[String]) -> Result<()> {
+    let walg = build_walg(repo, false)?;
     let filter = args.first().cloned();
     let mut tests: Vec<e2e::Test> = Vec::new();
     {
@@ -139,6 +153,33 @@ fn e2e(args: &[String]) -> Result<()> {
     {
         let walg = walg.clone();
         tests.push(("prefetch", Box::new(move || e2e::prefetch(&walg))));
+    }
+    for kind in emulators::Kind::ALL {
+        let walg = walg.clone();
+        let emus = emus.clone();
+        let name: &'static str = match kind {
+            emulators::Kind::S3 => "s3_archive_and_recover",
+            emulators::Kind::Gcs => "gcs_archive_and_recover",
+            emulators::Kind::Azure => "azure_archive_and_recover",
+        };
+        tests.push((
+            name,
+            Box::new(move || {
+                let pairs = emus.settings_for(kind, &format!("e2e/{}", kind.name())).context("emulator not running")?;
+                let settings = pairs.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
+                e2e::round_trip(&walg, kind.name(), &settings, true).map(|_| ())
+            }),
+        ));
+    }
+    {
+        let walg = walg.clone();
+        let emus = emus.clone();
+        tests.push(("storage_errors", Box::new(move || e2e::storage_errors(&walg, &emus))));
+    }
+    {
+        let walg = walg.clone();
+        let emus = emus.clone();
+        tests.push(("failover", Box::new(move || failover_e2e::run(&walg, &emus))));
     }
     if let Some(f) = filter {
         tests.retain(|(name, _)| name.contains(f.as_str()));

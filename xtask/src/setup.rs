@@ -56,6 +56,7 @@ pub fn postgres() -> Result<()> {
 }
 
 /// Everything the test suite needs.
-pub fn all(_repo: &Path) -> Result<()> {
-    postgres()
+pub fn all(repo: &Path) -> Result<()> {
+    postgres()?;
+    crate::emulators::install(repo)
 }

@@ -1,0 +1,1240 @@
+//! `cargo xtask bench`: how fast walg archives and restores real WAL, side by
+//! side with pgBackRest and a `cp`-plus-fsync floor, as a report.
+//!
+//! It makes a corpus of real segments with a throwaway PostgreSQL (a pgbench
+//! TPC-B run and a high-entropy insert workload, kept apart so results and
+//! compression can be told per kind), keeps that cluster running so
+//! pgBackRest stanzas can be created for it, and then, for file storage and
+//! the S3 emulator (moto), lets the peers take turns, alternating their order
+//! every repetition:
+//!
+//! - sequential push, one process per segment, as PostgreSQL's archiver runs
+//!   `archive_command` (cwd = data directory, `%p` = `pg_wal/<segment>`);
+//! - a backlog of `.ready` files drained with the archiver's semantics
+//!   (oldest `.ready` first, `.ready` -> `.done` on exit 0): walg with
+//!   upload-ahead, walg sequential, pgBackRest with `archive-async`;
+//! - sequential fetch into `pg_wal/RECOVERYXLOG`, with and without walg's
+//!   prefetch, against pgBackRest `archive-get` sync and async;
+//! - peak resident memory (`/usr/bin/time -f %M`) of one push and one fetch.
+//!
+//! Every child runs as the `postgres` OS user (set directly with
+//! `Command::uid`, not through `runuser`, whose PAM session would add
+//! milliseconds to every call) with a clean environment. The report (medians,
+//! walg/peer ratios, compression ratios, settings) is printed and written to
+//! `target/bench/report.md`.
+//!
+//! What it does not do: assert targets (a benchmark is a report, not a test),
+//! measure GCS or Azure, or tune the peers beyond the settings it states. A
+//! peer that fails is reported as `failed: <reason>`, never hidden and never
+//! fatal for the other peers.
+
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::fs::{self, File};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use serde_json::{json, Value};
+
+use crate::emulators::{self, Emulators, Kind as EmulatorKind, BUCKET};
+use crate::pg::{self, Cluster, Workdir};
+use crate::{build_walg, repo_root, setup, target_dir};
+
+
+/// The pgBackRest stanza made for the corpus cluster.
+const STANZA: &str = "bench";
+/// Segments wanted from each workload; the backlog test needs at least
+/// [`MIN_SEGMENTS`] in all.
+const PER_WORKLOAD: u64 = 36;
+const MIN_SEGMENTS: usize = 64;
+/// No single archive or restore call may take longer than this; a hung peer
+/// is killed and reported as failed.
+const CMD_TIMEOUT: Duration = Duration::from_secs(180);
+const ARCHIVE_WAIT: Duration = Duration::from_secs(180);
+/// WAL-G's default prefetch depth.
+const PREFETCH: usize = 10;
+const CHILD_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// `cargo xtask bench`.
+pub fn run(_args: &[String]) -> Result<()> {
+    let started = Instant::now();
+    let repo = repo_root();
+    let runs = env_usize("WALG_BENCH_RUNS", 3)?.max(1);
+    let concurrency = env_usize("WALG_BENCH_CONCURRENCY", 8)?.max(1);
+
+    setup::postgres()?;
+    if !have("pgbackrest") {
+        setup::apt(&["pgbackrest"])?;
+    }
+    if !Path::new("/usr/bin/time").is_file() {
+        setup::apt(&["time"])?;
+    }
+    println!("bench: building walg (release) ...");
+    let built = build_walg(&repo, true)?;
+
+    let work = Workdir::new("bench")?;
+    let walg = work.install_walg(&built)?;
+    let home = work.owned_dir("home")?;
+    let corpus_dir = work.owned_dir("corpus")?;
+    let runs_dir = work.owned_dir("runs")?;
+    let watchdog = Watchdog::start();
+
+    println!("bench: making the WAL corpus with a real PostgreSQL in {} ...", work.path.display());
+    let (cluster, corpus) = make_corpus(&work.path.join("cluster"), &corpus_dir)?;
+    println!(
+        "bench: corpus of {} segments of {} MiB ({} pgbench, {} high-entropy) in {:.0}s",
+        corpus.segments.len(),
+        corpus.segment_size >> 20,
+        corpus.count(Workload::Pgbench),
+        corpus.count(Workload::Entropy),
+        started.elapsed().as_secs_f64()
+    );
+
+    println!("bench: starting the S3 emulator ...");
+    let s3 = S3::start(&repo, &work.path).map_err(|e| format!("{e:#}"));
+    if let Err(e) = &s3 {
+        println!("bench: S3 emulator unavailable, S3 rows will be reported as failed: {e}");
+    }
+
+    let bench = Bench {
+        runs_dir,
+        identity: Identity::new(home)?,
+        walg,
+        corpus,
+        cluster_data: cluster.data.clone(),
+        cluster_socket: cluster.dir.clone(),
+        cluster_port: cluster.port,
+        concurrency,
+        watchdog,
+        s3: s3.as_ref().ok(),
+    };
+    let mut rows = Row::all();
+    if let Err(e) = &s3 {
+        for row in rows.iter_mut().filter(|r| r.storage == Storage::S3) {
+            row.failed = Some(format!("S3 emulator: {e}"));
+        }
+    }
+    let mut memory = MemoryRow::all();
+    let mut compression = None;
+
+    for r in 0..runs {
+        println!("bench: repetition {}/{runs}", r + 1);
+        for storage in [Storage::File, Storage::S3] {
+            for scenario in [Scenario::Push, Scenario::Fetch, Scenario::Backlog] {
+                let mut order: Vec<usize> =
+                    (0..rows.len()).filter(|&i| rows[i].storage == storage && rows[i].scenario == scenario).collect();
+                // Alternate the order so no peer always runs on a warmer
+                // (or more fragmented) machine than the others.
+                if r % 2 == 1 {
+                    order.reverse();
+                }
+                for i in order {
+                    if rows[i].failed.is_some() {
+                        continue;
+                    }
+                    let (peer, label) = (rows[i].peer, rows[i].label(concurrency));
+                    match bench.measure(r, storage, scenario, peer) {
+                        Ok(sample) => {
+                            println!(
+                                "  {:<8} {:<5} {:<34} {:>7.2}s",
+                                scenario.name(),
+                                storage.name(),
+                                label,
+                                sample.total.as_secs_f64()
+                            );
+                            rows[i].samples.push(sample);
+                        }
+                        Err(e) => {
+                            println!("  {:<8} {:<5} {label:<34} failed: {e:#}", scenario.name(), storage.name());
+                            rows[i].failed = Some(format!("{e:#}"));
+                        }
+                    }
+                }
+                if r == 0 && storage == Storage::File && scenario == Scenario::Push {
+                    compression = Some(bench.compression(r));
+                }
+            }
+            bench.cleanup(r, storage);
+        }
+        bench.memory(r, &mut memory);
+    }
+
+    let elapsed = started.elapsed();
+    let report = render(&bench, &rows, &memory, compression.as_ref(), runs, elapsed, &repo);
+    println!("\n{report}");
+    let out_dir = target_dir(&repo).join("bench");
+    fs::create_dir_all(&out_dir).with_context(|| format!("create {}", out_dir.display()))?;
+    let out = out_dir.join("report.md");
+    fs::write(&out, &report).with_context(|| format!("write {}", out.display()))?;
+    println!("bench: report written to {} ({:.0}s in all)", out.display(), elapsed.as_secs_f64());
+    drop(bench);
+    drop(s3);
+    drop(cluster);
+    Ok(())
+}
+
+fn env_usize(name: &str, default: usize) -> Result<usize> {
+    match std::env::var(name) {
+        Ok(v) => v.trim().parse().with_context(|| format!("parse {name}={v:?} as a number")),
+        Err(_) => Ok(default),
+    }
+}
+
+fn have(cmd: &str) -> bool {
+    Command::new("sh").arg("-c").arg(format!("command -v {cmd} >/dev/null 2>&1")).status().is_ok_and(|s| s.success())
+}
+
+// ---------------------------------------------------------------------------
+// The corpus
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Workload {
+    Pgbench,
+    Entropy,
+}
+
+impl Workload {
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+#[derive(Debug)]
+struct Segment {
+    name: String,
+    workload: Workload,
+    path: PathBuf,
+}
+
+#[derive(Debug)]
+struct Corpus {
+    segments: Vec<Segment>,
+    segment_size: u64,
+}
+
+impl Corpus {
+    fn count(&self, w: Workload) -> usize {
+        self.segments.iter().filter(|s| s.workload == w).count()
+    }
+}
+
+/// The segment number of a WAL file name, for a given segment size.
+fn segno(name: &str, segment_size: u64) -> Result<u64> {
+    ensure!(name.len() >= 24, "not a WAL file name: {name:?}");
+    let log = u64::from_str_radix(&name[8..16], 16).with_context(|| format!("parse WAL file name {name:?}"))?;
+    let seg = u64::from_str_radix(&name[16..24], 16).with_context(|| format!("parse WAL file name {name:?}"))?;
+    Ok(log * (0x1_0000_0000 / segment_size) + seg)
+}
+
+fn current_segno(c: &Cluster, segment_size: u64) -> Result<u64> {
+    segno(&c.sql("select pg_walfile_name(pg_current_wal_lsn())")?, segment_size)
+}
+
+/// Runs the two workloads on a new cluster whose `archive_command` copies
+/// every finished segment into `corpus_dir`, so the corpus is exactly what
+/// PostgreSQL archived. Returns the cluster still running (pgBackRest's
+/// `stanza-create` needs it).
+fn make_corpus(dir: &Path, corpus_dir: &Path) -> Result<(Cluster, Corpus)> {
+    let conf = format!(
+        "archive_mode = on\narchive_command = 'test ! -f {0}/%f && cp %p {0}/%f'\n\
+         checkpoint_timeout = 30s\nmax_wal_size = 1GB\n",
+        corpus_dir.display()
+    );
+    let mut cluster = Cluster::init(dir, &conf, &[]).context("create the corpus cluster")?;
+    cluster.start().context("start the corpus cluster")?;
+    let segment_size: u64 = cluster
+        .sql("select setting::bigint * (case unit when '8kB' then 8192 when 'B' then 1 else 1048576 end) from pg_settings where name = 'wal_segment_size'")?
+        .parse()
+        .context("read wal_segment_size")?;
+
+    // pgbench: the initial load, then TPC-B with a few clients; the short
+    // checkpoint_timeout gives the full-page images real OLTP WAL has.
+    let start = current_segno(&cluster, segment_size)?;
+    cluster.pgbench(&["-i", "-s", "10", "-q"]).context("run pgbench -i")?;
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while current_segno(&cluster, segment_size)? - start < PER_WORKLOAD && Instant::now() < deadline {
+        cluster.pgbench(&["-n", "-c", "4", "-j", "2", "-T", "10"]).context("run pgbench TPC-B")?;
+    }
+    let boundary = cluster.switch_and_wait_archived(ARCHIVE_WAIT).context("archive the last pgbench segment")?;
+    let pgbench_count = segno(&boundary, segment_size)? - start + 1;
+
+    // High entropy: random text and numbers, which compress about as badly
+    // as real data does, unlike pgbench's filler columns.
+    let want = PER_WORKLOAD.max(MIN_SEGMENTS as u64 + 4 - pgbench_count.min(MIN_SEGMENTS as u64));
+    let entropy_start = segno(&boundary, segment_size)?;
+    cluster.sql("create table walg_bench_entropy (a text, b double precision)")?;
+    while current_segno(&cluster, segment_size)? - entropy_start < want {
+        cluster.sql(
+            "insert into walg_bench_entropy select md5(random()::text) || random(), random() * 1e9 \
+             from generate_series(1, 300000)",
+        )?;
+    }
+    let last = cluster.switch_and_wait_archived(ARCHIVE_WAIT).context("archive the last high-entropy segment")?;
+
+    let mut segments = Vec::new();
+    for entry in fs::read_dir(corpus_dir).with_context(|| format!("list {}", corpus_dir.display()))? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.len() != 24 || !name.chars().all(|c| c.is_ascii_hexdigit()) || name.as_str() > last.as_str() {
+            continue;
+        }
+        let workload = if name.as_str() <= boundary.as_str() { Workload::Pgbench } else { Workload::Entropy };
+        segments.push(Segment { name, workload, path: entry.path() });
+    }
+    segments.sort_by(|a, b| a.name.cmp(&b.name));
+    ensure!(
+        segments.len() >= MIN_SEGMENTS,
+        "the corpus has {} segments, the backlog test needs at least {MIN_SEGMENTS}",
+        segments.len()
+    );
+    Ok((cluster, Corpus { segments, segment_size }))
+}
+
+// ---------------------------------------------------------------------------
+// Who runs what
+
+/// The OS user children run as: `postgres` when we are root (as the server
+/// would run them), else ourselves.
+#[derive(Debug)]
+struct Identity {
+    ids: Option<(u32, u32)>,
+    home: PathBuf,
+}
+
+impl Identity {
+    fn new(home: PathBuf) -> Result<Identity> {
+        if !pg::is_root() {
+            return Ok(Identity { ids: None, home });
+        }
+        let id = |flag: &str| -> Result<u32> {
+            let out = pg::run(Command::new("id").args([flag, "postgres"]))?;
+            String::from_utf8_lossy(&out.stdout).trim().parse().context("parse the postgres user's id")
+        };
+        Ok(Identity { ids: Some((id("-u")?, id("-g")?)), home })
+    }
+}
+
+/// Kills the one child being waited for if it outlives [`CMD_TIMEOUT`]:
+/// `Child::wait` has no timeout, and polling `try_wait` would add latency to
+/// every timed call.
+#[derive(Debug, Clone, Default)]
+struct Watchdog(Arc<Mutex<Option<(u32, Instant)>>>);
+
+impl Watchdog {
+    fn start() -> Watchdog {
+        let w = Watchdog::default();
+        let slot = w.0.clone();
+        std::thread::spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(250));
+            let due = match *slot.lock().unwrap_or_else(PoisonError::into_inner) {
+                Some((pid, deadline)) if Instant::now() > deadline => Some(pid),
+                _ => None,
+            };
+            if let Some(pid) = due {
+                let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).stderr(Stdio::null()).status();
+            }
+        });
+        w
+    }
+
+    fn arm(&self, pid: u32) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some((pid, Instant::now() + CMD_TIMEOUT));
+    }
+
+    fn disarm(&self) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+}
+
+/// A child process killed (with its process group) when dropped.
+#[derive(Debug)]
+struct Group(Child);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.0.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &group]).stderr(Stdio::null()).status();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The S3 emulator
+
+/// moto, plus a TLS proxy in front of it for pgBackRest, which speaks S3
+/// over https only; walg talks to moto's plain http port directly.
+#[derive(Debug)]
+struct S3 {
+    emulators: Emulators,
+    port: u16,
+    tls_port: u16,
+    _proxy: Group,
+}
+
+impl S3 {
+    fn start(repo: &Path, work: &Path) -> Result<S3> {
+        emulators::install(repo).context("install the S3 emulator")?;
+        let emulators = Emulators::start(repo, &[EmulatorKind::S3]).context("start the S3 emulator")?;
+        let endpoint = emulators.endpoint(EmulatorKind::S3).context("find the S3 emulator's endpoint")?;
+        let port: u16 = endpoint.rsplit(':').next().unwrap_or_default().parse().context("parse the S3 emulator's port")?;
+
+        if !have("socat") {
+            setup::apt(&["socat"])?;
+        }
+        let tls = work.join("tls");
+        fs::create_dir_all(&tls)?;
+        let (key, cert, pem) = (tls.join("key.pem"), tls.join("cert.pem"), tls.join("proxy.pem"));
+        pg::run(
+            Command::new("openssl")
+                .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1", "-keyout"])
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert),
+        )
+        .context("make a self-signed certificate for the TLS proxy")?;
+        fs::write(&pem, [fs::read(&key)?, fs::read(&cert)?].concat()).context("write the proxy's pem file")?;
+        let tls_port = pg::free_port()?;
+        let log = File::create(tls.join("socat.log"))?;
+        let child = Command::new("socat")
+            .arg(format!(
+                "OPENSSL-LISTEN:{tls_port},bind=127.0.0.1,reuseaddr,fork,cert={},verify=0",
+                pem.display()
+            ))
+            .arg(format!("TCP:127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .context("start socat as a TLS proxy for pgBackRest")?;
+        let proxy = Group(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", tls_port)).is_err() {
+            ensure!(Instant::now() < deadline, "the TLS proxy did not listen on port {tls_port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(S3 { emulators, port, tls_port, _proxy: proxy })
+    }
+
+    /// Drops every object (moto keeps them in memory) and recreates the bucket.
+    fn reset(&self) -> Result<()> {
+        let base = format!("http://127.0.0.1:{}", self.port);
+        pg::run(Command::new("curl").args(["-sSf", "-X", "POST", &format!("{base}/moto-api/reset")]))
+            .context("reset the S3 emulator")?;
+        pg::run(Command::new("curl").args(["-sSf", "-X", "PUT", &format!("{base}/{BUCKET}")]))
+            .context("recreate the S3 emulator's bucket")?;
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// What is measured
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Storage {
+    File,
+    S3,
+}
+
+impl Storage {
+    fn name(self) -> &'static str {
+        match self {
+            Storage::File => "file",
+            Storage::S3 => "s3",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scenario {
+    Push,
+    Backlog,
+    Fetch,
+}
+
+impl Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::Push => "push",
+            Scenario::Backlog => "backlog",
+            Scenario::Fetch => "fetch",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Peer {
+    /// walg one file per call (upload and download concurrency 1).
+    Walg,
+    /// walg with upload-ahead (backlog).
+    WalgAhead,
+    /// walg with restore prefetch (fetch).
+    WalgPrefetch,
+    /// pgBackRest synchronous archive-push / archive-get.
+    Pgbr,
+    /// pgBackRest with archive-async=y.
+    PgbrAsync,
+    /// `dd conv=fsync`: copy plus fsync in one process, the floor.
+    CpFsync,
+}
+
+impl Peer {
+    fn slug(self) -> &'static str {
+        match self {
+            Peer::Walg => "walg",
+            Peer::WalgAhead => "walg-ahead",
+            Peer::WalgPrefetch => "walg-prefetch",
+            Peer::Pgbr => "pgbr",
+            Peer::PgbrAsync => "pgbr-async",
+            Peer::CpFsync => "cp",
+        }
+    }
+
+    fn is_walg(self) -> bool {
+        matches!(self, Peer::Walg | Peer::WalgAhead | Peer::WalgPrefetch)
+    }
+}
+
+/// One measurement: wall time, and for per-segment scenarios the time per
+/// workload kind.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sample {
+    total: Duration,
+    by_kind: Option<[Duration; 2]>,
+}
+
+#[derive(Debug)]
+struct Row {
+    scenario: Scenario,
+    storage: Storage,
+    peer: Peer,
+    samples: Vec<Sample>,
+    failed: Option<String>,
+}
+
+impl Row {
+    fn all() -> Vec<Row> {
+        let mut rows = Vec::new();
+        for storage in [Storage::File, Storage::S3] {
+            let mut add = |scenario, peers: &[Peer]| {
+                for &peer in peers {
+                    rows.push(Row { scenario, storage, peer, samples: Vec::new(), failed: None });
+                }
+            };
+            if storage == Storage::File {
+                add(Scenario::Push, &[Peer::Walg, Peer::Pgbr, Peer::CpFsync]);
+            } else {
+                add(Scenario::Push, &[Peer::Walg, Peer::Pgbr]);
+            }
+            add(Scenario::Backlog, &[Peer::WalgAhead, Peer::Walg, Peer::PgbrAsync]);
+            add(Scenario::Fetch, &[Peer::Walg, Peer::WalgPrefetch, Peer::Pgbr, Peer::PgbrAsync]);
+        }
+        rows
+    }
+
+    fn label(&self, concurrency: usize) -> String {
+        match (self.scenario, self.peer) {
+            (_, Peer::Walg) => "walg (concurrency 1)".into(),
+            (_, Peer::WalgAhead) => format!("walg upload-ahead ({concurrency})"),
+            (_, Peer::WalgPrefetch) => format!("walg prefetch ({PREFETCH})"),
+            (Scenario::Fetch, Peer::Pgbr) => "pgBackRest archive-get".into(),
+            (_, Peer::Pgbr) => "pgBackRest archive-push".into(),
+            (Scenario::Fetch, Peer::PgbrAsync) => format!("pgBackRest archive-get async ({concurrency})"),
+            (_, Peer::PgbrAsync) => format!("pgBackRest archive-push async ({concurrency})"),
+            (_, Peer::CpFsync) => "cp + fsync (dd conv=fsync)".into(),
+        }
+    }
+
+    fn median(&self) -> Option<Sample> {
+        if self.failed.is_some() || self.samples.is_empty() {
+            return None;
+        }
+        let total = median(self.samples.iter().map(|s| s.total).collect());
+        let by_kind = if self.samples.iter().all(|s| s.by_kind.is_some()) {
+            let k = |i: usize| median(self.samples.iter().filter_map(|s| s.by_kind.map(|k| k[i])).collect());
+            Some([k(0), k(1)])
+        } else {
+            None
+        };
+        Some(Sample { total, by_kind })
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    match v.len() {
+        0 => Duration::ZERO,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2,
+    }
+}
+
+#[derive(Debug)]
+struct MemoryRow {
+    label: &'static str,
+    kib: Vec<u64>,
+    failed: Option<String>,
+}
+
+impl MemoryRow {
+    fn all() -> Vec<MemoryRow> {
+        ["walg wal-push", "walg wal-fetch", "pgBackRest archive-push", "pgBackRest archive-get"]
+            .into_iter()
+            .map(|label| MemoryRow { label, kib: Vec::new(), failed: None })
+            .collect()
+    }
+}
+
+/// Stored bytes per workload kind, for walg and pgBackRest (file storage).
+#[derive(Debug, Default)]
+struct Compression {
+    raw: [u64; 2],
+    walg: Option<[u64; 2]>,
+    pgbr: Option<[u64; 2]>,
+}
+
+/// How one peer is invoked.
+#[derive(Debug)]
+enum Tool {
+    Walg(PathBuf),
+    Pgbr(PathBuf),
+    Dd(PathBuf),
+}
+
+impl Tool {
+    fn push(&self, walg: &Path, seg: &str) -> Vec<OsString> {
+        let p = format!("pg_wal/{seg}");
+        match self {
+            Tool::Walg(cfg) => argv(&[walg.as_os_str(), "--config".as_ref(), cfg.as_os_str(), "wal-push".as_ref(), p.as_ref()]),
+            Tool::Pgbr(cfg) => argv(&[
+                "pgbackrest".as_ref(),
+                format!("--config={}", cfg.display()).as_ref(),
+                format!("--stanza={STANZA}").as_ref(),
+                "archive-push".as_ref(),
+                p.as_ref(),
+            ]),
+            Tool::Dd(dest) => argv(&[
+                "dd".as_ref(),
+                format!("if={p}").as_ref(),
+                format!("of={}", dest.join(seg).display()).as_ref(),
+                "bs=1M".as_ref(),
+                "conv=fsync".as_ref(),
+                "status=none".as_ref(),
+            ]),
+        }
+    }
+
+    fn fetch(&self, walg: &Path, seg: &str) -> Result<Vec<OsString>> {
+        let dest = "pg_wal/RECOVERYXLOG";
+        Ok(match self {
+            Tool::Walg(cfg) => argv(&[
+                walg.as_os_str(),
+                "--config".as_ref(),
+                cfg.as_os_str(),
+                "wal-fetch".as_ref(),
+                seg.as_ref(),
+                dest.as_ref(),
+            ]),
+            Tool::Pgbr(cfg) => argv(&[
+                "pgbackrest".as_ref(),
+                format!("--config={}", cfg.display()).as_ref(),
+                format!("--stanza={STANZA}").as_ref(),
+                "archive-get".as_ref(),
+                seg.as_ref(),
+                dest.as_ref(),
+            ]),
+            Tool::Dd(_) => bail!("cp has no fetch"),
+        })
+    }
+}
+
+fn argv(parts: &[&std::ffi::OsStr]) -> Vec<OsString> {
+    parts.iter().map(|p| p.to_os_string()).collect()
+}
+
+#[derive(Debug)]
+struct Bench<'a> {
+    runs_dir: PathBuf,
+    identity: Identity,
+    walg: PathBuf,
+    corpus: Corpus,
+    cluster_data: PathBuf,
+    cluster_socket: PathBuf,
+    cluster_port: u16,
+    concurrency: usize,
+    watchdog: Watchdog,
+    s3: Option<&'a S3>,
+}
+
+impl Bench<'_> {
+    fn run_dir(&self, r: usize, storage: Storage, scenario: Scenario, peer: Peer) -> PathBuf {
+        self.runs_dir.join(format!("r{r}-{}-{}-{}", storage.name(), scenario.name(), peer.slug()))
+    }
+
+    /// The run whose archive a fetch reads: the same repetition's sequential
+    /// push by the same program.
+    fn source_of(&self, r: usize, storage: Storage, peer: Peer) -> PathBuf {
+        self.run_dir(r, storage, Scenario::Push, if peer.is_walg() { Peer::Walg } else { Peer::Pgbr })
+    }
+
+    fn measure(&self, r: usize, storage: Storage, scenario: Scenario, peer: Peer) -> Result<Sample> {
+        let dir = self.run_dir(r, storage, scenario, peer);
+        fresh_dir(&dir)?;
+        let log = File::create(dir.join("commands.log")).context("create the command log")?;
+        let result = match scenario {
+            Scenario::Push => {
+                let pgdata = self.pgdata(&dir.join("pgdata"), true, false)?;
+                let tool = self.tool(&dir, storage, scenario, peer, &dir, &pgdata)?;
+                let sample = self.push_each(&tool, &pgdata, &log)?;
+                self.verify(storage, peer, &dir)?;
+                Ok(sample)
+            }
+            Scenario::Backlog => {
+                let pgdata = self.pgdata(&dir.join("pgdata"), true, true)?;
+                let tool = self.tool(&dir, storage, scenario, peer, &dir, &pgdata)?;
+                let sample = self.drain(&tool, &pgdata, &log)?;
+                self.verify(storage, peer, &dir)?;
+                Ok(sample)
+            }
+            Scenario::Fetch => {
+                let source = self.source_of(r, storage, peer);
+                ensure!(source.join("pushed").exists(), "no archive to fetch from: this repetition's push by the same program failed");
+                let pgdata = self.pgdata(&dir.join("pgdata"), false, false)?;
+                let tool = self.tool(&dir, storage, scenario, peer, &source, &pgdata)?;
+                self.fetch_each(&tool, &pgdata, &log)
+            }
+        };
+        self.wait_quiet(&dir);
+        if scenario != Scenario::Fetch && result.is_ok() {
+            fs::write(dir.join("pushed"), "").context("mark the archive complete")?;
+        }
+        result.with_context(|| format!("see {}", dir.join("commands.log").display()))
+    }
+
+    /// A data directory as the peers see it: `global/pg_control` and
+    /// `PG_VERSION` of the corpus cluster (pgBackRest checks the system id),
+    /// `pg_wal` with hard links to the corpus and, for a backlog, a `.ready`
+    /// file for every segment.
+    fn pgdata(&self, dir: &Path, segments: bool, ready: bool) -> Result<PathBuf> {
+        let status = dir.join("pg_wal").join("archive_status");
+        fs::create_dir_all(&status).with_context(|| format!("create {}", status.display()))?;
+        fs::create_dir_all(dir.join("global"))?;
+        fs::copy(self.cluster_data.join("global/pg_control"), dir.join("global/pg_control")).context("copy pg_control")?;
+        fs::copy(self.cluster_data.join("PG_VERSION"), dir.join("PG_VERSION")).context("copy PG_VERSION")?;
+        if segments {
+            for s in &self.corpus.segments {
+                fs::hard_link(&s.path, dir.join("pg_wal").join(&s.name))
+                    .with_context(|| format!("link {} into the fake pg_wal", s.name))?;
+                if ready {
+                    File::create(status.join(format!("{}.ready", s.name)))?;
+                }
+            }
+        }
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+        pg::chown_postgres(dir)?;
+        Ok(dir.to_path_buf())
+    }
+
+    /// Writes the configuration for `peer` in `dir`, against the archive of
+    /// the run in `archive_run` (itself for pushes), and creates the
+    /// pgBackRest stanza when this run makes the archive.
+    fn tool(&self, dir: &Path, storage: Storage, scenario: Scenario, peer: Peer, archive_run: &Path, pgdata: &Path) -> Result<Tool> {
+        let archive_id = archive_run.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let tool = match peer {
+            Peer::CpFsync => {
+                let dest = dir.join("repo");
+                fs::create_dir_all(&dest)?;
+                Tool::Dd(dest)
+            }
+            Peer::Walg | Peer::WalgAhead | Peer::WalgPrefetch => {
+                let mut s = serde_json::Map::new();
+                match storage {
+                    Storage::File => {
+                        s.insert("WALG_FILE_PREFIX".into(), json!(archive_run.join("repo").display().to_string()));
+                    }
+                    Storage::S3 => {
+                        let s3 = self.s3.context("the S3 emulator is not running")?;
+                        for (k, v) in s3.emulators.settings_for(EmulatorKind::S3, &archive_id).context("get S3 settings")? {
+                            s.insert(k, json!(v));
+                        }
+                    }
+                }
+                s.insert("WALG_COMPRESSION_METHOD".into(), json!("lz4"));
+                let up = if peer == Peer::WalgAhead { self.concurrency } else { 1 };
+                let down = if peer == Peer::WalgPrefetch { PREFETCH } else { 1 };
+                s.insert("WALG_UPLOAD_CONCURRENCY".into(), json!(up));
+                s.insert("WALG_DOWNLOAD_CONCURRENCY".into(), json!(down));
+                let cfg = dir.join("walg.json");
+                fs::write(&cfg, serde_json::to_vec_pretty(&Value::Object(s))?).context("write the walg config")?;
+                Tool::Walg(cfg)
+            }
+            Peer::Pgbr | Peer::PgbrAsync => {
+                let repo = match storage {
+                    Storage::File => format!("repo1-path={}\n", archive_run.join("repo").display()),
+                    Storage::S3 => {
+                        let s3 = self.s3.context("the S3 emulator is not running")?;
+                        format!(
+                            "repo1-type=s3\nrepo1-s3-bucket={BUCKET}\nrepo1-s3-endpoint=127.0.0.1\nrepo1-storage-port={}\n\
+                             repo1-s3-region=us-east-1\nrepo1-s3-key=walg-test\nrepo1-s3-key-secret=walg-test-secret\n\
+                             repo1-s3-uri-style=path\nrepo1-storage-verify-tls=n\nrepo1-path=/{archive_id}\n",
+                            s3.tls_port
+                        )
+                    }
+                };
+                let conf = |pg1: &Path| {
+                    format!(
+                        "[global]\n{repo}compress-type=lz4\nlog-path={dir}/log\nlock-path={dir}/lock\nspool-path={dir}/spool\n\
+                         log-level-console=warn\nlog-level-stderr=warn\narchive-async={async_}\nprocess-max={pm}\n\
+                         archive-get-queue-max={queue}MiB\n\n[{STANZA}]\npg1-path={pg1}\npg1-socket-path={sock}\npg1-port={port}\n",
+                        dir = dir.display(),
+                        async_ = if peer == Peer::PgbrAsync { "y" } else { "n" },
+                        pm = if peer == Peer::PgbrAsync { self.concurrency } else { 1 },
+                        queue = (self.corpus.segment_size >> 20) * PREFETCH as u64,
+                        pg1 = pg1.display(),
+                        sock = self.cluster_socket.display(),
+                        port = self.cluster_port,
+                    )
+                };
+                let cfg = dir.join("pgbackrest.conf");
+                fs::write(&cfg, conf(pgdata)).context("write the pgBackRest config")?;
+                if scenario != Scenario::Fetch {
+                    // stanza-create checks pg1-path against the running
+                    // server's data_directory, so it gets the real one.
+                    let stanza_cfg = dir.join("stanza.conf");
+                    fs::write(&stanza_cfg, conf(&self.cluster_data)).context("write the pgBackRest stanza config")?;
+                    pg::chown_postgres(dir)?;
+                    let log = File::create(dir.join("stanza.log"))?;
+                    let cmd = self.command(
+                        &argv(&[
+                            "pgbackrest".as_ref(),
+                            format!("--config={}", stanza_cfg.display()).as_ref(),
+                            format!("--stanza={STANZA}").as_ref(),
+                            "stanza-create".as_ref(),
+                        ]),
+                        dir,
+                    );
+                    self.exec(cmd, &log, "pgbackrest stanza-create")
+                        .with_context(|| format!("create the pgBackRest stanza; see {}", dir.join("stanza.log").display()))?;
+                }
+                Tool::Pgbr(cfg)
+            }
+        };
+        pg::chown_postgres(dir)?;
+        Ok(tool)
+    }
+
+    fn command(&self, argv: &[OsString], cwd: &Path) -> Command {
+        let mut c = Command::new(&argv[0]);
+        c.args(&argv[1..])
+            .current_dir(cwd)
+            .env_clear()
+            .env("PATH", CHILD_PATH)
+            .env("HOME", &self.identity.home)
+            .env("LANG", "C.UTF-8")
+            .stdin(Stdio::null());
+        if let Some((uid, gid)) = self.identity.ids {
+            c.uid(uid).gid(gid);
+        }
+        c
+    }
+
+    fn exec(&self, mut cmd: Command, log: &File, what: &str) -> Result<()> {
+        cmd.stdout(log.try_clone()?).stderr(log.try_clone()?);
+        let mut child = cmd.spawn().with_context(|| format!("start {what}"))?;
+        self.watchdog.arm(child.id());
+        let status = child.wait();
+        self.watchdog.disarm();
+        let status = status.with_context(|| format!("wait for {what}"))?;
+        ensure!(status.success(), "{what} exited with {status}");
+        Ok(())
+    }
+
+    fn push_each(&self, tool: &Tool, pgdata: &Path, log: &File) -> Result<Sample> {
+        let mut kinds = [Duration::ZERO; 2];
+        for s in &self.corpus.segments {
+            let cmd = self.command(&tool.push(&self.walg, &s.name), pgdata);
+            let t = Instant::now();
+            self.exec(cmd, log, &format!("push {}", s.name))?;
+            kinds[s.workload.index()] += t.elapsed();
+        }
+        Ok(Sample { total: kinds[0] + kinds[1], by_kind: Some(kinds) })
+    }
+
+    /// PostgreSQL's archiver loop: oldest `.ready` first, one call at a
+    /// time, `.ready` -> `.done` on success.
+    fn drain(&self, tool: &Tool, pgdata: &Path, log: &File) -> Result<Sample> {
+        let status = pgdata.join("pg_wal").join("archive_status");
+        let started = Instant::now();
+        let mut done = 0;
+        loop {
+            let oldest = fs::read_dir(&status)?
+                .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".ready").map(str::to_string))
+                .min();
+            let Some(seg) = oldest else { break };
+            self.exec(self.command(&tool.push(&self.walg, &seg), pgdata), log, &format!("archive {seg}"))?;
+            fs::rename(status.join(format!("{seg}.ready")), status.join(format!("{seg}.done")))
+                .with_context(|| format!("mark {seg} done"))?;
+            done += 1;
+        }
+        let elapsed = started.elapsed();
+        ensure!(done == self.corpus.segments.len(), "archived {done} of {} segments", self.corpus.segments.len());
+        Ok(Sample { total: elapsed, by_kind: None })
+    }
+
+    /// PostgreSQL's restore loop: each segment into `pg_wal/RECOVERYXLOG`,
+    /// checked for size, then removed.
+    fn fetch_each(&self, tool: &Tool, pgdata: &Path, log: &File) -> Result<Sample> {
+        let dest = pgdata.join("pg_wal").join("RECOVERYXLOG");
+        let mut kinds = [Duration::ZERO; 2];
+        for s in &self.corpus.segments {
+            let cmd = self.command(&tool.fetch(&self.walg, &s.name)?, pgdata);
+            let t = Instant::now();
+            self.exec(cmd, log, &format!("fetch {}", s.name))?;
+            kinds[s.workload.index()] += t.elapsed();
+            let len = fs::metadata(&dest).with_context(|| format!("stat the fetched {}", s.name))?.len();
+            ensure!(len == self.corpus.segment_size, "fetched {} has {len} bytes, not {}", s.name, self.corpus.segment_size);
+            fs::remove_file(&dest).with_context(|| format!("remove the fetched {}", s.name))?;
+        }
+        Ok(Sample { total: kinds[0] + kinds[1], by_kind: Some(kinds) })
+    }
+
+    /// On file storage, checks that every corpus segment reached the archive
+    /// (a success exit is not proof enough, upload-ahead markers included).
+    fn verify(&self, storage: Storage, peer: Peer, dir: &Path) -> Result<()> {
+        if storage != Storage::File {
+            return Ok(());
+        }
+        let stored = stored_sizes(&dir.join("repo"), &self.corpus);
+        let missing: Vec<&str> =
+            self.corpus.segments.iter().filter(|s| stored[self.index(&s.name)].is_none()).map(|s| s.name.as_str()).collect();
+        ensure!(missing.is_empty(), "{} reported success but {} segments are not in its archive, e.g. {}", peer.slug(), missing.len(), missing[0]);
+        Ok(())
+    }
+
+    fn index(&self, name: &str) -> usize {
+        self.corpus.segments.iter().position(|s| s.name == name).unwrap_or(usize::MAX)
+    }
+
+    /// Waits until no process started for this run is left (pgBackRest's
+    /// async workers outlive the call that forked them), so it cannot steal
+    /// CPU from the next peer; kills stragglers after 30 s.
+    fn wait_quiet(&self, dir: &Path) {
+        let needle = dir.to_string_lossy().into_owned();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let pids = processes_mentioning(&needle);
+            if pids.is_empty() {
+                return;
+            }
+            if Instant::now() > deadline {
+                for pid in pids {
+                    let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).stderr(Stdio::null()).status();
+                }
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn compression(&self, r: usize) -> Compression {
+        let mut c = Compression::default();
+        for s in &self.corpus.segments {
+            c.raw[s.workload.index()] += self.corpus.segment_size;
+        }
+        let per_kind = |dir: PathBuf| -> Option<[u64; 2]> {
+            let sizes = stored_sizes(&dir.join("repo"), &self.corpus);
+            let mut out = [0; 2];
+            for (s, size) in self.corpus.segments.iter().zip(sizes) {
+                out[s.workload.index()] += size?;
+            }
+            Some(out)
+        };
+        c.walg = per_kind(self.run_dir(r, Storage::File, Scenario::Push, Peer::Walg));
+        c.pgbr = per_kind(self.run_dir(r, Storage::File, Scenario::Push, Peer::Pgbr));
+        c
+    }
+
+    fn cleanup(&self, r: usize, storage: Storage) {
+        let prefix = format!("r{r}-{}-", storage.name());
+        for entry in fs::read_dir(&self.runs_dir).into_iter().flatten().flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
+        if storage == Storage::S3 {
+            if let Some(s3) = self.s3 {
+                if let Err(e) = s3.reset() {
+                    println!("bench: {e:#}");
+                }
+            }
+        }
+    }
+
+    /// Peak RSS of one push and one fetch of a full high-entropy segment.
+    fn memory(&self, r: usize, rows: &mut [MemoryRow]) {
+        let seg = self
+            .corpus
+            .segments
+            .iter()
+            .find(|s| s.workload == Workload::Entropy)
+            .unwrap_or(&self.corpus.segments[0])
+            .name
+            .clone();
+        for (i, walg) in [(0usize, true), (2, false)] {
+            if rows[i].failed.is_some() && rows[i + 1].failed.is_some() {
+                continue;
+            }
+            let peer = if walg { Peer::Walg } else { Peer::Pgbr };
+            let dir = self.runs_dir.join(format!("r{r}-mem-{}", peer.slug()));
+            let result = (|| -> Result<(u64, u64)> {
+                fresh_dir(&dir)?;
+                let log = File::create(dir.join("commands.log"))?;
+                let pgdata = self.pgdata(&dir.join("pgdata"), true, false)?;
+                let tool = self.tool(&dir, Storage::File, Scenario::Push, peer, &dir, &pgdata)?;
+                let push = self.peak_kib(&tool.push(&self.walg, &seg), &pgdata, &dir, &log, "push")?;
+                let fetch = self.peak_kib(&tool.fetch(&self.walg, &seg)?, &pgdata, &dir, &log, "fetch")?;
+                Ok((push, fetch))
+            })();
+            self.wait_quiet(&dir);
+            let _ = fs::remove_dir_all(&dir);
+            match result {
+                Ok((push, fetch)) => {
+                    rows[i].kib.push(push);
+                    rows[i + 1].kib.push(fetch);
+                }
+                Err(e) => {
+                    rows[i].failed = Some(format!("{e:#}"));
+                    rows[i + 1].failed = Some(format!("{e:#}"));
+                }
+            }
+        }
+    }
+
+    fn peak_kib(&self, argv: &[OsString], pgdata: &Path, dir: &Path, log: &File, what: &str) -> Result<u64> {
+        let out = dir.join(format!("{what}.rss"));
+        let mut wrapped: Vec<OsString> = vec!["/usr/bin/time".into(), "-f".into(), "%M".into(), "-o".into(), out.clone().into()];
+        wrapped.extend(argv.iter().cloned());
+        self.exec(self.command(&wrapped, pgdata), log, &format!("{what} under /usr/bin/time"))?;
+        let text = fs::read_to_string(&out).with_context(|| format!("read {}", out.display()))?;
+        text.lines().last().unwrap_or_default().trim().parse().with_context(|| format!("parse peak RSS from {text:?}"))
+    }
+}
+
+fn fresh_dir(dir: &Path) -> Result<()> {
+    if dir.exists() {
+        fs::remove_dir_all(dir).with_context(|| format!("remove {}", dir.display()))?;
+    }
+    fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755))?;
+    pg::chown_postgres(dir)
+}
+
+/// The stored size of each corpus segment under `repo` (any layout: walg's
+/// `wal_005/<seg>.lz4`, pgBackRest's `archive/<stanza>/<ver>/<dir>/<seg>-<sha1>.lz4`,
+/// a plain copy), by corpus index.
+fn stored_sizes(repo: &Path, corpus: &Corpus) -> Vec<Option<u64>> {
+    let mut out = vec![None; corpus.segments.len()];
+    let mut stack = vec![repo.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d).into_iter().flatten().flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(entry.path());
+                continue;
+            }
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(base) = name.get(..24) else { continue };
+            // Temp files of an interrupted write are not stored segments.
+            if name.contains("tmp") || name.ends_with(".partial") {
+                continue;
+            }
+            if let Ok(i) = corpus.segments.binary_search_by(|s| s.name.as_str().cmp(base)) {
+                out[i] = Some(meta.len());
+            }
+        }
+    }
+    out
+}
+
+fn processes_mentioning(needle: &str) -> Vec<u32> {
+    let me = std::process::id();
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let cmdline = fs::read(e.path().join("cmdline")).ok()?;
+            (pid != me && String::from_utf8_lossy(&cmdline).contains(needle)).then_some(pid)
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// The report
+
+fn secs(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64())
+}
+
+fn ms_per(d: Duration, n: usize) -> String {
+    if n == 0 {
+        return "-".into();
+    }
+    format!("{:.1}", d.as_secs_f64() * 1000.0 / n as f64)
+}
+
+fn one_line(s: &str) -> String {
+    let s = s.replace('\n', " ").replace('|', "/");
+    if s.chars().count() > 300 {
+        format!("{}...", s.chars().take(300).collect::<String>())
+    } else {
+        s
+    }
+}
+
+fn tool_version(cmd: &[&str]) -> String {
+    Command::new(cmd[0])
+        .args(&cmd[1..])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or_default().trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn render(
+    b: &Bench<'_>,
+    rows: &[Row],
+    memory: &[MemoryRow],
+    compression: Option<&Compression>,
+    runs: usize,
+    elapsed: Duration,
+    repo: &Path,
+) -> String {
+    let n = b.corpus.segments.len();
+    let (np, ne) = (b.corpus.count(Workload::Pgbench), b.corpus.count(Workload::Entropy));
+    let commit = tool_version(&["git", "-C", &repo.display().to_string(), "log", "-1", "--format=%h %s"]);
+    let mut o = String::new();
+    let _ = writeln!(o, "# walg bench\n");
+    let _ = writeln!(o, "- walg: release build of {commit}");
+    let _ = writeln!(o, "- peers: {}, cp + fsync = `dd bs=1M conv=fsync` (one process per segment)", tool_version(&["pgbackrest", "version"]));
+    let _ = writeln!(
+        o,
+        "- machine: {} CPUs; storage: file system under /tmp; S3 = moto on 127.0.0.1 (walg over http, pgBackRest over https through a local socat TLS proxy, since pgBackRest speaks S3 over TLS only)",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+    );
+    let _ = writeln!(
+        o,
+        "- corpus: {n} real segments of {} MiB archived by PostgreSQL: {np} from pgbench (-i -s 10, then TPC-B -c 4 -j 2, checkpoint_timeout 30s), {ne} high-entropy (md5(random())||random(), random()*1e9 inserts)",
+        b.corpus.segment_size >> 20
+    );
+    let _ = writeln!(
+        o,
+        "- compression lz4 for all; every call is one process run as the postgres user from the data directory with %p = pg_wal/<segment> (fetch: %p = pg_wal/RECOVERYXLOG, removed after each call)"
+    );
+    let _ = writeln!(
+        o,
+        "- concurrency {c}: walg WALG_UPLOAD_CONCURRENCY={c} (backlog upload-ahead), pgBackRest process-max={c} (async push and get); walg prefetch WALG_DOWNLOAD_CONCURRENCY={PREFETCH}, pgBackRest archive-get-queue-max={q}MiB ({PREFETCH} segments); \"concurrency 1\" rows set WALG_UPLOAD_CONCURRENCY=1 and WALG_DOWNLOAD_CONCURRENCY=1",
+        c = b.concurrency,
+        q = (b.corpus.segment_size >> 20) * PREFETCH as u64
+    );
+    let _ = writeln!(o, "- medians of {runs} repetitions (WALG_BENCH_RUNS), peers alternating order; whole bench {:.0}s\n", elapsed.as_secs_f64());
+
+    let _ = writeln!(o, "## Time (medians)\n");
+    let _ = writeln!(o, "| scenario | storage | peer | total s | ms/segment | pgbench ms/seg | entropy ms/seg |");
+    let _ = writeln!(o, "|---|---|---|---:|---:|---:|---:|");
+    for row in rows {
+        let label = row.label(b.concurrency);
+        let (sc, st) = (row.scenario.name(), row.storage.name());
+        match (row.median(), &row.failed) {
+            (_, Some(e)) => {
+                let _ = writeln!(o, "| {sc} | {st} | {label} | failed: {} | | | |", one_line(e));
+            }
+            (Some(m), None) => {
+                let (p, e) = match m.by_kind {
+                    Some(k) => (ms_per(k[0], np), ms_per(k[1], ne)),
+                    None => ("-".into(), "-".into()),
+                };
+                let _ = writeln!(o, "| {sc} | {st} | {label} | {} | {} | {p} | {e} |", secs(m.total), ms_per(m.total, n));
+            }
+            (None, None) => {
+                let _ = writeln!(o, "| {sc} | {st} | {label} | not run | | | |");
+            }
+        }
+    }
+
+    let find = |sc: Scenario, st: Storage, p: Peer| rows.iter().find(|r| r.scenario == sc && r.storage == st && r.peer == p);
+    let ratio = |a: (Scenario, Storage, Peer), bb: (Scenario, Storage, Peer)| -> String {
+        let (Some(x), Some(y)) = (find(a.0, a.1, a.2), find(bb.0, bb.1, bb.2)) else { return "n/a".into() };
+        match (x.median(), y.median()) {
+            (Some(x), Some(y)) if !y.total.is_zero() => format!("{:.2}x", x.total.as_secs_f64() / y.total.as_secs_f64()),
+            _ => "n/a (a side failed)".into(),
+        }
+    };
+    use Peer::*;
+    use Scenario::*;
+    use Storage::{File as F, S3 as S};
+    let _ = writeln!(o, "\n## walg / peer (time ratio, lower is better for walg)\n");
+    let _ = writeln!(o, "| comparison | ratio | issue 5 target |");
+    let _ = writeln!(o, "|---|---:|---|");
+    type Key = (Scenario, Storage, Peer);
+    let pairs: [(&str, Key, Key, &str); 12] = [
+        ("push file: walg / pgBackRest archive-push", (Push, F, Walg), (Push, F, Pgbr), "<= 0.75x"),
+        ("push file: walg / cp + fsync", (Push, F, Walg), (Push, F, CpFsync), "<= 1.0x"),
+        ("push s3: walg / pgBackRest archive-push", (Push, S, Walg), (Push, S, Pgbr), ""),
+        ("backlog file: walg upload-ahead / pgBackRest async", (Backlog, F, WalgAhead), (Backlog, F, PgbrAsync), "< 1.0x"),
+        ("backlog file: walg upload-ahead / walg sequential", (Backlog, F, WalgAhead), (Backlog, F, Walg), ""),
+        ("backlog s3: walg upload-ahead / pgBackRest async", (Backlog, S, WalgAhead), (Backlog, S, PgbrAsync), ""),
+        ("backlog s3: walg upload-ahead / walg sequential", (Backlog, S, WalgAhead), (Backlog, S, Walg), "<= 0.33x"),
+        ("fetch file: walg / pgBackRest archive-get", (Fetch, F, Walg), (Fetch, F, Pgbr), "<= 0.8x"),
+        ("fetch file: walg prefetch / pgBackRest async get", (Fetch, F, WalgPrefetch), (Fetch, F, PgbrAsync), ""),
+        ("fetch file: walg prefetch / walg sequential", (Fetch, F, WalgPrefetch), (Fetch, F, Walg), ""),
+        ("fetch s3: walg / pgBackRest archive-get", (Fetch, S, Walg), (Fetch, S, Pgbr), ""),
+        ("fetch s3: walg prefetch / pgBackRest async get", (Fetch, S, WalgPrefetch), (Fetch, S, PgbrAsync), ""),
+    ];
+    for (label, a, bb, target) in pairs {
+        let _ = writeln!(o, "| {label} | {} | {target} |", ratio(a, bb));
+    }
+
+    let _ = writeln!(o, "\n## Peak resident memory, one call, file storage, one high-entropy segment (median)\n");
+    let _ = writeln!(o, "| process | peak RSS MiB |");
+    let _ = writeln!(o, "|---|---:|");
+    for m in memory {
+        let v = match &m.failed {
+            Some(e) => format!("failed: {}", one_line(e)),
+            None if m.kib.is_empty() => "not run".into(),
+            None => {
+                let mut k = m.kib.clone();
+                k.sort_unstable();
+                format!("{:.1}", k[k.len() / 2] as f64 / 1024.0)
+            }
+        };
+        let target = if m.label == "walg wal-push" { " (target <= 16)" } else { "" };
+        let _ = writeln!(o, "| {}{target} | {v} |", m.label);
+    }
+
+    let _ = writeln!(o, "\n## Compression ratio (WAL bytes / stored bytes, lz4, file storage)\n");
+    let _ = writeln!(o, "| workload | segments | walg | pgBackRest |");
+    let _ = writeln!(o, "|---|---:|---:|---:|");
+    match compression {
+        None => {
+            let _ = writeln!(o, "| (not measured) | | | |");
+        }
+        Some(c) => {
+            let r = |stored: Option<[u64; 2]>, i: usize| match stored {
+                Some(s) if s[i] > 0 => format!("{:.2}", c.raw[i] as f64 / s[i] as f64),
+                _ => "n/a".into(),
+            };
+            let _ = writeln!(o, "| pgbench | {np} | {} | {} |", r(c.walg, 0), r(c.pgbr, 0));
+            let _ = writeln!(o, "| high-entropy | {ne} | {} | {} |", r(c.walg, 1), r(c.pgbr, 1));
+        }
+    }
+    o
+}

@@ -162,7 +162,12 @@ impl OpendalStore {
                 return Err(self.error("put", key, &e));
             }
         }
-        writer.close().await.map_err(|e| self.error("put", key, &e))?;
+        if let Err(e) = writer.close().await {
+            // A refused or failed multipart completion leaves uploaded parts
+            // behind (billed until a lifecycle rule removes them).
+            let _ = writer.abort().await;
+            return Err(self.error("put", key, &e));
+        }
         Ok(())
     }
 
@@ -395,7 +400,7 @@ pub(crate) fn redact(text: &str, secrets: &[String]) -> String {
         result.push_str(&rest[..i + 4]);
         result.push_str("***");
         rest = &rest[i + 4..];
-        let end = rest.find(|c: char| c == '&' || c == ' ' || c == ',' || c == '"' || c == ')').unwrap_or(rest.len());
+        let end = rest.find(['&', ' ', ',', '"', ')']).unwrap_or(rest.len());
         rest = &rest[end..];
     }
     result.push_str(rest);

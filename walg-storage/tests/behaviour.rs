@@ -183,6 +183,14 @@ async fn create_only_if_absent(store: &DynStore) {
     assert_eq!(err.kind, ErrorKind::Conflict, "{}: {err}", store.name());
     let got = read_all(store.get(key).await.expect("get")).await.expect("read");
     assert_eq!(got, b"first", "{}: the first object must survive", store.name());
+    // An object bigger than one upload part (multipart on S3 and Azure)
+    // must be refused as well.
+    let big = Pattern { len: 17 * MIB, seed: 11 };
+    store.put("ine/big", &big, opts).await.expect("first create of a big object");
+    let err = store.put("ine/big", &Pattern { len: 17 * MIB, seed: 12 }, opts).await.expect_err("second create of a big object");
+    assert_eq!(err.kind, ErrorKind::Conflict, "{}: {err}", store.name());
+    let got = read_all(store.get("ine/big").await.expect("get")).await.expect("read");
+    assert!(got == big.bytes(), "{}: the first big object must survive", store.name());
     // A plain put still overwrites.
     store.put(key, &Bytes::from_static(b"third"), PutOptions::default()).await.expect("overwrite");
     assert_eq!(read_all(store.get(key).await.expect("get")).await.expect("read"), b"third");

@@ -88,15 +88,16 @@ async fn wal_push(cli: &Cli, path: &Path) -> Result<()> {
         for (other, other_path, result) in side {
             match result {
                 Ok(o) => {
-                    let (key, stored) = match o {
-                        PushOutcome::Stored { key, stored_bytes, .. } | PushOutcome::Overwritten { key, stored_bytes, .. } => (key, stored_bytes),
+                    let (key, storage, stored) = match o {
+                        PushOutcome::Stored { key, storage, stored_bytes, .. }
+                        | PushOutcome::Overwritten { key, storage, stored_bytes, .. } => (key, storage, stored_bytes),
                         PushOutcome::AlreadyStored { key } => match store.stat(&key).await {
-                            Ok(m) => (key, m.size),
+                            Ok(m) => (key, store.name().to_string(), m.size),
                             Err(_) => continue,
                         },
                     };
                     let source_size = std::fs::metadata(other_path).map(|m| m.len()).unwrap_or(0);
-                    let marker = Marker { storage: store.name().to_string(), key, stored_size: stored, source_size };
+                    let marker = Marker { storage, key, stored_size: stored, source_size };
                     if let Err(e) = ahead.write_marker(other, &marker) {
                         tracing::warn!("record upload-ahead of {other}: {e}; PostgreSQL's own call will push it again");
                     }
@@ -111,10 +112,10 @@ async fn wal_push(cli: &Cli, path: &Path) -> Result<()> {
     let ms = started.elapsed().as_millis();
     let extra = if others.is_empty() { String::new() } else { format!(" (+{} uploaded ahead)", others.len()) };
     match outcome {
-        PushOutcome::Stored { key, source_bytes, stored_bytes } | PushOutcome::Overwritten { key, source_bytes, stored_bytes } => {
+        PushOutcome::Stored { key, storage, source_bytes, stored_bytes }
+        | PushOutcome::Overwritten { key, storage, source_bytes, stored_bytes } => {
             tracing::info!(
-                "pushed {name} to {key} on {:?}: {} -> {} {}, {ms} ms{extra}",
-                store.name(),
+                "pushed {name} to {key} on {storage:?}: {} -> {} {}, {ms} ms{extra}",
                 mib(source_bytes),
                 mib(stored_bytes),
                 cfg.compression
@@ -171,7 +172,7 @@ async fn st(cli: &Cli, command: &StCommand) -> Result<()> {
                 None => println!("status cache: in memory only (set WALG_FAILOVER_STORAGES_CACHE_FILE or HOME)"),
             }
             println!("cache lifetime: {}", humantime::format_duration(cfg.failover.cache_lifetime));
-            println!("{:<16} {:<8} {:<22} {:<22} {:<8} {}", "STORAGE", "STATUS", "LAST CHECKED", "LAST USED", "FRESH", "LOCATION / LAST ERROR");
+            println!("{:<16} {:<8} {:<22} {:<22} {:<8} LOCATION / LAST ERROR", "STORAGE", "STATUS", "LAST CHECKED", "LAST USED", "FRESH");
             for s in failover.status().await {
                 let status = match s.alive {
                     Some(true) => "alive",

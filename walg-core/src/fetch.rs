@@ -103,7 +103,7 @@ fn validate_segment(name: &WalName, head: &[u8], len: u64) -> Result<(), String>
     if u64::from(header.segment_size) != len {
         return Err(format!("decompressed size {len} differs from the segment size {} in its header", header.segment_size));
     }
-    header.check_position(&segment).map_err(|e| e.to_string())
+    header.check_position(segment).map_err(|e| e.to_string())
 }
 
 /// Removes the temporary file unless disarmed.

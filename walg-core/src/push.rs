@@ -41,12 +41,12 @@ impl Default for PushOptions {
 /// What a successful push did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PushOutcome {
-    /// The file was stored now.
-    Stored { key: String, source_bytes: u64, stored_bytes: u64 },
+    /// The file was stored now, on `storage`.
+    Stored { key: String, storage: String, source_bytes: u64, stored_bytes: u64 },
     /// An identical copy was already stored; nothing was written.
     AlreadyStored { key: String },
     /// A different copy was replaced (only with overwrite allowed).
-    Overwritten { key: String, source_bytes: u64, stored_bytes: u64 },
+    Overwritten { key: String, storage: String, source_bytes: u64, stored_bytes: u64 },
 }
 
 /// Why a push failed.
@@ -103,9 +103,9 @@ pub async fn push_file(store: &dyn Store, path: &Path, opts: &PushOptions) -> Re
     let (name, len) = validate_local(path)?;
     let key = wal_key(&name, opts.compression);
     let body = FileBody::new(path, opts.compression, len);
-    match store.put(&key, &body, PutOptions { if_not_exists: true }).await {
-        Ok(()) => {
-            return Ok(PushOutcome::Stored { key, source_bytes: len, stored_bytes: body.produced() });
+    match store.put_located(&key, &body, PutOptions { if_not_exists: true }).await {
+        Ok(storage) => {
+            return Ok(PushOutcome::Stored { key, storage, source_bytes: len, stored_bytes: body.produced() });
         }
         Err(e) if e.kind() == ErrorKind::Conflict => {}
         Err(e) => return Err(e.into()),
@@ -125,8 +125,8 @@ pub async fn push_file(store: &dyn Store, path: &Path, opts: &PushOptions) -> Re
         return Err(PushError::Different { name: name.to_string(), key, store: store.name().to_string(), hint });
     }
     tracing::warn!(file = %name, key, storage = store.name(), "replacing a stored copy with different content (WALG_PREVENT_WAL_OVERWRITE=false)");
-    store.put(&key, &body, PutOptions { if_not_exists: false }).await?;
-    Ok(PushOutcome::Overwritten { key, source_bytes: len, stored_bytes: body.produced() })
+    let storage = store.put_located(&key, &body, PutOptions { if_not_exists: false }).await?;
+    Ok(PushOutcome::Overwritten { key, storage, source_bytes: len, stored_bytes: body.produced() })
 }
 
 /// Whether the object at `key` decompresses to exactly the bytes of `path`.

@@ -190,6 +190,9 @@ pub struct FailoverStore {
     /// One per member, so concurrent calls in one process (upload-ahead)
     /// probe a member once instead of once each.
     probing: Vec<tokio::sync::Mutex<()>>,
+    /// Which members took each key written by this process, for
+    /// [`Store::put_located`].
+    placed: std::sync::Mutex<std::collections::HashMap<String, Vec<String>>>,
 }
 
 /// A write, so both policies share one code path for `put` and `delete`.
@@ -276,7 +279,7 @@ impl FailoverStore {
             clock,
         ));
         let probing = members.iter().map(|_| tokio::sync::Mutex::new(())).collect();
-        Ok(FailoverStore { name, members, active, config, cache, probing })
+        Ok(FailoverStore { name, members, active, config, cache, probing, placed: Default::default() })
     }
 
     /// The members in priority order.
@@ -590,6 +593,10 @@ impl FailoverStore {
         match result {
             Err(e) if e.kind.is_storage_failure() => Err(e),
             Ok(()) => {
+                if let WriteOp::Put { key, .. } = op {
+                    let mut placed = self.placed.lock().unwrap_or_else(|e| e.into_inner());
+                    placed.entry(key.to_string()).or_default().push(self.members[i].name.clone());
+                }
                 if Some(&i) != self.active.first() {
                     tracing::debug!(storage = %self.members[i].name, key = op.key(), "{} on failover storage", op.name());
                 }
@@ -695,6 +702,15 @@ impl Store for FailoverStore {
 
     async fn put(&self, key: &str, body: &dyn Body, opts: PutOptions) -> Result<(), StoreError> {
         self.write(WriteOp::Put { key, body, opts }).await
+    }
+
+    /// Names the member(s) that took the object (several under the `All`
+    /// policy), joined by `+`.
+    async fn put_located(&self, key: &str, body: &dyn Body, opts: PutOptions) -> Result<String, StoreError> {
+        self.placed.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+        self.write(WriteOp::Put { key, body, opts }).await?;
+        let names = self.placed.lock().unwrap_or_else(|e| e.into_inner()).remove(key).unwrap_or_default();
+        Ok(if names.is_empty() { self.name.clone() } else { names.join("+") })
     }
 
     async fn get(&self, key: &str) -> Result<ByteStream, StoreError> {

@@ -581,3 +581,27 @@ async fn status_transitions_are_logged_once_and_a_normal_run_is_quiet() {
     assert!(infos[0].contains("storage \"default\" is back up"), "{infos:?}");
     assert_eq!(logs.lines("WARN").len(), 1);
 }
+
+#[tokio::test]
+async fn put_located_names_the_member_that_took_the_write() {
+    use std::sync::Arc;
+    use walg_core::memory::{Fault, FaultStore, MemoryStore};
+    use walg_core::store::DynStore;
+    use walg_failover::{FailoverConfig, FailoverStore, Member};
+    let primary = FaultStore::new(Arc::new(MemoryStore::new("mem://primary")));
+    let backup = MemoryStore::new("mem://backup");
+    let store = FailoverStore::new(
+        vec![
+            Member::new("default", Arc::new(primary.clone()) as DynStore),
+            Member::new("backup", Arc::new(backup.clone()) as DynStore),
+        ],
+        FailoverConfig { check: false, ..FailoverConfig::default() },
+    )
+    .expect("valid config");
+    let body = bytes::Bytes::from_static(b"wal");
+    let opts = walg_core::PutOptions { if_not_exists: true };
+    assert_eq!(store.put_located("k1", &body, opts).await.expect("put"), "default");
+    primary.set_fault(Fault::Fail(walg_core::ErrorKind::Unavailable));
+    assert_eq!(store.put_located("k2", &body, opts).await.expect("failover put"), "backup");
+    assert!(backup.object("k2").is_some());
+}

@@ -317,15 +317,15 @@ fn force_segment(c: &Cluster, phase: &str) -> Result<(String, Duration)> {
     Ok((seg, t.elapsed()))
 }
 
-/// `pushed NAME ... N ms` lines walg wrote into the server log: (name, ms).
-fn push_times(log: &str) -> Vec<(String, u64)> {
+/// `pushed NAME ... N ms` lines walg wrote into the server log: (name, ms, line).
+fn push_times(log: &str) -> Vec<(String, u64, String)> {
     log.lines()
         .filter_map(|l| {
             let i = l.find("pushed ")?;
             let name = l.get(i + 7..i + 31)?;
             let end = l.rfind(" ms")?;
             let ms = l[..end].rsplit(", ").next()?.trim().parse().ok()?;
-            is_segment(name).then(|| (name.to_string(), ms))
+            is_segment(name).then(|| (name.to_string(), ms, l.trim().to_string()))
         })
         .collect()
 }
@@ -337,6 +337,9 @@ struct Outage {
     failed: u64,
     slowest_push_ms: u64,
     pushes: usize,
+    /// walg's log line of the slowest push.
+    slowest_line: String,
+    push_ms: Vec<u64>,
     slowest_forced: Duration,
     back_after: Duration,
     down_logged: usize,
@@ -413,6 +416,8 @@ impl Scenario<'_> {
             failed,
             slowest_push_ms: times.iter().map(|t| t.1).max().unwrap_or(0),
             pushes: times.len(),
+            slowest_line: times.iter().max_by_key(|t| t.1).map(|t| t.2.clone()).unwrap_or_default(),
+            push_ms: times.iter().map(|t| t.1).collect(),
             slowest_forced,
             back_after,
             down_logged,
@@ -581,13 +586,13 @@ pub fn run(built: &Path, emus: &Emulators) -> Result<()> {
     }
     for o in &outages {
         println!(
-            "    {}: lasted {:.1}s, {} segments archived to the failover, failed_count +{} (bound 1), slowest wal-push {} ms ({} pushes logged), 'down' logged {}x; primary back in use {:.1}s after it returned ('back up' logged {}x; cache lifetime {}s)",
+            "    {}: lasted {:.1}s, {} segments archived to the failover, failed_count +{} (bound 1), wal-push times {:?} ms, slowest: {}\n      'down' logged {}x; primary back in use {:.1}s after it returned ('back up' logged {}x; cache lifetime {}s)",
             o.label,
             o.lasted.as_secs_f64(),
             o.segments,
             o.failed,
-            o.slowest_push_ms,
-            o.pushes,
+            o.push_ms,
+            o.slowest_line,
             o.down_logged,
             o.back_after.as_secs_f64(),
             o.up_logged,

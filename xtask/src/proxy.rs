@@ -441,7 +441,7 @@ mod tests {
     fn parser_counts_keepalive_and_chunked_requests() {
         let mut p = Parser::default();
         let mut out = Vec::new();
-        let stream = b"PUT /b/wal_005/x HTTP/1.1\r\nContent-Length: 5\r\n\r\nGET /XHEAD /b/y HTTP/1.1\r\nHost: h\r\n\r\nPOST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nDELETE /b/walg_failover_check/1 HTTP/1.1\r\n\r\n";
+        let stream = b"PUT /b/wal_005/x HTTP/1.1\r\nContent-Length: 5\r\n\r\nGET /HEAD /b/y HTTP/1.1\r\nHost: h\r\n\r\nPOST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nDELETE /b/walg_failover_check/1 HTTP/1.1\r\n\r\n";
         for chunk in stream.chunks(7) {
             p.feed(chunk, &mut out);
         }

@@ -148,6 +148,10 @@ fn run_e2e(repo: &Path, emus: Arc<emulators::Emulators>, args: &[String]) -> Res
     }
     {
         let walg = walg.clone();
+        tests.push(("storage_commands", Box::new(move || e2e::storage_commands(&walg))));
+    }
+    {
+        let walg = walg.clone();
         tests.push(("upload_ahead", Box::new(move || e2e::upload_ahead(&walg))));
     }
     {

@@ -6,7 +6,7 @@
 //! and `azure-storage-blob` (to create the Azure container with a signed
 //! request), and `npm install azurite` into its own prefix. [`Emulators::start`]
 //! starts the requested ones on free ports, each in its own process group with
-//! its log in a temp directory, waits until each answers, and creates the
+//! its log in a fresh directory under `<repo>/.tmp/logs`, waits until each answers, and creates the
 //! bucket or container [`BUCKET`]. Dropping the value kills the process
 //! groups.
 //!
@@ -154,13 +154,15 @@ struct Running {
 /// Running emulators; dropping the value stops them.
 pub struct Emulators {
     running: Vec<Running>,
-    log_dir: tempfile::TempDir,
+    /// Kept after the run (under `<repo>/.tmp/logs`, ignored by git) so a
+    /// failed test can be diagnosed from the emulator's side.
+    log_dir: PathBuf,
 }
 
 impl std::fmt::Debug for Emulators {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let list: Vec<_> = self.running.iter().map(|r| (r.kind.name(), r.port)).collect();
-        f.debug_struct("Emulators").field("running", &list).field("log_dir", &self.log_dir.path()).finish()
+        f.debug_struct("Emulators").field("running", &list).field("log_dir", &self.log_dir).finish()
     }
 }
 
@@ -168,14 +170,20 @@ impl Emulators {
     /// Starts the emulators in `which` (installed by [`install`]), waits
     /// until each answers and creates [`BUCKET`] in each.
     pub fn start(repo: &Path, which: &[Kind]) -> Result<Emulators> {
-        let log_dir = tempfile::Builder::new().prefix("walg-emulators-").tempdir().context("create a log directory")?;
+        let logs = repo.join(".tmp").join("logs");
+        std::fs::create_dir_all(&logs).with_context(|| format!("create {}", logs.display()))?;
+        let log_dir = tempfile::Builder::new()
+            .prefix("emulators-")
+            .tempdir_in(&logs)
+            .with_context(|| format!("create a log directory in {}", logs.display()))?
+            .keep();
         let mut emulators = Emulators { running: Vec::new(), log_dir };
         for &kind in which {
             if emulators.find(kind).is_some() {
                 continue;
             }
             let port = free_port()?;
-            let log = emulators.log_dir.path().join(format!("{}.log", kind.name()));
+            let log = emulators.log_dir.join(format!("{}.log", kind.name()));
             let mut cmd = emulators.command(repo, kind, port)?;
             let out = File::create(&log).with_context(|| format!("create {}", log.display()))?;
             let err = out.try_clone().context("duplicate log file handle")?;
@@ -269,9 +277,10 @@ impl Emulators {
         })
     }
 
-    /// Where each emulator's log file is.
+    /// Where each emulator's log file (`s3.log`, `gcs.log`, `azure.log`) is.
+    #[allow(dead_code)] // API for callers that report failures
     pub fn log_dir(&self) -> &Path {
-        self.log_dir.path()
+        &self.log_dir
     }
 
     /// The variables `walg-storage`'s behaviour suite reads:

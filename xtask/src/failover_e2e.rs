@@ -340,6 +340,8 @@ struct Outage {
     /// walg's log line of the slowest push.
     slowest_line: String,
     push_ms: Vec<u64>,
+    /// Requests from the switch back until a new segment was on S3.
+    return_requests: Counts,
     slowest_forced: Duration,
     back_after: Duration,
     down_logged: usize,
@@ -404,8 +406,16 @@ impl Scenario<'_> {
         ensure!(down_logged >= 1, "{label}: walg did not log that storage \"default\" is down");
 
         let log_at = log.len();
+        let mark = self.proxy.mark();
         self.proxy.set_mode(Mode::PassThrough)?;
         let (back_after, _) = self.wait_on_s3(&format!("after-{label}"), RETURN_BOUND)?;
+        // It was taken back after a probe (list + put + delete), not blindly.
+        let probe = Counts::of(&self.proxy.since(mark));
+        ensure!(
+            probe.probe_list >= 1 && probe.probe_put >= 1 && probe.probe_delete >= 1,
+            "after {label}: S3 was used again without a complete probe: {}",
+            probe.show()
+        );
         let log = self.c.log_text();
         let up_logged = log.get(log_at..).unwrap_or("").lines().filter(|l| l.contains("storage \"default\" is back up")).count();
         ensure!(up_logged >= 1, "after {label}: walg did not log that storage \"default\" is back up");
@@ -418,6 +428,7 @@ impl Scenario<'_> {
             pushes: times.len(),
             slowest_line: times.iter().max_by_key(|t| t.1).map(|t| t.2.clone()).unwrap_or_default(),
             push_ms: times.iter().map(|t| t.1).collect(),
+            return_requests: probe,
             slowest_forced,
             back_after,
             down_logged,
@@ -586,7 +597,7 @@ pub fn run(built: &Path, emus: &Emulators) -> Result<()> {
     }
     for o in &outages {
         println!(
-            "    {}: lasted {:.1}s, {} segments archived to the failover, failed_count +{} (bound 1), wal-push times {:?} ms, slowest: {}\n      'down' logged {}x; primary back in use {:.1}s after it returned ('back up' logged {}x; cache lifetime {}s)",
+            "    {}: lasted {:.1}s, {} segments archived to the failover, failed_count +{} (bound 1), wal-push times {:?} ms, slowest: {}\n      'down' logged {}x; primary back in use {:.1}s after it returned, after a probe ('back up' logged {}x; cache lifetime {}s; requests meanwhile: {})",
             o.label,
             o.lasted.as_secs_f64(),
             o.segments,
@@ -596,7 +607,8 @@ pub fn run(built: &Path, emus: &Emulators) -> Result<()> {
             o.down_logged,
             o.back_after.as_secs_f64(),
             o.up_logged,
-            CACHE_LIFETIME.as_secs()
+            CACHE_LIFETIME.as_secs(),
+            o.return_requests.show()
         );
     }
     println!("    proxy saw {} requests in all; total {:.1}s", proxy.requests().len(), started.elapsed().as_secs_f64());

@@ -545,3 +545,76 @@ pub fn storage_commands(built: &Path) -> Result<()> {
     ensure!(out.status.success() && stdout.contains("0 copied, 3 already present"), "second transfer: {stdout}");
     Ok(())
 }
+
+/// Under the heaviest pgbench load this machine drives (no fsync, many
+/// clients, WAL-heavy initialisation), archiving through walg keeps up: the
+/// number of `.ready` files waiting stays bounded and drains to zero.
+pub fn archive_keeps_up(built: &Path) -> Result<String> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let work = Workdir::new("load")?;
+    let archive = work.owned_dir("archive")?;
+    let walg = Walg::new(&work, built, "walg.json", &file_settings(&archive))?;
+    let conf = format!("archive_mode = on\narchive_command = '{}'\nmax_wal_size = 64MB\ncheckpoint_timeout = 30s\n", walg.archive_command());
+    let mut c = Cluster::init(&work.path.join("pg"), &conf, &[])?;
+    c.start()?;
+    let status_dir = c.data.join("pg_wal/archive_status");
+    let stop = Arc::new(AtomicBool::new(false));
+    let max_ready = Arc::new(AtomicUsize::new(0));
+    let sampler = {
+        let (stop, max_ready, dir) = (stop.clone(), max_ready.clone(), status_dir.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let n = fs::read_dir(&dir)
+                    .map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".ready")).count())
+                    .unwrap_or(0);
+                max_ready.fetch_max(n, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let ready_now = |c: &Cluster| -> Result<String> {
+        c.sql("select count(*) from pg_ls_dir('pg_wal/archive_status') f where f like '%.ready'")
+    };
+    // A burst first: pgbench's initialisation writes WAL as fast as the
+    // machine can (COPY, no fsync). Report how high the backlog got and how
+    // fast it drained.
+    let started = Instant::now();
+    let init = c.pgbench(&["-i", "-q", "-s", "40"]);
+    let burst_secs = started.elapsed().as_secs_f64();
+    let burst_peak = max_ready.swap(0, Ordering::Relaxed);
+    let drained = c.wait_for(&format!("select ({}) = 0", "select count(*) from pg_ls_dir('pg_wal/archive_status') f where f like '%.ready'"), "t", Duration::from_secs(180));
+    let drain_secs = started.elapsed().as_secs_f64() - burst_secs;
+    // Then a sustained load: the backlog must stay bounded throughout.
+    max_ready.store(0, Ordering::Relaxed);
+    let archived_before: u64 = c.sql("select archived_count from pg_stat_archiver")?.parse()?;
+    let load_started = Instant::now();
+    let load = c.pgbench(&["-c", "8", "-j", "2", "-T", "40", "-N"]);
+    let load_secs = load_started.elapsed().as_secs_f64();
+    let steady_peak = max_ready.load(Ordering::Relaxed);
+    let drained_after = c.wait_for(&format!("select ({}) = 0", "select count(*) from pg_ls_dir('pg_wal/archive_status') f where f like '%.ready'"), "t", Duration::from_secs(120));
+    stop.store(true, Ordering::Relaxed);
+    let _ = sampler.join();
+    init?;
+    load?;
+    drained.with_context(|| format!("the .ready backlog after the burst did not drain: {} waiting", ready_now(&c).unwrap_or_default()))?;
+    drained_after.context("the .ready backlog did not drain after the sustained load")?;
+    let archived: u64 = c.sql("select archived_count from pg_stat_archiver")?.parse()?;
+    let failed = c.failed_count()?;
+    ensure!(failed == 0, "failed_count {failed} under load\n{}", pg::tail(&c.log_text(), 30));
+    let steady = archived - archived_before;
+    ensure!(steady >= 10, "the sustained load archived only {steady} files; not a meaningful load");
+    // Bounded: never more waiting than two upload-ahead batches (16 each).
+    ensure!(
+        steady_peak <= 32,
+        "up to {steady_peak} .ready files waited under sustained load: archiving did not keep up \
+         ({steady} archived in {load_secs:.0}s; burst peak {burst_peak}, drained {drain_secs:.0}s after {burst_secs:.0}s)"
+    );
+    let report = format!(
+        "burst (pgbench -i -s 40): peak {burst_peak} .ready, written in {burst_secs:.0}s, drained {drain_secs:.0}s later; \
+         sustained (8 clients, {load_secs:.0}s): {steady} files archived ({:.1}/s), at most {steady_peak} .ready waiting; failed_count 0",
+        steady as f64 / load_secs
+    );
+    println!("  {report}");
+    Ok(report)
+}

@@ -158,6 +158,10 @@ fn run_e2e(repo: &Path, emus: Arc<emulators::Emulators>, args: &[String]) -> Res
         let walg = walg.clone();
         tests.push(("prefetch", Box::new(move || e2e::prefetch(&walg))));
     }
+    {
+        let walg = walg.clone();
+        tests.push(("archive_keeps_up", Box::new(move || e2e::archive_keeps_up(&walg).map(|_| ()))));
+    }
     for kind in emulators::Kind::ALL {
         let walg = walg.clone();
         let emus = emus.clone();

@@ -27,6 +27,22 @@ fn open_one(registry: &Registry, spec: &StorageSpec) -> Result<DynStore> {
         .with_context(|| format!("open storage {:?} ({}://{})", spec.name, spec.scheme, spec.location))
 }
 
+/// A credential-free identity of a storage for the status cache: a verdict
+/// about `default` is not reused once `default` points somewhere else.
+fn fingerprint(spec: &StorageSpec) -> String {
+    let endpoint = ["AWS_ENDPOINT", "WALG_GS_ENDPOINT", "STORAGE_EMULATOR_HOST", "WALG_AZ_ENDPOINT", "AZURE_STORAGE_ACCOUNT"]
+        .iter()
+        .filter_map(|k| spec.settings.get(k))
+        .collect::<Vec<_>>()
+        .join(",");
+    let base = format!("{}://{}", spec.scheme, spec.location.trim_end_matches('/'));
+    if endpoint.is_empty() || spec.scheme == "file" {
+        base
+    } else {
+        format!("{base} at {endpoint}")
+    }
+}
+
 /// The home directory of the current user from /etc/passwd, for processes
 /// started without `$HOME` (common under systemd).
 fn passwd_home() -> Option<PathBuf> {
@@ -64,7 +80,7 @@ pub fn open(cfg: &Config) -> Result<Opened> {
             continue;
         }
         let store = open_one(&registry, spec)?;
-        members.push(Member::new(spec.name.clone(), store));
+        members.push(Member::new(spec.name.clone(), store).with_fingerprint(fingerprint(spec)));
     }
     if cfg.failover.target.is_some() && members.len() == 1 {
         return Ok(Opened { store: members.remove(0).store().clone(), failover: None });
@@ -91,8 +107,9 @@ pub fn open_all(cfg: &Config) -> Result<Opened> {
         // the same way for a single storage.
         let registry = Registry::with_builtin();
         let store = open_one(&registry, &cfg.storages[0])?;
+        let member = Member::new("default", store).with_fingerprint(fingerprint(&cfg.storages[0]));
         let config = FailoverConfig { cache_path: cache_path(&cfg), cache_lifetime: cfg.failover.cache_lifetime, ..FailoverConfig::default() };
-        let f = Arc::new(FailoverStore::new(vec![Member::new("default", store)], config)?);
+        let f = Arc::new(FailoverStore::new(vec![member], config)?);
         return Ok(Opened { store: f.clone(), failover: Some(f) });
     }
     open(&cfg)

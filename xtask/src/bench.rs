@@ -77,6 +77,7 @@ pub fn run(_args: &[String]) -> Result<()> {
     }
     println!("bench: building walg (release) ...");
     let built = build_walg(&repo, true)?;
+    let build_time = started.elapsed();
 
     let work = Workdir::new("bench")?;
     let walg = work.install_walg(&built)?;
@@ -86,14 +87,16 @@ pub fn run(_args: &[String]) -> Result<()> {
     let watchdog = Watchdog::start();
 
     println!("bench: making the WAL corpus with a real PostgreSQL in {} ...", work.path.display());
+    let corpus_started = Instant::now();
     let (cluster, corpus) = make_corpus(&work.path.join("cluster"), &corpus_dir)?;
+    let corpus_time = corpus_started.elapsed();
     println!(
         "bench: corpus of {} segments of {} MiB ({} pgbench, {} high-entropy) in {:.0}s",
         corpus.segments.len(),
         corpus.segment_size >> 20,
         corpus.count(Workload::Pgbench),
         corpus.count(Workload::Entropy),
-        started.elapsed().as_secs_f64()
+        corpus_time.as_secs_f64()
     );
 
     println!("bench: starting the S3 emulator ...");
@@ -122,9 +125,13 @@ pub fn run(_args: &[String]) -> Result<()> {
     }
     let mut memory = MemoryRow::all();
     let mut compression = None;
+    let mut loads = Vec::new();
 
     for r in 0..runs {
-        println!("bench: repetition {}/{runs}", r + 1);
+        // Other work on the machine skews every number; the report shows it.
+        let load = fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().next().unwrap_or("?").to_string();
+        println!("bench: repetition {}/{runs} (load average {load})", r + 1);
+        loads.push(load);
         for storage in [Storage::File, Storage::S3] {
             for scenario in [Scenario::Push, Scenario::Fetch, Scenario::Backlog] {
                 let mut order: Vec<usize> =
@@ -166,7 +173,8 @@ pub fn run(_args: &[String]) -> Result<()> {
     }
 
     let elapsed = started.elapsed();
-    let report = render(&bench, &rows, &memory, compression.as_ref(), runs, elapsed, &repo);
+    let times = Times { build: build_time, corpus: corpus_time, all: elapsed, loads };
+    let report = render(&bench, &rows, &memory, compression.as_ref(), runs, &times, &repo);
     println!("\n{report}");
     let out_dir = target_dir(&repo).join("bench");
     fs::create_dir_all(&out_dir).with_context(|| format!("create {}", out_dir.display()))?;
@@ -802,6 +810,11 @@ impl Bench<'_> {
                         port = self.cluster_port,
                     )
                 };
+                // A packaged install has its log directory; without one
+                // pgBackRest warns on every call and skips its log file.
+                for sub in ["log", "lock", "spool"] {
+                    fs::create_dir_all(dir.join(sub)).with_context(|| format!("create the pgBackRest {sub} directory"))?;
+                }
                 let cfg = dir.join("pgbackrest.conf");
                 fs::write(&cfg, conf(pgdata)).context("write the pgBackRest config")?;
                 if scenario != Scenario::Fetch {
@@ -1109,13 +1122,22 @@ fn tool_version(cmd: &[&str]) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// Where the bench's own time went, and how busy the machine was.
+#[derive(Debug)]
+struct Times {
+    build: Duration,
+    corpus: Duration,
+    all: Duration,
+    loads: Vec<String>,
+}
+
 fn render(
     b: &Bench<'_>,
     rows: &[Row],
     memory: &[MemoryRow],
     compression: Option<&Compression>,
     runs: usize,
-    elapsed: Duration,
+    times: &Times,
     repo: &Path,
 ) -> String {
     let n = b.corpus.segments.len();
@@ -1145,7 +1167,19 @@ fn render(
         c = b.concurrency,
         q = (b.corpus.segment_size >> 20) * PREFETCH as u64
     );
-    let _ = writeln!(o, "- medians of {runs} repetitions (WALG_BENCH_RUNS), peers alternating order; whole bench {:.0}s\n", elapsed.as_secs_f64());
+    let _ = writeln!(
+        o,
+        "- medians of {runs} repetitions (WALG_BENCH_RUNS), peers alternating order; 1-minute load average at the start of each repetition: {}",
+        times.loads.join(", ")
+    );
+    let _ = writeln!(
+        o,
+        "- bench time {:.0}s in all: release build {:.0}s, corpus {:.0}s, measurements {:.0}s\n",
+        times.all.as_secs_f64(),
+        times.build.as_secs_f64(),
+        times.corpus.as_secs_f64(),
+        (times.all.saturating_sub(times.build + times.corpus)).as_secs_f64()
+    );
 
     let _ = writeln!(o, "## Time (medians)\n");
     let _ = writeln!(o, "| scenario | storage | peer | total s | ms/segment | pgbench ms/seg | entropy ms/seg |");

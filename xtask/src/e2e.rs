@@ -22,9 +22,8 @@ const ARCHIVE_WAIT: Duration = Duration::from_secs(120);
 #[derive(Debug, Default)]
 pub struct RoundTrip {
     pub segments_archived: u64,
+    /// `count:md5` of the demo table, identical on both clusters.
     pub rows: String,
-    pub elapsed: Duration,
-    pub source_digest: String,
 }
 
 /// Settings for a config file: WAL-G keys to values.
@@ -144,7 +143,8 @@ pub fn round_trip(built: &Path, label: &str, settings: &Settings, quiet: bool) -
     say("timeline 2 promoted, 00000002.history archived and fetched back, failed_count 0");
     restored.stop()?;
 
-    Ok(RoundTrip { segments_archived: archived, rows: digest.clone(), elapsed: started.elapsed(), source_digest: digest })
+    say(&format!("round trip took {:.1}s", started.elapsed().as_secs_f64()));
+    Ok(RoundTrip { segments_archived: archived, rows: digest })
 }
 
 fn code(out: &Output) -> i32 {

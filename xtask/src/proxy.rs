@@ -138,7 +138,7 @@ impl Proxy {
     pub fn set_mode(&self, mode: Mode) -> Result<()> {
         self.inner.mode.store(mode.to_u8(), Ordering::SeqCst);
         if mode == Mode::Refuse {
-            for c in self.inner.conns.lock().unwrap().iter() {
+            for c in self.inner.conns.lock().unwrap_or_else(|e| e.into_inner()).iter() {
                 let _ = c.client.shutdown(Shutdown::Both);
                 if let Some(u) = &c.upstream {
                     let _ = u.shutdown(Shutdown::Both);
@@ -157,17 +157,17 @@ impl Proxy {
 
     /// Every request seen so far, in arrival order.
     pub fn requests(&self) -> Vec<Request> {
-        self.inner.log.lock().unwrap().clone()
+        self.inner.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// A position in the request log, for [`Proxy::since`].
     pub fn mark(&self) -> usize {
-        self.inner.log.lock().unwrap().len()
+        self.inner.log.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     /// The requests after `mark`.
     pub fn since(&self, mark: usize) -> Vec<Request> {
-        let log = self.inner.log.lock().unwrap();
+        let log = self.inner.log.lock().unwrap_or_else(|e| e.into_inner());
         log[mark.min(log.len())..].to_vec()
     }
 
@@ -176,7 +176,7 @@ impl Proxy {
 impl Drop for Proxy {
     fn drop(&mut self) {
         self.inner.stop.store(true, Ordering::SeqCst);
-        for c in self.inner.conns.lock().unwrap().iter() {
+        for c in self.inner.conns.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             let _ = c.client.shutdown(Shutdown::Both);
             if let Some(u) = &c.upstream {
                 let _ = u.shutdown(Shutdown::Both);
@@ -242,7 +242,7 @@ fn handle(inner: Arc<Inner>, client: TcpStream) {
     let poisoned = Arc::new(AtomicBool::new(upstream.is_none()));
     if let Ok(c) = client.try_clone() {
         let u = upstream.as_ref().and_then(|u| u.try_clone().ok());
-        inner.conns.lock().unwrap().push(Conn { id, client: c, upstream: u });
+        inner.conns.lock().unwrap_or_else(|e| e.into_inner()).push(Conn { id, client: c, upstream: u });
     }
     let s2c = upstream.as_ref().and_then(|u| {
         let (u, c) = (u.try_clone().ok()?, client.try_clone().ok()?);
@@ -253,7 +253,7 @@ fn handle(inner: Arc<Inner>, client: TcpStream) {
     if let Some(h) = s2c {
         let _ = h.join();
     }
-    inner.conns.lock().unwrap().retain(|c| c.id != id);
+    inner.conns.lock().unwrap_or_else(|e| e.into_inner()).retain(|c| c.id != id);
 }
 
 fn client_to_server(inner: &Inner, mut client: TcpStream, mut upstream: Option<TcpStream>, poisoned: &AtomicBool) {
@@ -268,7 +268,7 @@ fn client_to_server(inner: &Inner, mut client: TcpStream, mut upstream: Option<T
         let mut seen = Vec::new();
         parser.feed(&buf[..n], &mut seen);
         if !seen.is_empty() {
-            let mut log = inner.log.lock().unwrap();
+            let mut log = inner.log.lock().unwrap_or_else(|e| e.into_inner());
             for (method, target) in seen {
                 log.push(Request { method, target, mode });
             }

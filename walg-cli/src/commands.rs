@@ -85,6 +85,7 @@ async fn wal_push(cli: &Cli, path: &Path) -> Result<()> {
     let (outcome, side) = tokio::join!(main, side);
 
     if let Some(ahead) = &ahead {
+        let mut failed = Vec::new();
         for (other, other_path, result) in side {
             match result {
                 Ok(o) => {
@@ -102,7 +103,21 @@ async fn wal_push(cli: &Cli, path: &Path) -> Result<()> {
                         tracing::warn!("record upload-ahead of {other}: {e}; PostgreSQL's own call will push it again");
                     }
                 }
-                Err(e) => tracing::warn!("upload-ahead of {other} failed: {e:#}; PostgreSQL's own call will retry it"),
+                Err(e) => failed.push(format!("{other}: {e:#}")),
+            }
+        }
+        if !failed.is_empty() {
+            // One line, not one per file: when the storage is down they all
+            // fail for the same reason, and the requested file's error says it.
+            let msg = format!(
+                "upload-ahead of {} file(s) failed; PostgreSQL's own calls will push them (first: {})",
+                failed.len(),
+                failed[0]
+            );
+            if outcome.is_ok() {
+                tracing::warn!("{msg}");
+            } else {
+                tracing::debug!("{msg}");
             }
         }
         ahead.clean_stale();

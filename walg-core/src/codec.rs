@@ -65,13 +65,7 @@ impl Compression {
     pub fn encoder(self) -> io::Result<Encoder> {
         let inner = match self {
             Compression::None => EncoderInner::None(Vec::new()),
-            Compression::Lz4 => {
-                let info = lz4_flex::frame::FrameInfo::new()
-                    .block_size(lz4_flex::frame::BlockSize::Max256KB)
-                    .block_mode(lz4_flex::frame::BlockMode::Independent)
-                    .content_checksum(true);
-                EncoderInner::Lz4(lz4_flex::frame::FrameEncoder::with_frame_info(info, Vec::new()))
-            }
+            Compression::Lz4 => EncoderInner::Lz4(crate::lz4frame::Lz4FrameEncoder::default()),
             Compression::Zstd => {
                 let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3)?;
                 enc.include_checksum(true)?;
@@ -108,7 +102,7 @@ impl fmt::Display for Compression {
 
 enum EncoderInner {
     None(Vec<u8>),
-    Lz4(lz4_flex::frame::FrameEncoder<Vec<u8>>),
+    Lz4(crate::lz4frame::Lz4FrameEncoder),
     Zstd(zstd::stream::write::Encoder<'static, Vec<u8>>),
     Brotli(Box<brotli::CompressorWriter<Vec<u8>>>),
 }
@@ -128,29 +122,29 @@ impl Encoder {
     /// Compresses `input` and returns the compressed bytes ready so far
     /// (possibly empty: encoders buffer up to one block).
     pub fn push(&mut self, input: &[u8]) -> io::Result<Vec<u8>> {
-        match &mut self.inner {
-            EncoderInner::None(buf) => buf.extend_from_slice(input),
-            EncoderInner::Lz4(e) => e.write_all(input)?,
-            EncoderInner::Zstd(e) => e.write_all(input)?,
-            EncoderInner::Brotli(e) => e.write_all(input)?,
-        }
-        Ok(std::mem::take(self.buffer()))
-    }
-
-    fn buffer(&mut self) -> &mut Vec<u8> {
-        match &mut self.inner {
-            EncoderInner::None(buf) => buf,
-            EncoderInner::Lz4(e) => e.get_mut(),
-            EncoderInner::Zstd(e) => e.get_mut(),
-            EncoderInner::Brotli(e) => e.get_mut(),
-        }
+        let ready = match &mut self.inner {
+            EncoderInner::None(buf) => {
+                buf.extend_from_slice(input);
+                buf
+            }
+            EncoderInner::Lz4(e) => return Ok(e.push(input)),
+            EncoderInner::Zstd(e) => {
+                e.write_all(input)?;
+                e.get_mut()
+            }
+            EncoderInner::Brotli(e) => {
+                e.write_all(input)?;
+                e.get_mut()
+            }
+        };
+        Ok(std::mem::take(ready))
     }
 
     /// Ends the stream and returns the remaining compressed bytes.
     pub fn finish(self) -> io::Result<Vec<u8>> {
         match self.inner {
             EncoderInner::None(buf) => Ok(buf),
-            EncoderInner::Lz4(e) => e.finish().map_err(io::Error::other),
+            EncoderInner::Lz4(e) => Ok(e.finish()),
             EncoderInner::Zstd(e) => e.finish(),
             EncoderInner::Brotli(mut e) => {
                 e.flush()?;

@@ -14,6 +14,7 @@ pub mod codec;
 pub mod error;
 pub mod fetch;
 pub mod layout;
+pub mod lz4frame;
 pub mod memory;
 pub mod page;
 pub mod prefetch;

@@ -618,3 +618,59 @@ pub fn archive_keeps_up(built: &Path) -> Result<String> {
     println!("  {report}");
     Ok(report)
 }
+
+/// Reports (does not assert) the time of one `wal-push` and one `wal-fetch`
+/// of a real 16 MiB segment through the binary, per backend: the medians of
+/// five distinct segments. Asserts only that every call succeeded and the
+/// bytes came back.
+pub fn storage_timings(built: &Path, emus: &crate::emulators::Emulators) -> Result<String> {
+    use crate::emulators::Kind;
+    let work = Workdir::new("timings")?;
+    // Five real 16 MiB segments with pgbench-like content.
+    let mut c = Cluster::init(&work.path.join("src"), "archive_mode = on\narchive_command = '/bin/false'\n", &[])?;
+    c.start()?;
+    c.sql("create table t (a bigint, b text)")?;
+    let mut names = Vec::new();
+    for i in 0..5 {
+        c.sql(&format!("insert into t select g, md5(g::text) || md5((g+{i})::text) from generate_series(1, 150000) g"))?;
+        names.push(c.sql("select pg_walfile_name(pg_switch_wal())")?);
+    }
+    c.stop()?;
+    let segs = work.path.join("segs");
+    fs::create_dir_all(&segs)?;
+    for n in &names {
+        fs::copy(c.data.join("pg_wal").join(n), segs.join(n))?;
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let mut lines = vec!["backend   wal-push (ms)  wal-fetch (ms)   median of 5 x 16 MiB, lz4, debug build".to_string()];
+    let mut backends: Vec<(String, Settings)> = vec![("file".into(), file_settings(&work.path.join("archive")))];
+    for kind in Kind::ALL {
+        let pairs = emus.settings_for(kind, "timings").context("emulator")?;
+        backends.push((kind.name().into(), pairs.into_iter().map(|(k, v)| (k, json!(v))).collect()));
+    }
+    for (label, mut settings) in backends {
+        settings.insert("WALG_UPLOAD_CONCURRENCY".into(), json!(1));
+        settings.insert("WALG_DOWNLOAD_CONCURRENCY".into(), json!(1));
+        let w = Walg::new(&work, built, &format!("{label}.json"), &settings)?;
+        let (mut push, mut fetch) = (Vec::new(), Vec::new());
+        for n in &names {
+            let t = Instant::now();
+            let out = w.run(&["wal-push", &segs.join(n).display().to_string()])?;
+            push.push(t.elapsed().as_secs_f64() * 1000.0);
+            ensure!(out.status.success(), "{label}: push {n}: {}", text(&out));
+            let dest = work.path.join(format!("fetched-{label}"));
+            let t = Instant::now();
+            let out = w.run(&["wal-fetch", n, &dest.display().to_string()])?;
+            fetch.push(t.elapsed().as_secs_f64() * 1000.0);
+            ensure!(out.status.success(), "{label}: fetch {n}: {}", text(&out));
+            ensure!(fs::read(&dest)? == fs::read(segs.join(n))?, "{label}: {n} came back different");
+        }
+        lines.push(format!("{label:<9} {:>13.0}  {:>14.0}", median(push), median(fetch)));
+    }
+    let report = lines.join("\n");
+    println!("{report}");
+    Ok(report)
+}

@@ -182,6 +182,11 @@ fn run_e2e(repo: &Path, emus: Arc<emulators::Emulators>, args: &[String]) -> Res
     {
         let walg = walg.clone();
         let emus = emus.clone();
+        tests.push(("storage_timings", Box::new(move || e2e::storage_timings(&walg, &emus).map(|_| ()))));
+    }
+    {
+        let walg = walg.clone();
+        let emus = emus.clone();
         tests.push(("storage_errors", Box::new(move || e2e::storage_errors(&walg, &emus))));
     }
     {

@@ -35,7 +35,15 @@ const KNOWN_WALG: &[&str] = &[
     "WALG_FAILOVER_STORAGES_CHECK_SIZE", "WALG_FAILOVER_STORAGES_CACHE_LIFETIME", "WALG_FAILOVER_STORAGES_CACHE_FILE",
     "WALG_FAILOVER_STORAGES_WRITE_POLICY", "WALG_TARGET_STORAGE", "WALG_STORAGE_TIMEOUT", "WALG_STORAGE_RETRIES",
     "WALG_PREFETCH_DIR", "WALG_LOG_LEVEL", "WALG_S3_STORAGE_CLASS", "WALG_S3_SSE", "WALG_S3_SSE_KMS_ID",
-    "WALG_GS_ENDPOINT", "WALG_AZ_ENDPOINT", "WALG_LIBSODIUM_KEY",
+    "WALG_GS_ENDPOINT", "WALG_AZ_ENDPOINT",
+];
+
+/// WAL-G encryption settings. walg does not encrypt yet; archiving in clear
+/// text what the user asked to be encrypted would be a silent leak, so any of
+/// these is an error.
+const ENCRYPTION_SETTINGS: &[&str] = &[
+    "WALG_LIBSODIUM_KEY", "WALG_LIBSODIUM_KEY_PATH", "WALG_PGP_KEY", "WALG_PGP_KEY_PATH", "WALG_GPG_KEY_ID",
+    "WALG_CSE_KMS_ID",
 ];
 
 /// The merged settings, by upper-case WAL-G name.
@@ -241,6 +249,9 @@ pub struct Config {
 
 impl Config {
     pub fn from_raw(raw: &Raw) -> Result<Config> {
+        if let Some(key) = ENCRYPTION_SETTINGS.iter().find(|k| raw.get(k).is_some()) {
+            bail!("{key} is set, but walg does not support encryption yet; refusing to archive or restore without it (unset {key} only if unencrypted WAL is acceptable)");
+        }
         let mut warnings: Vec<String> =
             raw.unknown_keys().iter().map(|k| format!("unknown setting {k} ignored (walg does not use it)")).collect();
         let primary = storage_from("default", raw, "the configuration")?;
@@ -385,6 +396,7 @@ mod tests {
             Err("failover storage \"b\" sets no storage prefix"),
         );
         check(&[("WALG_FILE_PREFIX", json!("/a")), ("WALG_TARGET_STORAGE", json!("nope"))], Err("names no configured storage"));
+        check(&[("WALG_FILE_PREFIX", json!("/a")), ("WALG_LIBSODIUM_KEY", json!("k"))], Err("does not support encryption"));
     }
 
     #[test]

@@ -28,7 +28,9 @@ pub async fn run(cli: Cli) -> u8 {
     let result = match &cli.command {
         Command::WalPush { path } => wal_push(&cli, path).await,
         Command::WalFetch { name, destination } => wal_fetch(&cli, name, destination).await,
-        Command::WalPrefetch { name, pg_wal, destination_name } => crate::prefetch::run(&cli, name, pg_wal, destination_name).await,
+        Command::WalPrefetch { name, pg_wal, destination_name, segment_size } => {
+            crate::prefetch::run(&cli, name, pg_wal, destination_name, *segment_size).await
+        }
         Command::St { command } => st(&cli, command).await,
     };
     match result {

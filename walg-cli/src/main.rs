@@ -66,6 +66,7 @@ enum Command {
         name: String,
         pg_wal: PathBuf,
         destination_name: PathBuf,
+        segment_size: u64,
     },
     /// Storage status and maintenance (failover storages).
     St {

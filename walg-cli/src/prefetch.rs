@@ -10,7 +10,7 @@ use std::process::{Command as Process, Stdio};
 
 use anyhow::{Context, Result};
 use walg_core::fetch::FetchOptions;
-use walg_core::prefetch::{default_dir, validate_segment_file, PrefetchDir};
+use walg_core::prefetch::{default_dir, PrefetchDir};
 use walg_core::wal::WalName;
 
 use crate::config::{Config, Raw};
@@ -53,7 +53,11 @@ pub fn spawn(cli: &Cli, cfg: &Config, name: &WalName, dest: &Path) {
         cmd.arg("--config").arg(c);
     }
     let pg_wal = dest.parent().filter(|p| !p.as_os_str().is_empty()).map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
-    cmd.arg("wal-prefetch").arg(name.to_string()).arg(&pg_wal).arg(dest.file_name().unwrap_or_default());
+    cmd.arg("wal-prefetch")
+        .arg(name.to_string())
+        .arg(&pg_wal)
+        .arg(dest.file_name().unwrap_or_default())
+        .arg(meta.len().to_string());
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::inherit());
     // Its own process group: PostgreSQL's signals to the restore command's
     // group must not cut a download in the middle (it would be retried anyway).
@@ -63,8 +67,9 @@ pub fn spawn(cli: &Cli, cfg: &Config, name: &WalName, dest: &Path) {
     }
 }
 
-/// `walg wal-prefetch NAME PG_WAL DEST_NAME`: downloads the segments after NAME.
-pub async fn run(cli: &Cli, name: &str, pg_wal: &Path, dest_name: &Path) -> Result<()> {
+/// `walg wal-prefetch NAME PG_WAL DEST_NAME SEGMENT_SIZE`: downloads the
+/// segments after NAME.
+pub async fn run(cli: &Cli, name: &str, pg_wal: &Path, dest_name: &Path, size: u64) -> Result<()> {
     let wal = WalName::parse(name)?;
     let Some(segment) = wal.segment() else { return Ok(()) };
     let raw = Raw::load(cli.config.as_deref())?;
@@ -76,11 +81,9 @@ pub async fn run(cli: &Cli, name: &str, pg_wal: &Path, dest_name: &Path) -> Resu
     if lock.try_lock().is_err() {
         return Ok(()); // another prefetcher is at work
     }
-    // The segment size comes from the segment just restored (if it is still
-    // there) or from a prefetched neighbour; never assumed to be 16 MiB.
-    let size = validate_segment_file(&dest, &segment)
-        .or_else(|_| std::fs::metadata(&dest).map(|m| m.len()).map_err(|e| e.to_string()))
-        .unwrap_or(0);
+    // The segment size is that of the segment just restored, passed by the
+    // parent: by now PostgreSQL may have consumed or replaced the file.
+    // Never assumed to be 16 MiB.
     if !walg_core::wal::is_valid_segment_size(size) {
         return Ok(());
     }

@@ -108,7 +108,7 @@ impl Workdir {
     pub fn new(label: &str) -> Result<Workdir> {
         let tmp = tempfile::Builder::new().prefix(&format!("walg-{label}-")).tempdir_in("/tmp")?;
         fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755))?;
-        let keep = std::env::var_os("WALG_KEEP_WORKDIR").is_some();
+        let keep = std::env::var_os("XTASK_KEEP_WORKDIR").is_some();
         let path = tmp.path().to_path_buf();
         Ok(Workdir { path, _tmp: if keep { std::mem::forget(tmp); None } else { Some(tmp) } })
     }

@@ -28,15 +28,20 @@ pub async fn run(cli: Cli) -> u8 {
     let result = match &cli.command {
         Command::WalPush { path } => wal_push(&cli, path).await,
         Command::WalFetch { name, destination } => wal_fetch(&cli, name, destination).await,
-        Command::WalPrefetch { name, pg_wal, destination_name, segment_size } => {
-            crate::prefetch::run(&cli, name, pg_wal, destination_name, *segment_size).await
-        }
+        Command::WalPrefetch {
+            name,
+            pg_wal,
+            destination_name,
+            segment_size,
+        } => crate::prefetch::run(&cli, name, pg_wal, destination_name, *segment_size).await,
         Command::St { command } => st(&cli, command).await,
     };
     match result {
         Ok(()) => 0,
         Err(e) => {
-            let not_found = e.downcast_ref::<FetchError>().is_some_and(FetchError::is_not_found);
+            let not_found = e
+                .downcast_ref::<FetchError>()
+                .is_some_and(FetchError::is_not_found);
             if not_found {
                 // Normal at the end of recovery: PostgreSQL asks for the
                 // next segment until one is missing.
@@ -60,8 +65,15 @@ async fn wal_push(cli: &Cli, path: &Path) -> Result<()> {
     let (name, len) = validate_local(path).with_context(|| format!("push {}", path.display()))?;
     let cfg = load_config(cli)?;
     let Opened { store, .. } = storage::open(&cfg)?;
-    let opts = PushOptions { compression: cfg.compression, prevent_overwrite: cfg.prevent_overwrite };
-    let ahead = if cfg.upload_concurrency > 1 { AheadDir::for_file(path) } else { None };
+    let opts = PushOptions {
+        compression: cfg.compression,
+        prevent_overwrite: cfg.prevent_overwrite,
+    };
+    let ahead = if cfg.upload_concurrency > 1 {
+        AheadDir::for_file(path)
+    } else {
+        None
+    };
 
     if let Some(ahead) = &ahead {
         if let Some(marker) = ahead.verified(store.as_ref(), &name, len).await {
@@ -78,7 +90,10 @@ async fn wal_push(cli: &Cli, path: &Path) -> Result<()> {
     }
 
     // Push the requested file and, in parallel, the next `.ready` files.
-    let others = ahead.as_ref().map(|a| a.ready_files(&name, cfg.upload_concurrency - 1)).unwrap_or_default();
+    let others = ahead
+        .as_ref()
+        .map(|a| a.ready_files(&name, cfg.upload_concurrency - 1))
+        .unwrap_or_default();
     let main = push_file(store.as_ref(), path, &opts);
     let side = futures::future::join_all(others.iter().map(|(n, p)| {
         let store = store.clone();
@@ -92,15 +107,30 @@ async fn wal_push(cli: &Cli, path: &Path) -> Result<()> {
             match result {
                 Ok(o) => {
                     let (key, storage, stored) = match o {
-                        PushOutcome::Stored { key, storage, stored_bytes, .. }
-                        | PushOutcome::Overwritten { key, storage, stored_bytes, .. } => (key, storage, stored_bytes),
+                        PushOutcome::Stored {
+                            key,
+                            storage,
+                            stored_bytes,
+                            ..
+                        }
+                        | PushOutcome::Overwritten {
+                            key,
+                            storage,
+                            stored_bytes,
+                            ..
+                        } => (key, storage, stored_bytes),
                         PushOutcome::AlreadyStored { key } => match store.stat(&key).await {
                             Ok(m) => (key, store.name().to_string(), m.size),
                             Err(_) => continue,
                         },
                     };
                     let source_size = std::fs::metadata(other_path).map(|m| m.len()).unwrap_or(0);
-                    let marker = Marker { storage, key, stored_size: stored, source_size };
+                    let marker = Marker {
+                        storage,
+                        key,
+                        stored_size: stored,
+                        source_size,
+                    };
                     if let Err(e) = ahead.write_marker(other, &marker) {
                         tracing::warn!("record upload-ahead of {other}: {e}; PostgreSQL's own call will push it again");
                     }
@@ -125,12 +155,27 @@ async fn wal_push(cli: &Cli, path: &Path) -> Result<()> {
         ahead.clean_stale();
     }
 
-    let outcome = outcome.with_context(|| format!("push {} to storage {:?}", path.display(), store.name()))?;
+    let outcome = outcome
+        .with_context(|| format!("push {} to storage {:?}", path.display(), store.name()))?;
     let ms = started.elapsed().as_millis();
-    let extra = if others.is_empty() { String::new() } else { format!(" (+{} uploaded ahead)", others.len()) };
+    let extra = if others.is_empty() {
+        String::new()
+    } else {
+        format!(" (+{} uploaded ahead)", others.len())
+    };
     match outcome {
-        PushOutcome::Stored { key, storage, source_bytes, stored_bytes }
-        | PushOutcome::Overwritten { key, storage, source_bytes, stored_bytes } => {
+        PushOutcome::Stored {
+            key,
+            storage,
+            source_bytes,
+            stored_bytes,
+        }
+        | PushOutcome::Overwritten {
+            key,
+            storage,
+            source_bytes,
+            stored_bytes,
+        } => {
             tracing::info!(
                 "pushed {name} to {key} on {storage:?}: {} -> {} {}, {ms} ms{extra}",
                 mib(source_bytes),
@@ -139,7 +184,10 @@ async fn wal_push(cli: &Cli, path: &Path) -> Result<()> {
             );
         }
         PushOutcome::AlreadyStored { key } => {
-            tracing::info!("{name} already stored as {key} on {:?} with identical content, {ms} ms{extra}", store.name());
+            tracing::info!(
+                "{name} already stored as {key} on {:?} with identical content, {ms} ms{extra}",
+                store.name()
+            );
         }
     }
     Ok(())
@@ -151,12 +199,19 @@ async fn wal_fetch(cli: &Cli, name: &str, dest: &Path) -> Result<()> {
     let wal = walg_core::fetch::validate_name(name)?;
     let cfg = load_config(cli)?;
     if let Some(got) = crate::prefetch::take(&cfg, &wal, dest) {
-        tracing::info!("fetched {name} from the prefetch directory into {}: {}, {} ms", dest.display(), mib(got), started.elapsed().as_millis());
+        tracing::info!(
+            "fetched {name} from the prefetch directory into {}: {}, {} ms",
+            dest.display(),
+            mib(got),
+            started.elapsed().as_millis()
+        );
         crate::prefetch::spawn(cli, &cfg, &wal, dest);
         return Ok(());
     }
     let Opened { store, .. } = storage::open(&cfg)?;
-    let opts = FetchOptions { compression: cfg.compression };
+    let opts = FetchOptions {
+        compression: cfg.compression,
+    };
     let got = fetch_file(store.as_ref(), name, dest, &opts).await?;
     crate::prefetch::spawn(cli, &cfg, &wal, dest);
     tracing::info!(
@@ -172,7 +227,10 @@ async fn wal_fetch(cli: &Cli, name: &str, dest: &Path) -> Result<()> {
 
 fn ago(t: Option<SystemTime>) -> String {
     match t.and_then(|t| SystemTime::now().duration_since(t).ok()) {
-        Some(d) => format!("{} ago", humantime::format_duration(std::time::Duration::from_secs(d.as_secs()))),
+        Some(d) => format!(
+            "{} ago",
+            humantime::format_duration(std::time::Duration::from_secs(d.as_secs()))
+        ),
         None => "never".into(),
     }
 }
@@ -180,23 +238,38 @@ fn ago(t: Option<SystemTime>) -> String {
 async fn st(cli: &Cli, command: &StCommand) -> Result<()> {
     let cfg = load_config(cli)?;
     let opened = storage::open_all(&cfg)?;
-    let Some(failover) = opened.failover else { bail!("no storages configured") };
+    let Some(failover) = opened.failover else {
+        bail!("no storages configured")
+    };
     match command {
         StCommand::Status => {
             match failover.cache_path() {
-                Some(p) if failover.cache().is_persistent() => println!("status cache: {}", p.display()),
+                Some(p) if failover.cache().is_persistent() => {
+                    println!("status cache: {}", p.display())
+                }
                 Some(p) => println!("status cache: {} (unusable, kept in memory)", p.display()),
-                None => println!("status cache: in memory only (set WALG_FAILOVER_STORAGES_CACHE_FILE or HOME)"),
+                None => println!(
+                    "status cache: in memory only (set WALG_FAILOVER_STORAGES_CACHE_FILE or HOME)"
+                ),
             }
-            println!("cache lifetime: {}", humantime::format_duration(cfg.failover.cache_lifetime));
-            println!("{:<16} {:<8} {:<22} {:<22} {:<8} LOCATION / LAST ERROR", "STORAGE", "STATUS", "LAST CHECKED", "LAST USED", "FRESH");
+            println!(
+                "cache lifetime: {}",
+                humantime::format_duration(cfg.failover.cache_lifetime)
+            );
+            println!(
+                "{:<16} {:<8} {:<22} {:<22} {:<8} LOCATION / LAST ERROR",
+                "STORAGE", "STATUS", "LAST CHECKED", "LAST USED", "FRESH"
+            );
             for s in failover.status().await {
                 let status = match s.alive {
                     Some(true) => "alive",
                     Some(false) => "dead",
                     None => "unknown",
                 };
-                let detail = s.last_error.clone().unwrap_or_else(|| s.fingerprint.clone());
+                let detail = s
+                    .last_error
+                    .clone()
+                    .unwrap_or_else(|| s.fingerprint.clone());
                 println!(
                     "{:<16} {:<8} {:<22} {:<22} {:<8} {}",
                     s.name,
@@ -213,7 +286,10 @@ async fn st(cli: &Cli, command: &StCommand) -> Result<()> {
             let mut dead = Vec::new();
             for (name, result) in failover.check(*write).await {
                 match result {
-                    Ok(()) => println!("{name}: alive ({} probe)", if *write { "read and write" } else { "read" }),
+                    Ok(()) => println!(
+                        "{name}: alive ({} probe)",
+                        if *write { "read and write" } else { "read" }
+                    ),
                     Err(e) => {
                         println!("{name}: dead: {e}");
                         dead.push(name);
@@ -225,28 +301,61 @@ async fn st(cli: &Cli, command: &StCommand) -> Result<()> {
             }
             Ok(())
         }
-        StCommand::Transfer { source, target, remove_source } => transfer(&failover, source, target, *remove_source).await,
+        StCommand::Transfer {
+            source,
+            target,
+            remove_source,
+        } => transfer(&failover, source, target, *remove_source).await,
     }
 }
 
-async fn transfer(failover: &walg_failover::FailoverStore, source: &str, target: &str, remove_source: bool) -> Result<()> {
+async fn transfer(
+    failover: &walg_failover::FailoverStore,
+    source: &str,
+    target: &str,
+    remove_source: bool,
+) -> Result<()> {
     use sha2::{Digest, Sha256};
     if source == target {
         bail!("--source and --target are both {source:?}; name two different storages");
     }
     let names: Vec<&str> = failover.members().iter().map(|m| m.name()).collect();
-    let from = failover.member(source).with_context(|| format!("no storage named {source:?} (configured: {})", names.join(", ")))?;
-    let to = failover.member(target).with_context(|| format!("no storage named {target:?} (configured: {})", names.join(", ")))?;
-    let objects = from.list(walg_core::WAL_PREFIX).await.with_context(|| format!("list WAL on {source:?}"))?;
+    let from = failover.member(source).with_context(|| {
+        format!(
+            "no storage named {source:?} (configured: {})",
+            names.join(", ")
+        )
+    })?;
+    let to = failover.member(target).with_context(|| {
+        format!(
+            "no storage named {target:?} (configured: {})",
+            names.join(", ")
+        )
+    })?;
+    let objects = from
+        .list(walg_core::WAL_PREFIX)
+        .await
+        .with_context(|| format!("list WAL on {source:?}"))?;
     let (mut copied, mut present, mut bytes) = (0u64, 0u64, 0u64);
     for obj in objects {
         if walg_core::layout::parse_wal_key(&obj.key).is_none() {
             continue;
         }
-        let data = walg_core::store::read_all(from.get(&obj.key).await?).await.with_context(|| format!("read {} from {source:?}", obj.key))?;
+        let data = walg_core::store::read_all(from.get(&obj.key).await?)
+            .await
+            .with_context(|| format!("read {} from {source:?}", obj.key))?;
         let want = Sha256::digest(&data);
         let body = bytes::Bytes::from(data);
-        match to.put(&obj.key, &body, walg_core::PutOptions { if_not_exists: true }).await {
+        match to
+            .put(
+                &obj.key,
+                &body,
+                walg_core::PutOptions {
+                    if_not_exists: true,
+                },
+            )
+            .await
+        {
             Ok(()) => copied += 1,
             Err(e) if e.kind() == ErrorKind::Conflict => present += 1,
             Err(e) => return Err(e).with_context(|| format!("copy {} to {target:?}", obj.key)),
@@ -258,9 +367,14 @@ async fn transfer(failover: &walg_failover::FailoverStore, source: &str, target:
         }
         bytes += body.len() as u64;
         if remove_source {
-            from.delete(&obj.key).await.with_context(|| format!("remove {} from {source:?} after a verified copy", obj.key))?;
+            from.delete(&obj.key).await.with_context(|| {
+                format!("remove {} from {source:?} after a verified copy", obj.key)
+            })?;
         }
-        tracing::info!("transferred {} from {source:?} to {target:?} (verified)", obj.key);
+        tracing::info!(
+            "transferred {} from {source:?} to {target:?} (verified)",
+            obj.key
+        );
     }
     println!("transfer {source} -> {target}: {copied} copied, {present} already present (verified identical), {} total", mib(bytes));
     Ok(())

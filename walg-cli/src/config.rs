@@ -20,29 +20,64 @@ use walg_core::Compression;
 use walg_storage::{Settings, StorageSpec};
 
 /// Prefixes of environment variables that are ours or WAL-G's storage settings.
-const ENV_PREFIXES: &[&str] = &["WALG_", "AWS_", "GOOGLE_", "AZURE_", "GCS_", "STORAGE_EMULATOR_HOST", "S3_"];
+const ENV_PREFIXES: &[&str] = &[
+    "WALG_",
+    "AWS_",
+    "GOOGLE_",
+    "AZURE_",
+    "GCS_",
+    "STORAGE_EMULATOR_HOST",
+    "S3_",
+];
 
 /// The settings that choose the storage, in WAL-G's order of precedence.
-const PREFIX_SETTINGS: &[(&str, &str)] =
-    &[("WALG_S3_PREFIX", "s3"), ("WALG_GS_PREFIX", "gs"), ("WALG_AZ_PREFIX", "azure"), ("WALG_FILE_PREFIX", "file")];
+const PREFIX_SETTINGS: &[(&str, &str)] = &[
+    ("WALG_S3_PREFIX", "s3"),
+    ("WALG_GS_PREFIX", "gs"),
+    ("WALG_AZ_PREFIX", "azure"),
+    ("WALG_FILE_PREFIX", "file"),
+];
 
 /// Settings walg understands; any other `WALG_*` key gets a warning (it may
 /// be a WAL-G setting for a feature walg lacks).
 const KNOWN_WALG: &[&str] = &[
-    "WALG_S3_PREFIX", "WALG_GS_PREFIX", "WALG_AZ_PREFIX", "WALG_FILE_PREFIX", "WALG_COMPRESSION_METHOD",
-    "WALG_PREVENT_WAL_OVERWRITE", "WALG_UPLOAD_CONCURRENCY", "WALG_DOWNLOAD_CONCURRENCY", "WALG_CONFIG_PATH",
-    "WALG_FAILOVER_STORAGES", "WALG_FAILOVER_STORAGES_CHECK", "WALG_FAILOVER_STORAGES_CHECK_TIMEOUT",
-    "WALG_FAILOVER_STORAGES_CHECK_SIZE", "WALG_FAILOVER_STORAGES_CACHE_LIFETIME", "WALG_FAILOVER_STORAGES_CACHE_FILE",
-    "WALG_FAILOVER_STORAGES_WRITE_POLICY", "WALG_TARGET_STORAGE", "WALG_STORAGE_TIMEOUT", "WALG_STORAGE_RETRIES",
-    "WALG_PREFETCH_DIR", "WALG_LOG_LEVEL", "WALG_S3_STORAGE_CLASS", "WALG_S3_SSE", "WALG_S3_SSE_KMS_ID",
-    "WALG_GS_ENDPOINT", "WALG_AZ_ENDPOINT",
+    "WALG_S3_PREFIX",
+    "WALG_GS_PREFIX",
+    "WALG_AZ_PREFIX",
+    "WALG_FILE_PREFIX",
+    "WALG_COMPRESSION_METHOD",
+    "WALG_PREVENT_WAL_OVERWRITE",
+    "WALG_UPLOAD_CONCURRENCY",
+    "WALG_DOWNLOAD_CONCURRENCY",
+    "WALG_CONFIG_PATH",
+    "WALG_FAILOVER_STORAGES",
+    "WALG_FAILOVER_STORAGES_CHECK",
+    "WALG_FAILOVER_STORAGES_CHECK_TIMEOUT",
+    "WALG_FAILOVER_STORAGES_CHECK_SIZE",
+    "WALG_FAILOVER_STORAGES_CACHE_LIFETIME",
+    "WALG_FAILOVER_STORAGES_CACHE_FILE",
+    "WALG_FAILOVER_STORAGES_WRITE_POLICY",
+    "WALG_TARGET_STORAGE",
+    "WALG_STORAGE_TIMEOUT",
+    "WALG_STORAGE_RETRIES",
+    "WALG_PREFETCH_DIR",
+    "WALG_LOG_LEVEL",
+    "WALG_S3_STORAGE_CLASS",
+    "WALG_S3_SSE",
+    "WALG_S3_SSE_KMS_ID",
+    "WALG_GS_ENDPOINT",
+    "WALG_AZ_ENDPOINT",
 ];
 
 /// WAL-G encryption settings. walg does not encrypt yet; archiving in clear
 /// text what the user asked to be encrypted would be a silent leak, so any of
 /// these is an error.
 const ENCRYPTION_SETTINGS: &[&str] = &[
-    "WALG_LIBSODIUM_KEY", "WALG_LIBSODIUM_KEY_PATH", "WALG_PGP_KEY", "WALG_PGP_KEY_PATH", "WALG_GPG_KEY_ID",
+    "WALG_LIBSODIUM_KEY",
+    "WALG_LIBSODIUM_KEY_PATH",
+    "WALG_PGP_KEY",
+    "WALG_PGP_KEY_PATH",
+    "WALG_GPG_KEY_ID",
     "WALG_CSE_KMS_ID",
 ];
 
@@ -81,7 +116,11 @@ impl Raw {
             if !path.is_file() {
                 bail!("config file {} does not exist or is not a file (given by --config or WALG_CONFIG_PATH)", path.display());
             }
-            let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+            let ext = path
+                .extension()
+                .and_then(|e| e.to_str())
+                .unwrap_or("")
+                .to_ascii_lowercase();
             figment = match ext.as_str() {
                 "toml" => figment.merge(Toml::file_exact(path)),
                 "yaml" | "yml" => figment.merge(Yaml::file_exact(path)),
@@ -89,26 +128,41 @@ impl Raw {
             };
         }
         figment = figment.merge(
-            Env::raw().lowercase(false).filter(|k| ENV_PREFIXES.iter().any(|p| k.as_str().starts_with(p))),
+            Env::raw()
+                .lowercase(false)
+                .filter(|k| ENV_PREFIXES.iter().any(|p| k.as_str().starts_with(p))),
         );
-        let map: BTreeMap<String, Value> = figment
-            .extract()
-            .with_context(|| match &path {
-                Some(p) => format!("read config file {}", p.display()),
-                None => "read settings from the environment".to_string(),
-            })?;
-        let values = map.into_iter().map(|(k, v)| (k.to_ascii_uppercase(), v)).collect();
-        Ok(Raw { values, source: path })
+        let map: BTreeMap<String, Value> = figment.extract().with_context(|| match &path {
+            Some(p) => format!("read config file {}", p.display()),
+            None => "read settings from the environment".to_string(),
+        })?;
+        let values = map
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_uppercase(), v))
+            .collect();
+        Ok(Raw {
+            values,
+            source: path,
+        })
     }
 
     /// Builds a `Raw` from explicit values (tests).
     #[cfg(test)]
     pub fn from_pairs(pairs: &[(&str, Value)]) -> Raw {
-        Raw { values: pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(), source: None }
+        Raw {
+            values: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+            source: None,
+        }
     }
 
     pub fn get(&self, key: &str) -> Option<String> {
-        self.values.get(key).and_then(value_to_string).filter(|s| !s.trim().is_empty())
+        self.values
+            .get(key)
+            .and_then(value_to_string)
+            .filter(|s| !s.trim().is_empty())
     }
 
     pub fn value(&self, key: &str) -> Option<&Value> {
@@ -129,14 +183,18 @@ impl Raw {
     pub fn u64(&self, key: &str, default: u64) -> Result<u64> {
         match self.get(key) {
             None => Ok(default),
-            Some(v) => v.trim().parse().with_context(|| format!("{key}={v:?} is not a whole number")),
+            Some(v) => v
+                .trim()
+                .parse()
+                .with_context(|| format!("{key}={v:?} is not a whole number")),
         }
     }
 
     pub fn duration(&self, key: &str, default: Duration) -> Result<Duration> {
         match self.get(key) {
             None => Ok(default),
-            Some(v) => parse_duration(&v).with_context(|| format!("{key}={v:?} is not a duration (such as 30s, 5m, 1h)")),
+            Some(v) => parse_duration(&v)
+                .with_context(|| format!("{key}={v:?} is not a duration (such as 30s, 5m, 1h)")),
         }
     }
 
@@ -184,20 +242,29 @@ pub fn parse_size(text: &str) -> Result<u64> {
             (&t[..i], mult)
         }
     };
-    let n: u64 = num.parse().with_context(|| format!("{text:?} is not a size such as 1mb"))?;
+    let n: u64 = num
+        .parse()
+        .with_context(|| format!("{text:?} is not a size such as 1mb"))?;
     Ok(n * mult)
 }
 
 /// Storage selection from one set of settings (the top level or a failover
 /// section).
 fn storage_from(name: &str, raw: &Raw, where_: &str) -> Result<Option<StorageSpec>> {
-    let set: Vec<(&str, &str, String)> =
-        PREFIX_SETTINGS.iter().filter_map(|(k, scheme)| raw.get(k).map(|v| (*k, *scheme, v))).collect();
+    let set: Vec<(&str, &str, String)> = PREFIX_SETTINGS
+        .iter()
+        .filter_map(|(k, scheme)| raw.get(k).map(|v| (*k, *scheme, v)))
+        .collect();
     if set.len() > 1 {
         let names: Vec<&str> = set.iter().map(|(k, _, _)| *k).collect();
-        bail!("{where_} sets {}; set exactly one storage prefix", names.join(" and "));
+        bail!(
+            "{where_} sets {}; set exactly one storage prefix",
+            names.join(" and ")
+        );
     }
-    let Some((key, scheme, value)) = set.into_iter().next() else { return Ok(None) };
+    let Some((key, scheme, value)) = set.into_iter().next() else {
+        return Ok(None);
+    };
     let location = if scheme == "file" {
         value.strip_prefix("file://").unwrap_or(&value).to_string()
     } else {
@@ -207,7 +274,9 @@ fn storage_from(name: &str, raw: &Raw, where_: &str) -> Result<Option<StorageSpe
             _ => "azure://",
         };
         match value.split_once("://") {
-            Some((s, rest)) if format!("{s}://") == expected || (scheme == "gs" && s == "gcs") => rest.to_string(),
+            Some((s, rest)) if format!("{s}://") == expected || (scheme == "gs" && s == "gcs") => {
+                rest.to_string()
+            }
             _ => bail!("{key}={value:?} in {where_} is malformed: expected {expected}bucket/path"),
         }
     };
@@ -217,7 +286,10 @@ fn storage_from(name: &str, raw: &Raw, where_: &str) -> Result<Option<StorageSpe
     let mut spec = StorageSpec::new(name, scheme, location);
     spec.settings = raw.settings();
     spec.timeout = raw.duration("WALG_STORAGE_TIMEOUT", walg_storage::spec::DEFAULT_TIMEOUT)?;
-    spec.retries = raw.u64("WALG_STORAGE_RETRIES", u64::from(walg_storage::spec::DEFAULT_RETRIES))? as u32;
+    spec.retries = raw.u64(
+        "WALG_STORAGE_RETRIES",
+        u64::from(walg_storage::spec::DEFAULT_RETRIES),
+    )? as u32;
     Ok(Some(spec))
 }
 
@@ -252,8 +324,11 @@ impl Config {
         if let Some(key) = ENCRYPTION_SETTINGS.iter().find(|k| raw.get(k).is_some()) {
             bail!("{key} is set, but walg does not support encryption yet; refusing to archive or restore without it (unset {key} only if unencrypted WAL is acceptable)");
         }
-        let mut warnings: Vec<String> =
-            raw.unknown_keys().iter().map(|k| format!("unknown setting {k} ignored (walg does not use it)")).collect();
+        let mut warnings: Vec<String> = raw
+            .unknown_keys()
+            .iter()
+            .map(|k| format!("unknown setting {k} ignored (walg does not use it)"))
+            .collect();
         let primary = storage_from("default", raw, "the configuration")?;
         let mut storages: Vec<StorageSpec> = primary.into_iter().collect();
         if let Some(value) = raw.value("WALG_FAILOVER_STORAGES") {
@@ -261,9 +336,12 @@ impl Config {
             let map = match value {
                 Value::Object(m) => m,
                 Value::String(s) => {
-                    parsed = serde_json::from_str::<Value>(s)
-                        .context("WALG_FAILOVER_STORAGES is not a JSON object of name -> storage settings")?;
-                    parsed.as_object().context("WALG_FAILOVER_STORAGES must be a JSON object of name -> settings")?
+                    parsed = serde_json::from_str::<Value>(s).context(
+                        "WALG_FAILOVER_STORAGES is not a JSON object of name -> storage settings",
+                    )?;
+                    parsed.as_object().context(
+                        "WALG_FAILOVER_STORAGES must be a JSON object of name -> settings",
+                    )?
                 }
                 _ => bail!("WALG_FAILOVER_STORAGES must be a map of name -> storage settings"),
             };
@@ -276,18 +354,33 @@ impl Config {
                     bail!("WALG_FAILOVER_STORAGES.default: the name `default` is reserved for the primary storage");
                 }
                 let sub = Raw {
-                    values: section.iter().map(|(k, v)| (k.to_ascii_uppercase(), v.clone())).collect(),
+                    values: section
+                        .iter()
+                        .map(|(k, v)| (k.to_ascii_uppercase(), v.clone()))
+                        .collect(),
                     source: raw.source.clone(),
                 };
                 for k in sub.values.keys() {
                     let storage_key = PREFIX_SETTINGS.iter().any(|(p, _)| p == k)
-                        || ["AWS_", "GOOGLE_", "AZURE_", "GCS_", "S3_", "WALG_S3_", "WALG_GS_", "WALG_AZ_", "STORAGE_EMULATOR_HOST"]
-                            .iter()
-                            .any(|p| k.starts_with(p))
+                        || [
+                            "AWS_",
+                            "GOOGLE_",
+                            "AZURE_",
+                            "GCS_",
+                            "S3_",
+                            "WALG_S3_",
+                            "WALG_GS_",
+                            "WALG_AZ_",
+                            "STORAGE_EMULATOR_HOST",
+                        ]
+                        .iter()
+                        .any(|p| k.starts_with(p))
                         || k == "WALG_STORAGE_TIMEOUT"
                         || k == "WALG_STORAGE_RETRIES";
                     if !storage_key {
-                        warnings.push(format!("unknown setting {k} in failover storage {name:?} ignored"));
+                        warnings.push(format!(
+                            "unknown setting {k} in failover storage {name:?} ignored"
+                        ));
                     }
                 }
                 // A section is self-contained: credentials and endpoints are not
@@ -307,28 +400,49 @@ impl Config {
         if storages.is_empty() || storages[0].name != "default" {
             bail!("no storage configured: set one of WALG_S3_PREFIX, WALG_GS_PREFIX, WALG_AZ_PREFIX or WALG_FILE_PREFIX");
         }
-        let compression = Compression::from_setting(&raw.get("WALG_COMPRESSION_METHOD").unwrap_or_else(|| "lz4".into()))?;
+        let compression = Compression::from_setting(
+            &raw.get("WALG_COMPRESSION_METHOD")
+                .unwrap_or_else(|| "lz4".into()),
+        )?;
         let has_failovers = storages.len() > 1;
         let failover = FailoverSettings {
             check: raw.bool("WALG_FAILOVER_STORAGES_CHECK", has_failovers)?,
-            check_timeout: raw.duration("WALG_FAILOVER_STORAGES_CHECK_TIMEOUT", Duration::from_secs(30))?,
+            check_timeout: raw.duration(
+                "WALG_FAILOVER_STORAGES_CHECK_TIMEOUT",
+                Duration::from_secs(30),
+            )?,
             check_size: match raw.get("WALG_FAILOVER_STORAGES_CHECK_SIZE") {
                 Some(v) => parse_size(&v).context("WALG_FAILOVER_STORAGES_CHECK_SIZE")?,
                 None => 1 << 20,
             },
-            cache_lifetime: raw.duration("WALG_FAILOVER_STORAGES_CACHE_LIFETIME", Duration::from_secs(15 * 60))?,
-            cache_file: raw.get("WALG_FAILOVER_STORAGES_CACHE_FILE").map(PathBuf::from),
-            write_all: match raw.get("WALG_FAILOVER_STORAGES_WRITE_POLICY").as_deref().map(str::to_ascii_lowercase).as_deref() {
+            cache_lifetime: raw.duration(
+                "WALG_FAILOVER_STORAGES_CACHE_LIFETIME",
+                Duration::from_secs(15 * 60),
+            )?,
+            cache_file: raw
+                .get("WALG_FAILOVER_STORAGES_CACHE_FILE")
+                .map(PathBuf::from),
+            write_all: match raw
+                .get("WALG_FAILOVER_STORAGES_WRITE_POLICY")
+                .as_deref()
+                .map(str::to_ascii_lowercase)
+                .as_deref()
+            {
                 None | Some("first") | Some("first-alive") => false,
                 Some("all") => true,
-                Some(other) => bail!("WALG_FAILOVER_STORAGES_WRITE_POLICY={other:?} is not one of first, all"),
+                Some(other) => {
+                    bail!("WALG_FAILOVER_STORAGES_WRITE_POLICY={other:?} is not one of first, all")
+                }
             },
             target: raw.get("WALG_TARGET_STORAGE"),
         };
         if let Some(t) = &failover.target {
             if !storages.iter().any(|s| &s.name == t) {
                 let names: Vec<&str> = storages.iter().map(|s| s.name.as_str()).collect();
-                bail!("WALG_TARGET_STORAGE={t:?} names no configured storage (configured: {})", names.join(", "));
+                bail!(
+                    "WALG_TARGET_STORAGE={t:?} names no configured storage (configured: {})",
+                    names.join(", ")
+                );
             }
         }
         let upload_concurrency = raw.u64("WALG_UPLOAD_CONCURRENCY", 16)?.clamp(1, 256) as usize;
@@ -355,54 +469,102 @@ mod tests {
         let got = Config::from_raw(&Raw::from_pairs(pairs));
         match (got, expected) {
             (Ok(cfg), Ok(want)) => {
-                let desc: Vec<String> =
-                    cfg.storages.iter().map(|s| format!("{}={}://{}", s.name, s.scheme, s.location)).collect();
+                let desc: Vec<String> = cfg
+                    .storages
+                    .iter()
+                    .map(|s| format!("{}={}://{}", s.name, s.scheme, s.location))
+                    .collect();
                 assert_eq!(desc.join(" "), want);
             }
-            (Err(e), Err(needle)) => assert!(format!("{e:#}").contains(needle), "{e:#} should contain {needle}"),
+            (Err(e), Err(needle)) => assert!(
+                format!("{e:#}").contains(needle),
+                "{e:#} should contain {needle}"
+            ),
             (got, want) => panic!("got {got:?}, want {want:?}"),
         }
     }
 
     #[test]
     fn chooses_storages() {
-        check(&[("WALG_FILE_PREFIX", json!("/var/wal"))], Ok("default=file:///var/wal"));
-        check(&[("WALG_S3_PREFIX", json!("s3://bucket/p"))], Ok("default=s3://bucket/p"));
+        check(
+            &[("WALG_FILE_PREFIX", json!("/var/wal"))],
+            Ok("default=file:///var/wal"),
+        );
+        check(
+            &[("WALG_S3_PREFIX", json!("s3://bucket/p"))],
+            Ok("default=s3://bucket/p"),
+        );
         check(&[("WALG_GS_PREFIX", json!("gs://b"))], Ok("default=gs://b"));
-        check(&[("WALG_AZ_PREFIX", json!("azure://c/x"))], Ok("default=azure://c/x"));
+        check(
+            &[("WALG_AZ_PREFIX", json!("azure://c/x"))],
+            Ok("default=azure://c/x"),
+        );
         check(&[], Err("no storage configured"));
         check(
-            &[("WALG_S3_PREFIX", json!("s3://b")), ("WALG_FILE_PREFIX", json!("/x"))],
+            &[
+                ("WALG_S3_PREFIX", json!("s3://b")),
+                ("WALG_FILE_PREFIX", json!("/x")),
+            ],
             Err("WALG_S3_PREFIX and WALG_FILE_PREFIX"),
         );
-        check(&[("WALG_S3_PREFIX", json!("bucket/p"))], Err("WALG_S3_PREFIX=\"bucket/p\" in the configuration is malformed"));
-        check(&[("WALG_S3_PREFIX", json!("s3://"))], Err("names no bucket"));
+        check(
+            &[("WALG_S3_PREFIX", json!("bucket/p"))],
+            Err("WALG_S3_PREFIX=\"bucket/p\" in the configuration is malformed"),
+        );
+        check(
+            &[("WALG_S3_PREFIX", json!("s3://"))],
+            Err("names no bucket"),
+        );
         check(
             &[
                 ("WALG_FILE_PREFIX", json!("/a")),
-                ("WALG_FAILOVER_STORAGES", json!({"zz": {"WALG_FILE_PREFIX": "/z"}, "b1": {"WALG_S3_PREFIX": "s3://x"}})),
+                (
+                    "WALG_FAILOVER_STORAGES",
+                    json!({"zz": {"WALG_FILE_PREFIX": "/z"}, "b1": {"WALG_S3_PREFIX": "s3://x"}}),
+                ),
             ],
             Ok("default=file:///a b1=s3://x zz=file:///z"),
         );
         check(
             &[
                 ("WALG_FILE_PREFIX", json!("/a")),
-                ("WALG_FAILOVER_STORAGES", json!(r#"{"b": {"WALG_FILE_PREFIX": "/b"}}"#)),
+                (
+                    "WALG_FAILOVER_STORAGES",
+                    json!(r#"{"b": {"WALG_FILE_PREFIX": "/b"}}"#),
+                ),
             ],
             Ok("default=file:///a b=file:///b"),
         );
         check(
-            &[("WALG_FILE_PREFIX", json!("/a")), ("WALG_FAILOVER_STORAGES", json!({"b": {"AWS_REGION": "x"}}))],
+            &[
+                ("WALG_FILE_PREFIX", json!("/a")),
+                ("WALG_FAILOVER_STORAGES", json!({"b": {"AWS_REGION": "x"}})),
+            ],
             Err("failover storage \"b\" sets no storage prefix"),
         );
-        check(&[("WALG_FILE_PREFIX", json!("/a")), ("WALG_TARGET_STORAGE", json!("nope"))], Err("names no configured storage"));
-        check(&[("WALG_FILE_PREFIX", json!("/a")), ("WALG_LIBSODIUM_KEY", json!("k"))], Err("does not support encryption"));
+        check(
+            &[
+                ("WALG_FILE_PREFIX", json!("/a")),
+                ("WALG_TARGET_STORAGE", json!("nope")),
+            ],
+            Err("names no configured storage"),
+        );
+        check(
+            &[
+                ("WALG_FILE_PREFIX", json!("/a")),
+                ("WALG_LIBSODIUM_KEY", json!("k")),
+            ],
+            Err("does not support encryption"),
+        );
     }
 
     #[test]
     fn parses_values() {
         assert_eq!(parse_duration("30s").expect("30s"), Duration::from_secs(30));
-        assert_eq!(parse_duration("15m").expect("15m"), Duration::from_secs(900));
+        assert_eq!(
+            parse_duration("15m").expect("15m"),
+            Duration::from_secs(900)
+        );
         assert_eq!(parse_duration("45").expect("45"), Duration::from_secs(45));
         assert!(parse_duration("soon").is_err());
         assert_eq!(parse_size("1mb").expect("1mb"), 1 << 20);
@@ -422,7 +584,11 @@ mod tests {
         assert_eq!(cfg.upload_concurrency, 4);
         assert_eq!(cfg.warnings.len(), 1, "{:?}", cfg.warnings);
         assert!(cfg.warnings[0].contains("WALG_DELTA_MAX_STEPS"));
-        let bad = Raw::from_pairs(&[("WALG_FILE_PREFIX", json!("/a")), ("WALG_COMPRESSION_METHOD", json!("lzma"))]);
-        assert!(format!("{:#}", Config::from_raw(&bad).expect_err("lzma")).contains("unknown compression"));
+        let bad = Raw::from_pairs(&[
+            ("WALG_FILE_PREFIX", json!("/a")),
+            ("WALG_COMPRESSION_METHOD", json!("lzma")),
+        ]);
+        assert!(format!("{:#}", Config::from_raw(&bad).expect_err("lzma"))
+            .contains("unknown compression"));
     }
 }

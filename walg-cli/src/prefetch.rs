@@ -18,7 +18,11 @@ use crate::storage::{self, Opened};
 use crate::Cli;
 
 fn dir_for(cfg: &Config, dest: &Path) -> PrefetchDir {
-    PrefetchDir::new(cfg.prefetch_dir.clone().unwrap_or_else(|| default_dir(dest)))
+    PrefetchDir::new(
+        cfg.prefetch_dir
+            .clone()
+            .unwrap_or_else(|| default_dir(dest)),
+    )
 }
 
 fn enabled(cfg: &Config) -> bool {
@@ -40,25 +44,40 @@ pub fn spawn(cli: &Cli, cfg: &Config, name: &WalName, dest: &Path) {
         return;
     }
     let pf = dir_for(cfg, dest);
-    let Some(segment) = name.segment() else { return };
-    let Ok(meta) = std::fs::metadata(dest) else { return };
+    let Some(segment) = name.segment() else {
+        return;
+    };
+    let Ok(meta) = std::fs::metadata(dest) else {
+        return;
+    };
     // Nothing to do when the next segments are all here already: spare the
     // process start.
-    if pf.wanted(&segment, meta.len(), cfg.download_concurrency).is_empty() {
+    if pf
+        .wanted(&segment, meta.len(), cfg.download_concurrency)
+        .is_empty()
+    {
         return;
     }
-    let Ok(exe) = std::env::current_exe() else { return };
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
     let mut cmd = Process::new(exe);
     if let Some(c) = &cli.config {
         cmd.arg("--config").arg(c);
     }
-    let pg_wal = dest.parent().filter(|p| !p.as_os_str().is_empty()).map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    let pg_wal = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
     cmd.arg("wal-prefetch")
         .arg(name.to_string())
         .arg(&pg_wal)
         .arg(dest.file_name().unwrap_or_default())
         .arg(meta.len().to_string());
-    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::inherit());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
     // Its own process group: PostgreSQL's signals to the restore command's
     // group must not cut a download in the middle (it would be retried anyway).
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
@@ -71,12 +90,15 @@ pub fn spawn(cli: &Cli, cfg: &Config, name: &WalName, dest: &Path) {
 /// segments after NAME.
 pub async fn run(cli: &Cli, name: &str, pg_wal: &Path, dest_name: &Path, size: u64) -> Result<()> {
     let wal = WalName::parse(name)?;
-    let Some(segment) = wal.segment() else { return Ok(()) };
+    let Some(segment) = wal.segment() else {
+        return Ok(());
+    };
     let raw = Raw::load(cli.config.as_deref())?;
     let cfg = Config::from_raw(&raw)?;
     let dest = pg_wal.join(dest_name);
     let pf = dir_for(&cfg, &dest);
-    std::fs::create_dir_all(pf.running()).with_context(|| format!("create {}", pf.running().display()))?;
+    std::fs::create_dir_all(pf.running())
+        .with_context(|| format!("create {}", pf.running().display()))?;
     let lock = File::create(pf.running().join(".lock")).context("open the prefetch lock")?;
     if lock.try_lock().is_err() {
         return Ok(()); // another prefetcher is at work
@@ -93,7 +115,16 @@ pub async fn run(cli: &Cli, name: &str, pg_wal: &Path, dest_name: &Path, size: u
         return Ok(());
     }
     let Opened { store, .. } = storage::open(&cfg)?;
-    let n = pf.fill(store.as_ref(), &wanted, &FetchOptions { compression: cfg.compression }, cfg.download_concurrency).await;
+    let n = pf
+        .fill(
+            store.as_ref(),
+            &wanted,
+            &FetchOptions {
+                compression: cfg.compression,
+            },
+            cfg.download_concurrency,
+        )
+        .await;
     tracing::debug!("prefetched {n} segments after {name}");
     Ok(())
 }

@@ -22,19 +22,28 @@ pub struct Opened {
 }
 
 fn open_one(registry: &Registry, spec: &StorageSpec) -> Result<DynStore> {
-    registry
-        .open(spec)
-        .with_context(|| format!("open storage {:?} ({}://{})", spec.name, spec.scheme, spec.location))
+    registry.open(spec).with_context(|| {
+        format!(
+            "open storage {:?} ({}://{})",
+            spec.name, spec.scheme, spec.location
+        )
+    })
 }
 
 /// A credential-free identity of a storage for the status cache: a verdict
 /// about `default` is not reused once `default` points somewhere else.
 fn fingerprint(spec: &StorageSpec) -> String {
-    let endpoint = ["AWS_ENDPOINT", "WALG_GS_ENDPOINT", "STORAGE_EMULATOR_HOST", "WALG_AZ_ENDPOINT", "AZURE_STORAGE_ACCOUNT"]
-        .iter()
-        .filter_map(|k| spec.settings.get(k))
-        .collect::<Vec<_>>()
-        .join(",");
+    let endpoint = [
+        "AWS_ENDPOINT",
+        "WALG_GS_ENDPOINT",
+        "STORAGE_EMULATOR_HOST",
+        "WALG_AZ_ENDPOINT",
+        "AZURE_STORAGE_ACCOUNT",
+    ]
+    .iter()
+    .filter_map(|k| spec.settings.get(k))
+    .collect::<Vec<_>>()
+    .join(",");
     let base = format!("{}://{}", spec.scheme, spec.location.trim_end_matches('/'));
     if endpoint.is_empty() || spec.scheme == "file" {
         base
@@ -62,7 +71,10 @@ pub fn cache_path(cfg: &Config) -> Option<PathBuf> {
         return Some(p.clone());
     }
     let xdg = std::env::var_os("XDG_STATE_HOME").map(PathBuf::from);
-    let home = std::env::var_os("HOME").map(PathBuf::from).filter(|h| h.is_absolute()).or_else(passwd_home);
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .filter(|h| h.is_absolute())
+        .or_else(passwd_home);
     default_cache_path(xdg.as_deref(), home.as_deref())
 }
 
@@ -71,19 +83,30 @@ pub fn open(cfg: &Config) -> Result<Opened> {
     let registry = Registry::with_builtin();
     let only_one = cfg.storages.len() == 1 && cfg.failover.target.is_none();
     if only_one {
-        return Ok(Opened { store: open_one(&registry, &cfg.storages[0])?, failover: None });
+        return Ok(Opened {
+            store: open_one(&registry, &cfg.storages[0])?,
+            failover: None,
+        });
     }
     let mut members = Vec::new();
     for spec in &cfg.storages {
         // A target storage is used alone: do not build the others.
-        if cfg.failover.target.as_ref().is_some_and(|t| t != &spec.name) {
+        if cfg
+            .failover
+            .target
+            .as_ref()
+            .is_some_and(|t| t != &spec.name)
+        {
             continue;
         }
         let store = open_one(&registry, spec)?;
         members.push(Member::new(spec.name.clone(), store).with_fingerprint(fingerprint(spec)));
     }
     if cfg.failover.target.is_some() && members.len() == 1 {
-        return Ok(Opened { store: members.remove(0).store().clone(), failover: None });
+        return Ok(Opened {
+            store: members.remove(0).store().clone(),
+            failover: None,
+        });
     }
     let config = FailoverConfig {
         check: cfg.failover.check,
@@ -91,11 +114,19 @@ pub fn open(cfg: &Config) -> Result<Opened> {
         check_size: cfg.failover.check_size,
         cache_lifetime: cfg.failover.cache_lifetime,
         cache_path: cache_path(cfg),
-        write_policy: if cfg.failover.write_all { WritePolicy::All } else { WritePolicy::FirstAlive },
+        write_policy: if cfg.failover.write_all {
+            WritePolicy::All
+        } else {
+            WritePolicy::FirstAlive
+        },
         target: None,
     };
-    let failover = Arc::new(FailoverStore::new(members, config).context("configure failover storages")?);
-    Ok(Opened { store: failover.clone(), failover: Some(failover) })
+    let failover =
+        Arc::new(FailoverStore::new(members, config).context("configure failover storages")?);
+    Ok(Opened {
+        store: failover.clone(),
+        failover: Some(failover),
+    })
 }
 
 /// Opens every configured storage for the `st` commands (target ignored).
@@ -108,9 +139,16 @@ pub fn open_all(cfg: &Config) -> Result<Opened> {
         let registry = Registry::with_builtin();
         let store = open_one(&registry, &cfg.storages[0])?;
         let member = Member::new("default", store).with_fingerprint(fingerprint(&cfg.storages[0]));
-        let config = FailoverConfig { cache_path: cache_path(&cfg), cache_lifetime: cfg.failover.cache_lifetime, ..FailoverConfig::default() };
+        let config = FailoverConfig {
+            cache_path: cache_path(&cfg),
+            cache_lifetime: cfg.failover.cache_lifetime,
+            ..FailoverConfig::default()
+        };
         let f = Arc::new(FailoverStore::new(vec![member], config)?);
-        return Ok(Opened { store: f.clone(), failover: Some(f) });
+        return Ok(Opened {
+            store: f.clone(),
+            failover: Some(f),
+        });
     }
     open(&cfg)
 }

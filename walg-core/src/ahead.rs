@@ -68,7 +68,12 @@ impl Marker {
             }
         }
         complete.then_some(())?;
-        Some(Marker { storage: storage?, key: key?, stored_size: stored?, source_size: source? })
+        Some(Marker {
+            storage: storage?,
+            key: key?,
+            stored_size: stored?,
+            source_size: source?,
+        })
     }
 }
 
@@ -82,8 +87,13 @@ impl AheadDir {
     /// `pg_wal` is the directory of the file being pushed; upload-ahead only
     /// applies when it has PostgreSQL's `archive_status` beside the files.
     pub fn for_file(path: &Path) -> Option<AheadDir> {
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        dir.join("archive_status").is_dir().then(|| AheadDir { pg_wal: dir.to_path_buf() })
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        dir.join("archive_status").is_dir().then(|| AheadDir {
+            pg_wal: dir.to_path_buf(),
+        })
     }
 
     fn marker_dir(&self) -> PathBuf {
@@ -96,7 +106,9 @@ impl AheadDir {
 
     /// Reads the marker of `name`, if any (an unreadable one is ignored).
     pub fn marker(&self, name: &WalName) -> Option<Marker> {
-        fs::read_to_string(self.marker_path(name)).ok().and_then(|t| Marker::decode(&t))
+        fs::read_to_string(self.marker_path(name))
+            .ok()
+            .and_then(|t| Marker::decode(&t))
     }
 
     /// Records that `name` is stored.
@@ -116,7 +128,12 @@ impl AheadDir {
     /// names `storage` (the store this call uses), the local file still has
     /// the recorded size, and the storage has the object at the recorded
     /// size. Anything else means "push it normally".
-    pub async fn verified(&self, store: &dyn Store, name: &WalName, local_size: u64) -> Option<Marker> {
+    pub async fn verified(
+        &self,
+        store: &dyn Store,
+        name: &WalName,
+        local_size: u64,
+    ) -> Option<Marker> {
         let marker = self.marker(name)?;
         if marker.source_size != local_size {
             return None;
@@ -141,7 +158,9 @@ impl AheadDir {
         if limit == 0 {
             return Vec::new();
         }
-        let Ok(entries) = fs::read_dir(self.pg_wal.join("archive_status")) else { return Vec::new() };
+        let Ok(entries) = fs::read_dir(self.pg_wal.join("archive_status")) else {
+            return Vec::new();
+        };
         let mut names: Vec<WalName> = entries
             .flatten()
             .filter_map(|e| {
@@ -168,7 +187,9 @@ impl AheadDir {
     /// Removes markers whose file is gone from `pg_wal` (archived, then
     /// recycled by a checkpoint) and leftover temporary files.
     pub fn clean_stale(&self) {
-        let Ok(entries) = fs::read_dir(self.marker_dir()) else { return };
+        let Ok(entries) = fs::read_dir(self.marker_dir()) else {
+            return;
+        };
         for e in entries.flatten() {
             let name = e.file_name();
             let Some(name) = name.to_str() else { continue };
@@ -191,29 +212,68 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let pg_wal = dir.path().join("pg_wal");
         fs::create_dir_all(pg_wal.join("archive_status")).expect("mkdir");
-        let ahead = AheadDir::for_file(&pg_wal.join("000000010000000000000001")).expect("has archive_status");
+        let ahead = AheadDir::for_file(&pg_wal.join("000000010000000000000001"))
+            .expect("has archive_status");
         (dir, ahead)
     }
 
     fn ready(ahead: &AheadDir, name: &str) {
         fs::write(ahead.pg_wal.join(name), b"x").expect("write");
-        fs::write(ahead.pg_wal.join("archive_status").join(format!("{name}.ready")), b"").expect("write");
+        fs::write(
+            ahead
+                .pg_wal
+                .join("archive_status")
+                .join(format!("{name}.ready")),
+            b"",
+        )
+        .expect("write");
     }
 
     #[test]
     fn picks_oldest_ready_files_history_first() {
         let (_d, ahead) = setup();
-        for n in ["000000010000000000000001", "000000010000000000000003", "000000010000000000000002", "00000002.history"] {
+        for n in [
+            "000000010000000000000001",
+            "000000010000000000000003",
+            "000000010000000000000002",
+            "00000002.history",
+        ] {
             ready(&ahead, n);
         }
-        fs::write(ahead.pg_wal.join("archive_status").join("000000010000000000000009.done"), b"").expect("write");
+        fs::write(
+            ahead
+                .pg_wal
+                .join("archive_status")
+                .join("000000010000000000000009.done"),
+            b"",
+        )
+        .expect("write");
         let current = WalName::parse("000000010000000000000001").expect("name");
-        let got: Vec<String> = ahead.ready_files(&current, 2).into_iter().map(|(n, _)| n.to_string()).collect();
+        let got: Vec<String> = ahead
+            .ready_files(&current, 2)
+            .into_iter()
+            .map(|(n, _)| n.to_string())
+            .collect();
         assert_eq!(got, ["00000002.history", "000000010000000000000002"]);
-        let m = Marker { storage: "s".into(), key: "k".into(), stored_size: 1, source_size: 1 };
-        ahead.write_marker(&WalName::parse("00000002.history").expect("name"), &m).expect("marker");
-        let got: Vec<String> = ahead.ready_files(&current, 5).into_iter().map(|(n, _)| n.to_string()).collect();
-        assert_eq!(got, ["000000010000000000000002", "000000010000000000000003"], "marked files are skipped");
+        let m = Marker {
+            storage: "s".into(),
+            key: "k".into(),
+            stored_size: 1,
+            source_size: 1,
+        };
+        ahead
+            .write_marker(&WalName::parse("00000002.history").expect("name"), &m)
+            .expect("marker");
+        let got: Vec<String> = ahead
+            .ready_files(&current, 5)
+            .into_iter()
+            .map(|(n, _)| n.to_string())
+            .collect();
+        assert_eq!(
+            got,
+            ["000000010000000000000002", "000000010000000000000003"],
+            "marked files are skipped"
+        );
     }
 
     #[tokio::test]
@@ -221,15 +281,43 @@ mod tests {
         let (_d, ahead) = setup();
         let store = MemoryStore::new("mem");
         let name = WalName::parse("000000010000000000000002").expect("name");
-        let m = Marker { storage: "mem".into(), key: "wal_005/x.lz4".into(), stored_size: 3, source_size: 10 };
+        let m = Marker {
+            storage: "mem".into(),
+            key: "wal_005/x.lz4".into(),
+            stored_size: 3,
+            source_size: 10,
+        };
         ahead.write_marker(&name, &m).expect("marker");
         assert_eq!(ahead.marker(&name), Some(m.clone()));
-        assert!(ahead.verified(&store, &name, 10).await.is_none(), "object missing");
-        store.put("wal_005/x.lz4", &Bytes::from_static(b"abc"), PutOptions::default()).await.expect("put");
+        assert!(
+            ahead.verified(&store, &name, 10).await.is_none(),
+            "object missing"
+        );
+        store
+            .put(
+                "wal_005/x.lz4",
+                &Bytes::from_static(b"abc"),
+                PutOptions::default(),
+            )
+            .await
+            .expect("put");
         assert_eq!(ahead.verified(&store, &name, 10).await, Some(m));
-        assert!(ahead.verified(&store, &name, 11).await.is_none(), "local file changed");
-        store.put("wal_005/x.lz4", &Bytes::from_static(b"abcd"), PutOptions::default()).await.expect("put");
-        assert!(ahead.verified(&store, &name, 10).await.is_none(), "stored size differs");
+        assert!(
+            ahead.verified(&store, &name, 11).await.is_none(),
+            "local file changed"
+        );
+        store
+            .put(
+                "wal_005/x.lz4",
+                &Bytes::from_static(b"abcd"),
+                PutOptions::default(),
+            )
+            .await
+            .expect("put");
+        assert!(
+            ahead.verified(&store, &name, 10).await.is_none(),
+            "stored size differs"
+        );
     }
 
     #[test]
@@ -240,6 +328,9 @@ mod tests {
         fs::write(ahead.marker_path(&name), "storage=x\nkey=y\n").expect("write");
         assert_eq!(ahead.marker(&name), None);
         ahead.clean_stale();
-        assert!(!ahead.marker_path(&name).exists(), "marker of a file gone from pg_wal removed");
+        assert!(
+            !ahead.marker_path(&name).exists(),
+            "marker of a file gone from pg_wal removed"
+        );
     }
 }

@@ -24,12 +24,19 @@ pub enum Compression {
 
 /// Why a compression setting was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown compression method {0:?} in WALG_COMPRESSION_METHOD (known: lz4, zstd, brotli, none)")]
+#[error(
+    "unknown compression method {0:?} in WALG_COMPRESSION_METHOD (known: lz4, zstd, brotli, none)"
+)]
 pub struct UnknownCompression(pub String);
 
 impl Compression {
     /// Every method, in the order wal-fetch probes the non-preferred ones.
-    pub const ALL: [Compression; 4] = [Compression::Lz4, Compression::Zstd, Compression::Brotli, Compression::None];
+    pub const ALL: [Compression; 4] = [
+        Compression::Lz4,
+        Compression::Zstd,
+        Compression::Brotli,
+        Compression::None,
+    ];
 
     /// The extension appended to the file name, `None` for uncompressed.
     pub fn extension(self) -> Option<&'static str> {
@@ -63,23 +70,27 @@ impl Compression {
 
     /// A streaming encoder for this method.
     pub fn encoder(self) -> io::Result<Encoder> {
-        let inner = match self {
-            Compression::None => EncoderInner::None(Vec::new()),
-            Compression::Lz4 => EncoderInner::Lz4(crate::lz4frame::Lz4FrameEncoder::default()),
-            Compression::Zstd => {
-                let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3)?;
-                enc.include_checksum(true)?;
-                EncoderInner::Zstd(enc)
-            }
-            Compression::Brotli => {
-                EncoderInner::Brotli(Box::new(brotli::CompressorWriter::new(Vec::new(), 64 * 1024, 4, 22)))
-            }
-        };
+        let inner =
+            match self {
+                Compression::None => EncoderInner::None(Vec::new()),
+                Compression::Lz4 => EncoderInner::Lz4(crate::lz4frame::Lz4FrameEncoder::default()),
+                Compression::Zstd => {
+                    let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3)?;
+                    enc.include_checksum(true)?;
+                    EncoderInner::Zstd(enc)
+                }
+                Compression::Brotli => EncoderInner::Brotli(Box::new(
+                    brotli::CompressorWriter::new(Vec::new(), 64 * 1024, 4, 22),
+                )),
+            };
         Ok(Encoder { inner })
     }
 
     /// Wraps `input` (compressed bytes) in a reader of the original bytes.
-    pub fn decoder<'a, R: Read + Send + 'a>(self, input: R) -> io::Result<Box<dyn Read + Send + 'a>> {
+    pub fn decoder<'a, R: Read + Send + 'a>(
+        self,
+        input: R,
+    ) -> io::Result<Box<dyn Read + Send + 'a>> {
         Ok(match self {
             Compression::None => Box::new(input),
             Compression::Lz4 => Box::new(lz4_flex::frame::FrameDecoder::new(input)),
@@ -181,14 +192,25 @@ mod tests {
             out.extend(enc.push(chunk).expect("push"));
         }
         out.extend(enc.finish().expect("finish"));
-        assert_eq!(decompress(c, &out).expect("decompress"), data, "{c} round trip");
-        assert_eq!(decompress(c, &compress(c, data).expect("compress")).expect("decompress"), data);
+        assert_eq!(
+            decompress(c, &out).expect("decompress"),
+            data,
+            "{c} round trip"
+        );
+        assert_eq!(
+            decompress(c, &compress(c, data).expect("compress")).expect("decompress"),
+            data
+        );
     }
 
     #[test]
     fn round_trips_every_method() {
         let seg = crate::page::synthetic_segment(
-            &crate::wal::Segment { timeline: 1, log: 0, seg: 1 },
+            &crate::wal::Segment {
+                timeline: 1,
+                log: 0,
+                seg: 1,
+            },
             1 << 20,
             7,
             3,

@@ -39,7 +39,10 @@ impl ErrorKind {
     /// The storage failed to serve the call: the failover layer marks it
     /// dead and moves on. `NotFound` and `Conflict` are answers, not failures.
     pub fn is_storage_failure(self) -> bool {
-        !matches!(self, ErrorKind::NotFound | ErrorKind::Conflict | ErrorKind::Corrupt)
+        !matches!(
+            self,
+            ErrorKind::NotFound | ErrorKind::Conflict | ErrorKind::Corrupt
+        )
     }
 
     pub fn as_str(self) -> &'static str {
@@ -82,7 +85,13 @@ impl StoreError {
         key: impl Into<String>,
         message: impl Into<String>,
     ) -> Self {
-        StoreError { kind, op, store: store.into(), key: key.into(), message: message.into() }
+        StoreError {
+            kind,
+            op,
+            store: store.into(),
+            key: key.into(),
+            message: message.into(),
+        }
     }
 
     pub fn kind(&self) -> ErrorKind {
@@ -105,7 +114,10 @@ impl StoreError {
             K::AlreadyExists => ErrorKind::Conflict,
             K::PermissionDenied => ErrorKind::PermissionDenied,
             K::TimedOut => ErrorKind::Timeout,
-            K::ConnectionRefused | K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe
+            K::ConnectionRefused
+            | K::ConnectionReset
+            | K::ConnectionAborted
+            | K::BrokenPipe
             | K::Interrupted => ErrorKind::Unavailable,
             K::InvalidData | K::UnexpectedEof => ErrorKind::Corrupt,
             _ => ErrorKind::Other,

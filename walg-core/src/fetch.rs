@@ -42,11 +42,19 @@ pub enum FetchError {
     #[error("refusing to fetch {name:?}: {reason}")]
     InvalidName { name: String, reason: String },
     #[error("{name} not found in storage {store:?} (looked for {tried})")]
-    NotFound { name: String, store: String, tried: String },
+    NotFound {
+        name: String,
+        store: String,
+        tried: String,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{key} on storage {store:?} is corrupt: {reason}; the destination was not written")]
-    Corrupt { key: String, store: String, reason: String },
+    Corrupt {
+        key: String,
+        store: String,
+        reason: String,
+    },
     #[error("write {}: {source}", path.display())]
     Io { path: PathBuf, source: io::Error },
 }
@@ -60,12 +68,17 @@ impl FetchError {
 
 /// Checks a requested name: a bare WAL file name, never a path.
 pub fn validate_name(name: &str) -> Result<WalName, FetchError> {
-    let invalid = |reason: &str| FetchError::InvalidName { name: name.to_string(), reason: reason.to_string() };
+    let invalid = |reason: &str| FetchError::InvalidName {
+        name: name.to_string(),
+        reason: reason.to_string(),
+    };
     if name.is_empty() {
         return Err(invalid("the name is empty"));
     }
     if name.contains('/') || name.contains('\\') || name.contains("..") || name.contains('\0') {
-        return Err(invalid("a WAL file name cannot contain '/', '\\', '..' or NUL"));
+        return Err(invalid(
+            "a WAL file name cannot contain '/', '\\', '..' or NUL",
+        ));
     }
     WalName::parse(name).map_err(|e| invalid(&e.to_string()))
 }
@@ -95,13 +108,18 @@ impl Write for CheckingWriter {
 /// Checks a restored segment: a segment size, matching its header, at the
 /// position the name says.
 fn validate_segment(name: &WalName, head: &[u8], len: u64) -> Result<(), String> {
-    let WalName::Segment(segment) = name else { return Ok(()) };
+    let WalName::Segment(segment) = name else {
+        return Ok(());
+    };
     if !is_valid_segment_size(len) {
         return Err(format!("decompressed size {len} is not a WAL segment size"));
     }
     let header = LongPageHeader::parse(head).map_err(|e| e.to_string())?;
     if u64::from(header.segment_size) != len {
-        return Err(format!("decompressed size {len} differs from the segment size {} in its header", header.segment_size));
+        return Err(format!(
+            "decompressed size {len} differs from the segment size {} in its header",
+            header.segment_size
+        ));
     }
     header.check_position(segment).map_err(|e| e.to_string())
 }
@@ -118,7 +136,12 @@ impl Drop for TempGuard {
 }
 
 /// Fetches `name` from `store` into `dest`.
-pub async fn fetch_file(store: &dyn Store, name: &str, dest: &Path, opts: &FetchOptions) -> Result<Fetched, FetchError> {
+pub async fn fetch_file(
+    store: &dyn Store,
+    name: &str,
+    dest: &Path,
+    opts: &FetchOptions,
+) -> Result<Fetched, FetchError> {
     let wal = validate_name(name)?;
     let candidates = fetch_candidates(&wal, opts.compression);
     let mut failure: Option<StoreError> = None;
@@ -140,7 +163,11 @@ pub async fn fetch_file(store: &dyn Store, name: &str, dest: &Path, opts: &Fetch
         None => Err(FetchError::NotFound {
             name: wal.to_string(),
             store: store.name().to_string(),
-            tried: candidates.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(", "),
+            tried: candidates
+                .iter()
+                .map(|(k, _)| k.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
         }),
     }
 }
@@ -153,18 +180,37 @@ async fn restore(
     stream: crate::store::ByteStream,
     dest: &Path,
 ) -> Result<Fetched, FetchError> {
-    let dir = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let file_name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("wal");
     let tmp = dir.join(format!(".{file_name}.walg-{}.tmp", std::process::id()));
-    let io_err = |source| FetchError::Io { path: tmp.clone(), source };
-    let file = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).map_err(io_err)?;
+    let io_err = |source| FetchError::Io {
+        path: tmp.clone(),
+        source,
+    };
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .map_err(io_err)?;
     let mut guard = TempGuard(Some(tmp.clone()));
-    let writer = CheckingWriter { out: BufWriter::with_capacity(1 << 20, file), head: Vec::new(), len: 0 };
+    let writer = CheckingWriter {
+        out: BufWriter::with_capacity(1 << 20, file),
+        head: Vec::new(),
+        len: 0,
+    };
     let mut writer = match decode_into(stream, compression, writer).await {
         Ok(w) => w,
         Err(DecodeError::Store(e)) => return Err(e.into()),
         Err(DecodeError::Corrupt(e)) => {
-            return Err(FetchError::Corrupt { key: key.to_string(), store: store.name().to_string(), reason: e.to_string() })
+            return Err(FetchError::Corrupt {
+                key: key.to_string(),
+                store: store.name().to_string(),
+                reason: e.to_string(),
+            })
         }
         Err(DecodeError::Sink(e)) => return Err(io_err(e)),
     };
@@ -175,10 +221,16 @@ async fn restore(
         reason,
     })?;
     drop(writer);
-    std::fs::rename(&tmp, dest).map_err(|source| FetchError::Io { path: dest.to_path_buf(), source })?;
+    std::fs::rename(&tmp, dest).map_err(|source| FetchError::Io {
+        path: dest.to_path_buf(),
+        source,
+    })?;
     guard.0 = None;
     let bytes = std::fs::metadata(dest).map(|m| m.len()).unwrap_or(0);
-    Ok(Fetched { key: key.to_string(), bytes })
+    Ok(Fetched {
+        key: key.to_string(),
+        bytes,
+    })
 }
 
 #[cfg(test)]
@@ -195,8 +247,15 @@ mod tests {
     use std::sync::Arc;
 
     fn segment(seg: u32) -> (String, Vec<u8>) {
-        let s = Segment { timeline: 1, log: 0, seg };
-        (s.to_string(), synthetic_segment(&s, 1 << 20, 5, u64::from(seg)))
+        let s = Segment {
+            timeline: 1,
+            log: 0,
+            seg,
+        };
+        (
+            s.to_string(),
+            synthetic_segment(&s, 1 << 20, 5, u64::from(seg)),
+        )
     }
 
     #[tokio::test]
@@ -206,12 +265,21 @@ mod tests {
         let (name, data) = segment(3);
         let src = dir.path().join(&name);
         std::fs::write(&src, &data).expect("write");
-        push_file(&store, &src, &PushOptions { compression: Compression::Zstd, prevent_overwrite: true })
-            .await
-            .expect("push");
+        push_file(
+            &store,
+            &src,
+            &PushOptions {
+                compression: Compression::Zstd,
+                prevent_overwrite: true,
+            },
+        )
+        .await
+        .expect("push");
         let dest = dir.path().join("RECOVERYXLOG");
         // Configured lz4, stored zstd: found by the second probe.
-        let got = fetch_file(&store, &name, &dest, &FetchOptions::default()).await.expect("fetch");
+        let got = fetch_file(&store, &name, &dest, &FetchOptions::default())
+            .await
+            .expect("fetch");
         assert_eq!(got.key, format!("wal_005/{name}.zst"));
         assert_eq!(std::fs::read(&dest).expect("read"), data);
     }
@@ -221,12 +289,29 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let dest = dir.path().join("x");
         let store = MemoryStore::new("mem");
-        let err = fetch_file(&store, "000000010000000000000009", &dest, &FetchOptions::default()).await.expect_err("absent");
+        let err = fetch_file(
+            &store,
+            "000000010000000000000009",
+            &dest,
+            &FetchOptions::default(),
+        )
+        .await
+        .expect_err("absent");
         assert!(err.is_not_found(), "{err}");
         let faulty = FaultStore::new(Arc::new(store));
         faulty.set_fault(Fault::Fail(ErrorKind::Unavailable));
-        let err = fetch_file(&faulty, "000000010000000000000009", &dest, &FetchOptions::default()).await.expect_err("down");
-        assert!(!err.is_not_found(), "a failing storage is not 'not found': {err}");
+        let err = fetch_file(
+            &faulty,
+            "000000010000000000000009",
+            &dest,
+            &FetchOptions::default(),
+        )
+        .await
+        .expect_err("down");
+        assert!(
+            !err.is_not_found(),
+            "a failing storage is not 'not found': {err}"
+        );
         assert!(!dest.exists());
     }
 
@@ -234,12 +319,33 @@ mod tests {
     async fn rejects_paths_and_bad_names_before_any_request() {
         let dir = tempfile::tempdir().expect("tempdir");
         let faulty = FaultStore::new(Arc::new(MemoryStore::new("mem")));
-        for bad in ["../000000010000000000000001", "a/b", "..", "", "notawalfile", "000000010000000000000001/.."] {
-            let err = fetch_file(&faulty, bad, &dir.path().join("d"), &FetchOptions::default()).await.expect_err(bad);
-            assert!(matches!(err, FetchError::InvalidName { .. }), "{bad}: {err}");
+        for bad in [
+            "../000000010000000000000001",
+            "a/b",
+            "..",
+            "",
+            "notawalfile",
+            "000000010000000000000001/..",
+        ] {
+            let err = fetch_file(
+                &faulty,
+                bad,
+                &dir.path().join("d"),
+                &FetchOptions::default(),
+            )
+            .await
+            .expect_err(bad);
+            assert!(
+                matches!(err, FetchError::InvalidName { .. }),
+                "{bad}: {err}"
+            );
         }
         assert_eq!(faulty.calls(), 0);
-        assert_eq!(std::fs::read_dir(dir.path()).expect("ls").count(), 0, "nothing written");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).expect("ls").count(),
+            0,
+            "nothing written"
+        );
     }
 
     #[tokio::test]
@@ -251,16 +357,38 @@ mod tests {
         // Truncated lz4 frame.
         let mut packed = compress(Compression::Lz4, &data).expect("compress");
         packed.truncate(packed.len() / 2);
-        store.put(&format!("wal_005/{name}.lz4"), &Bytes::from(packed), PutOptions::default()).await.expect("put");
-        let err = fetch_file(&store, &name, &dest, &FetchOptions::default()).await.expect_err("truncated");
+        store
+            .put(
+                &format!("wal_005/{name}.lz4"),
+                &Bytes::from(packed),
+                PutOptions::default(),
+            )
+            .await
+            .expect("put");
+        let err = fetch_file(&store, &name, &dest, &FetchOptions::default())
+            .await
+            .expect_err("truncated");
         assert!(matches!(err, FetchError::Corrupt { .. }), "{err}");
         // A valid segment stored under another segment's name.
         let (other, _) = segment(5);
         let packed = compress(Compression::Lz4, &data).expect("compress");
-        store.put(&format!("wal_005/{other}.lz4"), &Bytes::from(packed), PutOptions::default()).await.expect("put");
-        let err = fetch_file(&store, &other, &dest, &FetchOptions::default()).await.expect_err("misplaced");
+        store
+            .put(
+                &format!("wal_005/{other}.lz4"),
+                &Bytes::from(packed),
+                PutOptions::default(),
+            )
+            .await
+            .expect("put");
+        let err = fetch_file(&store, &other, &dest, &FetchOptions::default())
+            .await
+            .expect_err("misplaced");
         assert!(err.to_string().contains("file name says"), "{err}");
         assert!(!dest.exists());
-        assert_eq!(std::fs::read_dir(dir.path()).expect("ls").count(), 0, "temporary files removed");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).expect("ls").count(),
+            0,
+            "temporary files removed"
+        );
     }
 }

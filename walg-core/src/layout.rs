@@ -32,7 +32,12 @@ pub fn parse_wal_key(key: &str) -> Option<(WalName, Compression)> {
 /// the others, then the bare name, as WAL-G does.
 pub fn fetch_candidates(name: &WalName, preferred: Compression) -> Vec<(String, Compression)> {
     let mut order = vec![preferred];
-    order.extend(Compression::ALL.iter().copied().filter(|c| *c != preferred && *c != Compression::None));
+    order.extend(
+        Compression::ALL
+            .iter()
+            .copied()
+            .filter(|c| *c != preferred && *c != Compression::None),
+    );
     if preferred != Compression::None {
         order.push(Compression::None);
     }
@@ -50,11 +55,26 @@ mod tests {
     #[test]
     fn keys_match_walg_layout() {
         let n = name("000000010000000000000003");
-        assert_eq!(wal_key(&n, Compression::Lz4), "wal_005/000000010000000000000003.lz4");
-        assert_eq!(wal_key(&n, Compression::Zstd), "wal_005/000000010000000000000003.zst");
-        assert_eq!(wal_key(&n, Compression::Brotli), "wal_005/000000010000000000000003.br");
-        assert_eq!(wal_key(&n, Compression::None), "wal_005/000000010000000000000003");
-        assert_eq!(wal_key(&name("00000002.history"), Compression::Lz4), "wal_005/00000002.history.lz4");
+        assert_eq!(
+            wal_key(&n, Compression::Lz4),
+            "wal_005/000000010000000000000003.lz4"
+        );
+        assert_eq!(
+            wal_key(&n, Compression::Zstd),
+            "wal_005/000000010000000000000003.zst"
+        );
+        assert_eq!(
+            wal_key(&n, Compression::Brotli),
+            "wal_005/000000010000000000000003.br"
+        );
+        assert_eq!(
+            wal_key(&n, Compression::None),
+            "wal_005/000000010000000000000003"
+        );
+        assert_eq!(
+            wal_key(&name("00000002.history"), Compression::Lz4),
+            "wal_005/00000002.history.lz4"
+        );
     }
 
     #[test]
@@ -63,7 +83,10 @@ mod tests {
             parse_wal_key("wal_005/000000010000000000000003.zst"),
             Some((name("000000010000000000000003"), Compression::Zstd))
         );
-        assert_eq!(parse_wal_key("wal_005/00000002.history"), Some((name("00000002.history"), Compression::None)));
+        assert_eq!(
+            parse_wal_key("wal_005/00000002.history"),
+            Some((name("00000002.history"), Compression::None))
+        );
         assert_eq!(parse_wal_key("wal_005/000000010000000000000003.lzma"), None);
         assert_eq!(parse_wal_key("basebackups_005/x"), None);
     }
@@ -71,7 +94,10 @@ mod tests {
     #[test]
     fn fetch_order_is_preferred_then_others_then_bare() {
         let n = name("000000010000000000000003");
-        let keys: Vec<String> = fetch_candidates(&n, Compression::Zstd).into_iter().map(|(k, _)| k).collect();
+        let keys: Vec<String> = fetch_candidates(&n, Compression::Zstd)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         assert_eq!(
             keys,
             [

@@ -35,13 +35,19 @@ pub struct Lz4FrameEncoder {
 
 impl std::fmt::Debug for Lz4FrameEncoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lz4FrameEncoder").field("pending", &self.pending.len()).finish()
+        f.debug_struct("Lz4FrameEncoder")
+            .field("pending", &self.pending.len())
+            .finish()
     }
 }
 
 impl Default for Lz4FrameEncoder {
     fn default() -> Self {
-        Lz4FrameEncoder { pending: Vec::new(), hasher: twox_hash::XxHash32::with_seed(0), header_written: false }
+        Lz4FrameEncoder {
+            pending: Vec::new(),
+            hasher: twox_hash::XxHash32::with_seed(0),
+            header_written: false,
+        }
     }
 }
 
@@ -141,13 +147,29 @@ mod tests {
         }
         frame.extend(enc.finish());
         let mut back = Vec::new();
-        lz4_flex::frame::FrameDecoder::new(&frame[..]).read_to_end(&mut back).expect("a valid lz4 frame");
-        assert_eq!(back, data, "round trip of {} bytes in chunks of {chunk}", data.len());
+        lz4_flex::frame::FrameDecoder::new(&frame[..])
+            .read_to_end(&mut back)
+            .expect("a valid lz4 frame");
+        assert_eq!(
+            back,
+            data,
+            "round trip of {} bytes in chunks of {chunk}",
+            data.len()
+        );
     }
 
     #[test]
     fn frames_decode_with_the_reference_decoder() {
-        let seg = crate::page::synthetic_segment(&crate::wal::Segment { timeline: 1, log: 0, seg: 1 }, 1 << 20, 7, 3);
+        let seg = crate::page::synthetic_segment(
+            &crate::wal::Segment {
+                timeline: 1,
+                log: 0,
+                seg: 1,
+            },
+            1 << 20,
+            7,
+            3,
+        );
         let mut random = vec![0u8; 700_000];
         let mut x = 88172645463325252u64;
         for b in random.iter_mut() {
@@ -173,6 +195,8 @@ mod tests {
         let n = frame.len();
         frame[n - 1] ^= 1;
         let mut back = Vec::new();
-        assert!(lz4_flex::frame::FrameDecoder::new(&frame[..]).read_to_end(&mut back).is_err());
+        assert!(lz4_flex::frame::FrameDecoder::new(&frame[..])
+            .read_to_end(&mut back)
+            .is_err());
     }
 }

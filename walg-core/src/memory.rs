@@ -23,7 +23,10 @@ pub struct MemoryStore {
 
 impl MemoryStore {
     pub fn new(name: impl Into<String>) -> Self {
-        MemoryStore { name: name.into(), objects: Arc::default() }
+        MemoryStore {
+            name: name.into(),
+            objects: Arc::default(),
+        }
     }
 
     /// The keys currently stored, sorted.
@@ -59,7 +62,13 @@ impl Store for MemoryStore {
         }
         let mut map = self.lock();
         if opts.if_not_exists && map.contains_key(key) {
-            return Err(StoreError::new(ErrorKind::Conflict, "put", &self.name, key, "object exists"));
+            return Err(StoreError::new(
+                ErrorKind::Conflict,
+                "put",
+                &self.name,
+                key,
+                "object exists",
+            ));
         }
         map.insert(key.to_string(), Bytes::from(buf));
         Ok(())
@@ -67,13 +76,28 @@ impl Store for MemoryStore {
     async fn get(&self, key: &str) -> Result<ByteStream, StoreError> {
         match self.object(key) {
             Some(b) => Ok(b.open()),
-            None => Err(StoreError::new(ErrorKind::NotFound, "get", &self.name, key, "no such object")),
+            None => Err(StoreError::new(
+                ErrorKind::NotFound,
+                "get",
+                &self.name,
+                key,
+                "no such object",
+            )),
         }
     }
     async fn stat(&self, key: &str) -> Result<ObjectMeta, StoreError> {
         match self.object(key) {
-            Some(b) => Ok(ObjectMeta { key: key.to_string(), size: b.len() as u64 }),
-            None => Err(StoreError::new(ErrorKind::NotFound, "stat", &self.name, key, "no such object")),
+            Some(b) => Ok(ObjectMeta {
+                key: key.to_string(),
+                size: b.len() as u64,
+            }),
+            None => Err(StoreError::new(
+                ErrorKind::NotFound,
+                "stat",
+                &self.name,
+                key,
+                "no such object",
+            )),
         }
     }
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
@@ -81,7 +105,10 @@ impl Store for MemoryStore {
             .lock()
             .range(prefix.to_string()..)
             .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, v)| ObjectMeta { key: k.clone(), size: v.len() as u64 })
+            .map(|(k, v)| ObjectMeta {
+                key: k.clone(),
+                size: v.len() as u64,
+            })
             .collect())
     }
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
@@ -113,7 +140,11 @@ pub struct FaultStore {
 
 impl FaultStore {
     pub fn new(inner: DynStore) -> Self {
-        FaultStore { inner, fault: Arc::default(), calls: Arc::default() }
+        FaultStore {
+            inner,
+            fault: Arc::default(),
+            calls: Arc::default(),
+        }
     }
     /// Changes the behaviour of this store and every clone of it.
     pub fn set_fault(&self, fault: Fault) {
@@ -127,10 +158,20 @@ impl FaultStore {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let fault = *self.fault.lock().unwrap_or_else(|e| e.into_inner());
         match fault {
-            Fault::Fail(kind) => Err(StoreError::new(kind, op, self.inner.name(), key, "injected fault")),
-            Fault::FailWrites(kind) if write => {
-                Err(StoreError::new(kind, op, self.inner.name(), key, "injected fault"))
-            }
+            Fault::Fail(kind) => Err(StoreError::new(
+                kind,
+                op,
+                self.inner.name(),
+                key,
+                "injected fault",
+            )),
+            Fault::FailWrites(kind) if write => Err(StoreError::new(
+                kind,
+                op,
+                self.inner.name(),
+                key,
+                "injected fault",
+            )),
             _ => Ok(()),
         }
     }

@@ -46,7 +46,12 @@ pub enum HeaderError {
     #[error("WAL block size {0} in the header is not a power of two between 1 KiB and 64 KiB")]
     BadBlockSize(u32),
     #[error("header says timeline {found}, page address {found_addr:X}; the file name says timeline {expected}, address {expected_addr:X}")]
-    WrongPosition { found: u32, found_addr: u64, expected: u32, expected_addr: u64 },
+    WrongPosition {
+        found: u32,
+        found_addr: u64,
+        expected: u32,
+        expected_addr: u64,
+    },
 }
 
 fn u16_at(b: &[u8], at: usize) -> u16 {
@@ -56,7 +61,16 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 fn u64_at(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3], b[at + 4], b[at + 5], b[at + 6], b[at + 7]])
+    u64::from_le_bytes([
+        b[at],
+        b[at + 1],
+        b[at + 2],
+        b[at + 3],
+        b[at + 4],
+        b[at + 5],
+        b[at + 6],
+        b[at + 7],
+    ])
 }
 
 impl LongPageHeader {
@@ -150,7 +164,11 @@ mod tests {
     use super::*;
 
     fn seg(log: u32, seg: u32) -> Segment {
-        Segment { timeline: 1, log, seg }
+        Segment {
+            timeline: 1,
+            log,
+            seg,
+        }
     }
 
     #[test]
@@ -161,18 +179,33 @@ mod tests {
         assert_eq!(h.system_id, 42);
         assert_eq!(h.segment_size, 1 << 20);
         assert_eq!(h.check_position(&s), Ok(()));
-        assert!(matches!(h.check_position(&seg(0, 4)), Err(HeaderError::WrongPosition { .. })));
+        assert!(matches!(
+            h.check_position(&seg(0, 4)),
+            Err(HeaderError::WrongPosition { .. })
+        ));
     }
 
     #[test]
     fn rejects_garbage() {
-        assert_eq!(LongPageHeader::parse(&[0u8; 10]), Err(HeaderError::TooShort(10)));
-        assert_eq!(LongPageHeader::parse(&[0u8; 64]), Err(HeaderError::BadMagic(0)));
+        assert_eq!(
+            LongPageHeader::parse(&[0u8; 10]),
+            Err(HeaderError::TooShort(10))
+        );
+        assert_eq!(
+            LongPageHeader::parse(&[0u8; 64]),
+            Err(HeaderError::BadMagic(0))
+        );
         let mut data = synthetic_segment(&seg(0, 1), 1 << 20, 1, 1);
         data[2] = 0;
-        assert_eq!(LongPageHeader::parse(&data), Err(HeaderError::NotLongHeader));
+        assert_eq!(
+            LongPageHeader::parse(&data),
+            Err(HeaderError::NotLongHeader)
+        );
         let mut data = synthetic_segment(&seg(0, 1), 1 << 20, 1, 1);
         data[32..36].copy_from_slice(&(3u32 << 20).to_le_bytes());
-        assert_eq!(LongPageHeader::parse(&data), Err(HeaderError::BadSegmentSize(3 << 20)));
+        assert_eq!(
+            LongPageHeader::parse(&data),
+            Err(HeaderError::BadSegmentSize(3 << 20))
+        );
     }
 }

@@ -33,7 +33,10 @@ pub struct PrefetchDir {
 
 /// The default prefetch directory for a restore destination (`%p`).
 pub fn default_dir(dest: &Path) -> PathBuf {
-    let parent = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let parent = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     parent.join(".wal-g").join("prefetch")
 }
 
@@ -44,10 +47,15 @@ pub fn validate_segment_file(path: &Path, segment: &Segment) -> Result<u64, Stri
         return Err(format!("size {len} is not a WAL segment size"));
     }
     let mut head = [0u8; LONG_HEADER_LEN];
-    fs::File::open(path).and_then(|mut f| f.read_exact(&mut head)).map_err(|e| e.to_string())?;
+    fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .map_err(|e| e.to_string())?;
     let h = LongPageHeader::parse(&head).map_err(|e| e.to_string())?;
     if u64::from(h.segment_size) != len {
-        return Err(format!("size {len} differs from the header's segment size {}", h.segment_size));
+        return Err(format!(
+            "size {len} differs from the header's segment size {}",
+            h.segment_size
+        ));
     }
     h.check_position(segment).map_err(|e| e.to_string())?;
     Ok(len)
@@ -83,7 +91,9 @@ impl PrefetchDir {
                 }
             },
             Err(reason) => {
-                tracing::warn!("prefetched {name} is invalid ({reason}); removed it, fetching from storage");
+                tracing::warn!(
+                    "prefetched {name} is invalid ({reason}); removed it, fetching from storage"
+                );
                 let _ = fs::remove_file(&path);
                 None
             }
@@ -115,7 +125,9 @@ impl PrefetchDir {
                 .is_some_and(|age| age > STALE_AGE)
         };
         for dir in [self.dir.clone(), self.running()] {
-            let Ok(entries) = fs::read_dir(&dir) else { continue };
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
             for e in entries.flatten() {
                 let p = e.path();
                 if p.is_dir() {
@@ -137,7 +149,13 @@ impl PrefetchDir {
     /// directory. Stops at the first segment the storage does not have: the
     /// later ones cannot exist yet, so asking for them would only be a storm
     /// of "not found" requests. Returns how many were prefetched.
-    pub async fn fill(&self, store: &dyn Store, segments: &[Segment], opts: &FetchOptions, concurrency: usize) -> usize {
+    pub async fn fill(
+        &self,
+        store: &dyn Store,
+        segments: &[Segment],
+        opts: &FetchOptions,
+        concurrency: usize,
+    ) -> usize {
         if fs::create_dir_all(self.running()).is_err() {
             return 0;
         }
@@ -184,7 +202,11 @@ mod tests {
     const SIZE: u64 = 1 << 20;
 
     fn seg(n: u32) -> Segment {
-        Segment { timeline: 1, log: 0, seg: n }
+        Segment {
+            timeline: 1,
+            log: 0,
+            seg: n,
+        }
     }
 
     async fn store_with(segments: &[u32]) -> MemoryStore {
@@ -192,7 +214,14 @@ mod tests {
         for n in segments {
             let data = synthetic_segment(&seg(*n), SIZE, 1, u64::from(*n));
             let key = format!("wal_005/{}.lz4", seg(*n));
-            store.put(&key, &Bytes::from(compress(Compression::Lz4, &data).expect("lz4")), PutOptions::default()).await.expect("put");
+            store
+                .put(
+                    &key,
+                    &Bytes::from(compress(Compression::Lz4, &data).expect("lz4")),
+                    PutOptions::default(),
+                )
+                .await
+                .expect("put");
         }
         store
     }
@@ -204,21 +233,34 @@ mod tests {
         let store = store_with(&[2, 3, 4]).await;
         let wanted = pf.wanted(&seg(1), SIZE, 3);
         assert_eq!(wanted, [seg(2), seg(3), seg(4)]);
-        assert_eq!(pf.fill(&store, &wanted, &FetchOptions::default(), 2).await, 3);
+        assert_eq!(
+            pf.fill(&store, &wanted, &FetchOptions::default(), 2).await,
+            3
+        );
         assert!(pf.wanted(&seg(1), SIZE, 3).is_empty());
         let dest = dir.path().join("RECOVERYXLOG");
         let name = WalName::Segment(seg(2));
         assert_eq!(pf.take(&name, &dest), Some(SIZE));
-        assert_eq!(fs::read(&dest).expect("read"), synthetic_segment(&seg(2), SIZE, 1, 2));
+        assert_eq!(
+            fs::read(&dest).expect("read"),
+            synthetic_segment(&seg(2), SIZE, 1, 2)
+        );
         // A corrupted prefetched file is refused and removed.
         fs::write(pf.dir.join(seg(3).to_string()), b"garbage").expect("write");
         assert_eq!(pf.take(&WalName::Segment(seg(3)), &dest), None);
         assert!(!pf.dir.join(seg(3).to_string()).exists());
         // A file for another position is refused too.
-        fs::copy(pf.dir.join(seg(4).to_string()), pf.dir.join(seg(5).to_string())).expect("copy");
+        fs::copy(
+            pf.dir.join(seg(4).to_string()),
+            pf.dir.join(seg(5).to_string()),
+        )
+        .expect("copy");
         assert_eq!(pf.take(&WalName::Segment(seg(5)), &dest), None);
         pf.clean(&seg(4));
-        assert!(!pf.dir.join(seg(4).to_string()).exists(), "consumed segments cleaned");
+        assert!(
+            !pf.dir.join(seg(4).to_string()).exists(),
+            "consumed segments cleaned"
+        );
     }
 
     #[tokio::test]
@@ -227,8 +269,16 @@ mod tests {
         let pf = PrefetchDir::new(dir.path().join("prefetch"));
         let counting = FaultStore::new(Arc::new(store_with(&[2]).await));
         let wanted = pf.wanted(&seg(1), SIZE, 10);
-        assert_eq!(pf.fill(&counting, &wanted, &FetchOptions::default(), 1).await, 1);
+        assert_eq!(
+            pf.fill(&counting, &wanted, &FetchOptions::default(), 1)
+                .await,
+            1
+        );
         // Segment 2 found (1 request), segment 3 missing (4 probed keys), then stop.
-        assert_eq!(counting.calls(), 5, "no requests past the first missing segment");
+        assert_eq!(
+            counting.calls(),
+            5,
+            "no requests past the first missing segment"
+        );
     }
 }

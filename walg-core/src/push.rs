@@ -34,7 +34,10 @@ pub struct PushOptions {
 
 impl Default for PushOptions {
     fn default() -> Self {
-        PushOptions { compression: Compression::Lz4, prevent_overwrite: true }
+        PushOptions {
+            compression: Compression::Lz4,
+            prevent_overwrite: true,
+        }
     }
 }
 
@@ -42,11 +45,21 @@ impl Default for PushOptions {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PushOutcome {
     /// The file was stored now, on `storage`.
-    Stored { key: String, storage: String, source_bytes: u64, stored_bytes: u64 },
+    Stored {
+        key: String,
+        storage: String,
+        source_bytes: u64,
+        stored_bytes: u64,
+    },
     /// An identical copy was already stored; nothing was written.
     AlreadyStored { key: String },
     /// A different copy was replaced (only with overwrite allowed).
-    Overwritten { key: String, storage: String, source_bytes: u64, stored_bytes: u64 },
+    Overwritten {
+        key: String,
+        storage: String,
+        source_bytes: u64,
+        stored_bytes: u64,
+    },
 }
 
 /// Why a push failed.
@@ -59,14 +72,22 @@ pub enum PushError {
     #[error("{} is not a complete WAL segment: {reason}; refusing to archive it", path.display())]
     InvalidSegment { path: PathBuf, reason: String },
     #[error("{name} is already stored as {key} on storage {store:?} with different content; refusing to overwrite it ({hint})")]
-    Different { name: String, key: String, store: String, hint: &'static str },
+    Different {
+        name: String,
+        key: String,
+        store: String,
+        hint: &'static str,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
 impl PushError {
     fn io(path: &Path, source: io::Error) -> Self {
-        PushError::Io { path: path.to_path_buf(), source }
+        PushError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     }
 }
 
@@ -82,30 +103,58 @@ pub fn validate_local(path: &Path) -> Result<(WalName, u64), PushError> {
     }
     let len = meta.len();
     if let WalName::Segment(segment) = name {
-        let invalid = |reason: String| PushError::InvalidSegment { path: path.to_path_buf(), reason };
+        let invalid = |reason: String| PushError::InvalidSegment {
+            path: path.to_path_buf(),
+            reason,
+        };
         if !is_valid_segment_size(len) {
-            return Err(invalid(format!("size {len} is not a WAL segment size (a power of two, 1 MiB to 1 GiB)")));
+            return Err(invalid(format!(
+                "size {len} is not a WAL segment size (a power of two, 1 MiB to 1 GiB)"
+            )));
         }
         let mut head = [0u8; LONG_HEADER_LEN];
         let mut f = std::fs::File::open(path).map_err(|e| PushError::io(path, e))?;
         io::Read::read_exact(&mut f, &mut head).map_err(|e| PushError::io(path, e))?;
         let header = LongPageHeader::parse(&head).map_err(|e| invalid(e.to_string()))?;
         if u64::from(header.segment_size) != len {
-            return Err(invalid(format!("size {len} differs from the segment size {} in its header", header.segment_size)));
+            return Err(invalid(format!(
+                "size {len} differs from the segment size {} in its header",
+                header.segment_size
+            )));
         }
-        header.check_position(&segment).map_err(|e: HeaderError| invalid(e.to_string()))?;
+        header
+            .check_position(&segment)
+            .map_err(|e: HeaderError| invalid(e.to_string()))?;
     }
     Ok((name, len))
 }
 
 /// Pushes one local WAL file to `store`.
-pub async fn push_file(store: &dyn Store, path: &Path, opts: &PushOptions) -> Result<PushOutcome, PushError> {
+pub async fn push_file(
+    store: &dyn Store,
+    path: &Path,
+    opts: &PushOptions,
+) -> Result<PushOutcome, PushError> {
     let (name, len) = validate_local(path)?;
     let key = wal_key(&name, opts.compression);
     let body = FileBody::new(path, opts.compression, len);
-    match store.put_located(&key, &body, PutOptions { if_not_exists: true }).await {
+    match store
+        .put_located(
+            &key,
+            &body,
+            PutOptions {
+                if_not_exists: true,
+            },
+        )
+        .await
+    {
         Ok(storage) => {
-            return Ok(PushOutcome::Stored { key, storage, source_bytes: len, stored_bytes: body.produced() });
+            return Ok(PushOutcome::Stored {
+                key,
+                storage,
+                source_bytes: len,
+                stored_bytes: body.produced(),
+            });
         }
         Err(e) if e.kind() == ErrorKind::Conflict => {}
         Err(e) => return Err(e.into()),
@@ -122,11 +171,29 @@ pub async fn push_file(store: &dyn Store, path: &Path, opts: &PushOptions) -> Re
         } else {
             "another cluster may be archiving to this prefix; set WALG_PREVENT_WAL_OVERWRITE=false to allow replacing segments"
         };
-        return Err(PushError::Different { name: name.to_string(), key, store: store.name().to_string(), hint });
+        return Err(PushError::Different {
+            name: name.to_string(),
+            key,
+            store: store.name().to_string(),
+            hint,
+        });
     }
     tracing::warn!(file = %name, key, storage = store.name(), "replacing a stored copy with different content (WALG_PREVENT_WAL_OVERWRITE=false)");
-    let storage = store.put_located(&key, &body, PutOptions { if_not_exists: false }).await?;
-    Ok(PushOutcome::Overwritten { key, storage, source_bytes: len, stored_bytes: body.produced() })
+    let storage = store
+        .put_located(
+            &key,
+            &body,
+            PutOptions {
+                if_not_exists: false,
+            },
+        )
+        .await?;
+    Ok(PushOutcome::Overwritten {
+        key,
+        storage,
+        source_bytes: len,
+        stored_bytes: body.produced(),
+    })
 }
 
 /// Whether the object at `key` decompresses to exactly the bytes of `path`.
@@ -161,7 +228,11 @@ mod tests {
     use crate::wal::Segment;
 
     fn write_segment(dir: &Path, seg: u32, seed: u64) -> PathBuf {
-        let s = Segment { timeline: 1, log: 0, seg };
+        let s = Segment {
+            timeline: 1,
+            log: 0,
+            seg,
+        };
         let path = dir.join(s.to_string());
         std::fs::write(&path, synthetic_segment(&s, 1 << 20, 99, seed)).expect("write segment");
         path
@@ -176,15 +247,28 @@ mod tests {
         let first = push_file(&store, &path, &opts).await.expect("first push");
         assert!(matches!(first, PushOutcome::Stored { .. }), "{first:?}");
         assert_eq!(store.keys(), ["wal_005/000000010000000000000003.lz4"]);
-        let again = push_file(&store, &path, &opts).await.expect("identical re-push");
+        let again = push_file(&store, &path, &opts)
+            .await
+            .expect("identical re-push");
         assert!(matches!(again, PushOutcome::AlreadyStored { .. }));
         let before = store.object("wal_005/000000010000000000000003.lz4");
         write_segment(dir.path(), 3, 2);
-        let err = push_file(&store, &path, &opts).await.expect_err("different copy");
+        let err = push_file(&store, &path, &opts)
+            .await
+            .expect_err("different copy");
         assert!(matches!(err, PushError::Different { .. }), "{err}");
-        assert_eq!(store.object("wal_005/000000010000000000000003.lz4"), before, "stored copy untouched");
-        let allow = PushOptions { prevent_overwrite: false, ..opts };
-        let replaced = push_file(&store, &path, &allow).await.expect("overwrite allowed");
+        assert_eq!(
+            store.object("wal_005/000000010000000000000003.lz4"),
+            before,
+            "stored copy untouched"
+        );
+        let allow = PushOptions {
+            prevent_overwrite: false,
+            ..opts
+        };
+        let replaced = push_file(&store, &path, &allow)
+            .await
+            .expect("overwrite allowed");
         assert!(matches!(replaced, PushOutcome::Overwritten { .. }));
     }
 
@@ -194,10 +278,15 @@ mod tests {
         let store = MemoryStore::new("mem");
         let path = dir.path().join("00000002.history");
         std::fs::write(&path, "1\t0/3000000\tno recovery target specified\n").expect("write");
-        let opts = PushOptions { prevent_overwrite: false, ..PushOptions::default() };
+        let opts = PushOptions {
+            prevent_overwrite: false,
+            ..PushOptions::default()
+        };
         push_file(&store, &path, &opts).await.expect("first push");
         std::fs::write(&path, "1\t0/4000000\tother\n").expect("write");
-        let err = push_file(&store, &path, &opts).await.expect_err("history is immutable");
+        let err = push_file(&store, &path, &opts)
+            .await
+            .expect_err("history is immutable");
         assert!(err.to_string().contains("never overwritten"), "{err}");
     }
 
@@ -208,21 +297,37 @@ mod tests {
         let check = |path: PathBuf, needle: &'static str| {
             let store = store.clone();
             async move {
-                let err = push_file(&store, &path, &PushOptions::default()).await.expect_err("must fail");
-                assert!(err.to_string().contains(needle), "{err} should mention {needle}");
+                let err = push_file(&store, &path, &PushOptions::default())
+                    .await
+                    .expect_err("must fail");
+                assert!(
+                    err.to_string().contains(needle),
+                    "{err} should mention {needle}"
+                );
             }
         };
         check(dir.path().join("000000010000000000000009"), "No such file").await;
         std::fs::write(dir.path().join("notwal"), b"x").expect("write");
         check(dir.path().join("notwal"), "not a WAL file name").await;
         let path = write_segment(dir.path(), 4, 1);
-        let f = std::fs::OpenOptions::new().write(true).open(&path).expect("open");
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .expect("open");
         f.set_len(1000).expect("truncate");
         check(path, "not a complete WAL segment").await;
         let wrong_place = write_segment(dir.path(), 5, 1);
         std::fs::rename(&wrong_place, dir.path().join("000000010000000000000006")).expect("rename");
-        check(dir.path().join("000000010000000000000006"), "file name says").await;
-        assert!(store.keys().is_empty(), "nothing stored: {:?}", store.keys());
+        check(
+            dir.path().join("000000010000000000000006"),
+            "file name says",
+        )
+        .await;
+        assert!(
+            store.keys().is_empty(),
+            "nothing stored: {:?}",
+            store.keys()
+        );
     }
 
     #[tokio::test]
@@ -231,11 +336,27 @@ mod tests {
         let path = write_segment(dir.path(), 7, 5);
         for c in Compression::ALL {
             let store = MemoryStore::new("mem");
-            push_file(&store, &path, &PushOptions { compression: c, prevent_overwrite: true }).await.expect("push");
-            let key = wal_key(&WalName::parse("000000010000000000000007").expect("name"), c);
+            push_file(
+                &store,
+                &path,
+                &PushOptions {
+                    compression: c,
+                    prevent_overwrite: true,
+                },
+            )
+            .await
+            .expect("push");
+            let key = wal_key(
+                &WalName::parse("000000010000000000000007").expect("name"),
+                c,
+            );
             let stored = store.object(&key).expect("stored");
             let original = std::fs::read(&path).expect("read");
-            assert_eq!(crate::codec::decompress(c, &stored).expect("decompress"), original, "{c}");
+            assert_eq!(
+                crate::codec::decompress(c, &stored).expect("decompress"),
+                original,
+                "{c}"
+            );
         }
     }
 }

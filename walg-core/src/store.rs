@@ -84,7 +84,12 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Like [`Store::put`], and says where the object went: this store's
     /// name, or, for a store made of several storages, the member(s) that
     /// took it. Upload-ahead markers and log lines name the real storage.
-    async fn put_located(&self, key: &str, body: &dyn Body, opts: PutOptions) -> Result<String, StoreError> {
+    async fn put_located(
+        &self,
+        key: &str,
+        body: &dyn Body,
+        opts: PutOptions,
+    ) -> Result<String, StoreError> {
         self.put(key, body, opts).await?;
         Ok(self.name().to_string())
     }
@@ -117,7 +122,12 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     async fn put(&self, key: &str, body: &dyn Body, opts: PutOptions) -> Result<(), StoreError> {
         (**self).put(key, body, opts).await
     }
-    async fn put_located(&self, key: &str, body: &dyn Body, opts: PutOptions) -> Result<String, StoreError> {
+    async fn put_located(
+        &self,
+        key: &str,
+        body: &dyn Body,
+        opts: PutOptions,
+    ) -> Result<String, StoreError> {
         (**self).put_located(key, body, opts).await
     }
     async fn get(&self, key: &str) -> Result<ByteStream, StoreError> {

@@ -26,7 +26,9 @@ pub const CHUNK_SIZE: usize = 1 << 20;
 const CHANNEL_DEPTH: usize = 4;
 
 fn receiver_stream(rx: mpsc::Receiver<Result<Bytes, StoreError>>) -> ByteStream {
-    Box::pin(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }))
+    Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
 }
 
 /// Reads until `buf` is full or the file ends.
@@ -56,7 +58,12 @@ pub struct FileBody {
 
 impl FileBody {
     pub fn new(path: impl Into<PathBuf>, compression: Compression, expected_len: u64) -> Self {
-        FileBody { path: path.into(), compression, expected_len, produced: Arc::default() }
+        FileBody {
+            path: path.into(),
+            compression,
+            expected_len,
+            produced: Arc::default(),
+        }
     }
 
     /// Compressed bytes produced by the most recent complete read.
@@ -159,7 +166,9 @@ struct SinkWriter<W> {
 
 impl<W: Write> Write for SinkWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.inner.write(buf).inspect_err(|e| self.failed = Some(io::Error::new(e.kind(), e.to_string())))
+        self.inner
+            .write(buf)
+            .inspect_err(|e| self.failed = Some(io::Error::new(e.kind(), e.to_string())))
     }
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
@@ -167,15 +176,27 @@ impl<W: Write> Write for SinkWriter<W> {
 }
 
 /// Decompresses `stream` into `sink` on the blocking pool and returns the sink.
-pub async fn decode_into<W>(mut stream: ByteStream, compression: Compression, sink: W) -> Result<W, DecodeError>
+pub async fn decode_into<W>(
+    mut stream: ByteStream,
+    compression: Compression,
+    sink: W,
+) -> Result<W, DecodeError>
 where
     W: Write + Send + 'static,
 {
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_DEPTH);
     let worker = tokio::task::spawn_blocking(move || {
-        let reader = ChannelReader { rx, current: Bytes::new() };
-        let mut sink = SinkWriter { inner: sink, failed: None };
-        let result = compression.decoder(reader).and_then(|mut dec| io::copy(&mut dec, &mut sink));
+        let reader = ChannelReader {
+            rx,
+            current: Bytes::new(),
+        };
+        let mut sink = SinkWriter {
+            inner: sink,
+            failed: None,
+        };
+        let result = compression
+            .decoder(reader)
+            .and_then(|mut dec| io::copy(&mut dec, &mut sink));
         match result {
             Ok(_) => Ok(sink.inner),
             Err(e) => match sink.failed.take() {
@@ -200,9 +221,9 @@ where
         }
     }
     drop(tx);
-    let decoded = worker
-        .await
-        .map_err(|e| DecodeError::Corrupt(io::Error::other(format!("decoder thread failed: {e}"))))?;
+    let decoded = worker.await.map_err(|e| {
+        DecodeError::Corrupt(io::Error::other(format!("decoder thread failed: {e}")))
+    })?;
     match (store_error, decoded) {
         (Some(e), _) => Err(DecodeError::Store(e)),
         (None, result) => result,
@@ -251,7 +272,9 @@ pub async fn hash_file(path: &Path) -> io::Result<(Vec<u8>, u64)> {
 pub fn decode_error_to_store(e: DecodeError, store: &str, key: &str) -> StoreError {
     match e {
         DecodeError::Store(e) => e,
-        DecodeError::Corrupt(e) => StoreError::new(ErrorKind::Corrupt, "decode", store, key, e.to_string()),
+        DecodeError::Corrupt(e) => {
+            StoreError::new(ErrorKind::Corrupt, "decode", store, key, e.to_string())
+        }
         DecodeError::Sink(e) => StoreError::from_io("write", "local", key, &e),
     }
 }

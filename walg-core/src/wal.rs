@@ -48,7 +48,11 @@ impl Segment {
     /// The segment with absolute number `number` on `timeline`.
     pub fn from_number(timeline: u32, number: u64, segment_size: u64) -> Segment {
         let per = segments_per_xlog_id(segment_size);
-        Segment { timeline, log: (number / per) as u32, seg: (number % per) as u32 }
+        Segment {
+            timeline,
+            log: (number / per) as u32,
+            seg: (number % per) as u32,
+        }
     }
 
     /// The segment after this one on the same timeline.
@@ -105,7 +109,11 @@ fn parse_segment(s: &str) -> Option<Segment> {
     if s.len() != 24 || !s.is_ascii() {
         return None;
     }
-    let segment = Segment { timeline: hex8(&s[0..8])?, log: hex8(&s[8..16])?, seg: hex8(&s[16..24])? };
+    let segment = Segment {
+        timeline: hex8(&s[0..8])?,
+        log: hex8(&s[8..16])?,
+        seg: hex8(&s[16..24])?,
+    };
     // Timeline 0 never exists in PostgreSQL.
     (segment.timeline != 0).then_some(segment)
 }
@@ -113,7 +121,9 @@ fn parse_segment(s: &str) -> Option<Segment> {
 impl WalName {
     /// Parses a bare file name (no directory part).
     pub fn parse(name: &str) -> Result<WalName, NotWalName> {
-        let err = || NotWalName { name: name.to_string() };
+        let err = || NotWalName {
+            name: name.to_string(),
+        };
         if let Some(tli) = name.strip_suffix(".history") {
             let timeline = hex8(tli).filter(|t| *t != 0).ok_or_else(err)?;
             return Ok(WalName::History { timeline });
@@ -145,7 +155,9 @@ impl WalName {
 
     pub fn timeline(&self) -> u32 {
         match self {
-            WalName::Segment(s) | WalName::Partial(s) | WalName::Backup { segment: s, .. } => s.timeline,
+            WalName::Segment(s) | WalName::Partial(s) | WalName::Backup { segment: s, .. } => {
+                s.timeline
+            }
             WalName::History { timeline } => *timeline,
         }
     }
@@ -196,7 +208,8 @@ impl FromStr for Lsn {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let err = || NotLsn(s.to_string());
         let (hi, lo) = s.split_once('/').ok_or_else(err)?;
-        let ok = |p: &str| !p.is_empty() && p.len() <= 8 && p.bytes().all(|b| b.is_ascii_hexdigit());
+        let ok =
+            |p: &str| !p.is_empty() && p.len() <= 8 && p.bytes().all(|b| b.is_ascii_hexdigit());
         if !ok(hi) || !ok(lo) {
             return Err(err());
         }
@@ -214,7 +227,14 @@ mod tests {
         let got = WalName::parse(input).ok();
         assert_eq!(got, expected, "parse {input:?}");
         if let Some(name) = got {
-            assert_eq!(name.to_string(), input.to_ascii_uppercase().replace(".HISTORY", ".history").replace(".PARTIAL", ".partial").replace(".BACKUP", ".backup"));
+            assert_eq!(
+                name.to_string(),
+                input
+                    .to_ascii_uppercase()
+                    .replace(".HISTORY", ".history")
+                    .replace(".PARTIAL", ".partial")
+                    .replace(".BACKUP", ".backup")
+            );
         }
     }
 
@@ -224,13 +244,25 @@ mod tests {
 
     #[test]
     fn parses_names() {
-        check("000000010000000000000003", Some(WalName::Segment(seg(1, 0, 3))));
-        check("0000000A000000FF000000FE", Some(WalName::Segment(seg(10, 255, 254))));
+        check(
+            "000000010000000000000003",
+            Some(WalName::Segment(seg(1, 0, 3))),
+        );
+        check(
+            "0000000A000000FF000000FE",
+            Some(WalName::Segment(seg(10, 255, 254))),
+        );
         check("00000002.history", Some(WalName::History { timeline: 2 }));
-        check("000000010000000000000003.partial", Some(WalName::Partial(seg(1, 0, 3))));
+        check(
+            "000000010000000000000003.partial",
+            Some(WalName::Partial(seg(1, 0, 3))),
+        );
         check(
             "000000010000000000000003.00000028.backup",
-            Some(WalName::Backup { segment: seg(1, 0, 3), offset: 0x28 }),
+            Some(WalName::Backup {
+                segment: seg(1, 0, 3),
+                offset: 0x28,
+            }),
         );
         check("", None);
         check("00000001000000000000003", None);
@@ -265,7 +297,11 @@ mod tests {
 
     #[test]
     fn lsn_round_trips() {
-        for (text, value) in [("0/0", 0u64), ("16/B374D848", 0x16_B374_D848), ("FFFFFFFF/FFFFFFFF", u64::MAX)] {
+        for (text, value) in [
+            ("0/0", 0u64),
+            ("16/B374D848", 0x16_B374_D848),
+            ("FFFFFFFF/FFFFFFFF", u64::MAX),
+        ] {
             let lsn: Lsn = text.parse().expect("valid lsn");
             assert_eq!(lsn, Lsn(value));
             assert_eq!(lsn.to_string(), text);

@@ -81,7 +81,8 @@ pub fn default_cache_path(xdg_state_home: Option<&Path>, home: Option<&Path>) ->
     if let Some(state) = xdg_state_home.filter(usable) {
         return Some(state.join("walg").join(FILE_NAME));
     }
-    home.filter(usable).map(|h| h.join(".local").join("state").join("walg").join(FILE_NAME))
+    home.filter(usable)
+        .map(|h| h.join(".local").join("state").join("walg").join(FILE_NAME))
 }
 
 /// What the cache knows about one storage.
@@ -105,7 +106,9 @@ pub struct Entry {
 impl Entry {
     /// The time of the newest observation, in Unix milliseconds.
     pub fn observed_at_ms(&self) -> u64 {
-        self.checked_at_ms.unwrap_or(0).max(self.used_at_ms.unwrap_or(0))
+        self.checked_at_ms
+            .unwrap_or(0)
+            .max(self.used_at_ms.unwrap_or(0))
     }
 
     /// Whether this observation should replace `other` when merging. On a
@@ -195,7 +198,10 @@ impl StatusCache {
             configured: path.clone(),
             lifetime,
             clock,
-            state: Mutex::new(State { path, ..State::default() }),
+            state: Mutex::new(State {
+                path,
+                ..State::default()
+            }),
             io: Mutex::new(()),
         }
     }
@@ -246,7 +252,10 @@ impl StatusCache {
         st.loaded = true;
         match outcome {
             Ok(ReadOutcome::Missing) => st.disk.clear(),
-            Ok(ReadOutcome::Valid { entries, loose_mode }) => {
+            Ok(ReadOutcome::Valid {
+                entries,
+                loose_mode,
+            }) => {
                 merge_into(&mut st.mem, &entries);
                 st.disk = entries;
                 st.rewrite |= loose_mode;
@@ -269,7 +278,11 @@ impl StatusCache {
     /// The entry for storage `name` if it is about the storage identified by
     /// `fingerprint`.
     pub fn entry(&self, name: &str, fingerprint: &str) -> Option<Entry> {
-        self.state().mem.get(name).filter(|e| e.fingerprint == fingerprint).cloned()
+        self.state()
+            .mem
+            .get(name)
+            .filter(|e| e.fingerprint == fingerprint)
+            .cloned()
     }
 
     /// Whether `entry` is fresh now.
@@ -312,7 +325,11 @@ impl StatusCache {
     ) -> Transition {
         let now = unix_ms(self.clock.now());
         let mut st = self.state();
-        let prev = st.mem.get(name).filter(|e| e.fingerprint == fingerprint).cloned();
+        let prev = st
+            .mem
+            .get(name)
+            .filter(|e| e.fingerprint == fingerprint)
+            .cloned();
         if prev.as_ref().is_some_and(|p| p.observed_at_ms() > now) {
             // The file already holds a later observation (another process
             // was faster); under newest-wins ours would be discarded anyway.
@@ -339,7 +356,11 @@ impl StatusCache {
             Observation::Used => entry.used_at_ms = Some(now),
         }
         entry.alive = alive;
-        entry.error = if alive { None } else { error.map(truncate_error) };
+        entry.error = if alive {
+            None
+        } else {
+            error.map(truncate_error)
+        };
         st.mem.insert(name.to_string(), entry);
         transition
     }
@@ -460,7 +481,10 @@ fn material(
             Some(theirs) => {
                 theirs.fingerprint != ours.fingerprint
                     || theirs.alive != ours.alive
-                    || ours.observed_at_ms().saturating_sub(theirs.observed_at_ms()) >= refresh
+                    || ours
+                        .observed_at_ms()
+                        .saturating_sub(theirs.observed_at_ms())
+                        >= refresh
             }
         })
         .map(|(name, _)| name.clone())
@@ -469,7 +493,10 @@ fn material(
 
 enum ReadOutcome {
     Missing,
-    Valid { entries: BTreeMap<String, Entry>, loose_mode: bool },
+    Valid {
+        entries: BTreeMap<String, Entry>,
+        loose_mode: bool,
+    },
     /// Readable but not a valid cache file: ignore it and rewrite it.
     Invalid(String),
 }
@@ -477,7 +504,10 @@ enum ReadOutcome {
 /// Opens an existing file for reading without following a symbolic link
 /// and without blocking on a FIFO someone put at the path.
 fn open_nofollow(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path)
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
 }
 
 fn is_symlink_error(e: &std::io::Error) -> bool {
@@ -494,7 +524,9 @@ fn read_file(path: &Path) -> Result<ReadOutcome, String> {
         }
         Err(e) => return Err(format!("cannot open it: {e}")),
     };
-    let meta = file.metadata().map_err(|e| format!("cannot stat it: {e}"))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot stat it: {e}"))?;
     if !meta.is_file() {
         return Err("it is not a regular file".to_string());
     }
@@ -505,7 +537,10 @@ fn read_file(path: &Path) -> Result<ReadOutcome, String> {
         .read_to_end(&mut raw)
         .map_err(|e| format!("cannot read it: {e}"))?;
     Ok(match parse(&raw) {
-        Ok(entries) => ReadOutcome::Valid { entries, loose_mode },
+        Ok(entries) => ReadOutcome::Valid {
+            entries,
+            loose_mode,
+        },
         Err(reason) => ReadOutcome::Invalid(reason),
     })
 }
@@ -513,20 +548,31 @@ fn read_file(path: &Path) -> Result<ReadOutcome, String> {
 /// Parses the file content, saying why it is not a valid cache file.
 fn parse(raw: &[u8]) -> Result<BTreeMap<String, Entry>, String> {
     if raw.len() as u64 > MAX_FILE_LEN {
-        return Err(format!("it is larger than {MAX_FILE_LEN} bytes, not a walg status file"));
+        return Err(format!(
+            "it is larger than {MAX_FILE_LEN} bytes, not a walg status file"
+        ));
     }
     if raw.iter().all(u8::is_ascii_whitespace) {
         return Err("it is empty (an interrupted write?)".to_string());
     }
-    let value: serde_json::Value = serde_json::from_slice(raw)
-        .map_err(|e| format!("it is not valid JSON ({e}); a torn write or another program's file"))?;
+    let value: serde_json::Value = serde_json::from_slice(raw).map_err(|e| {
+        format!("it is not valid JSON ({e}); a torn write or another program's file")
+    })?;
     match value.get("format").and_then(|f| f.as_str()) {
         Some(FORMAT) => {}
-        _ => return Err(format!("it is not a walg storage status file (no \"format\": \"{FORMAT}\")")),
+        _ => {
+            return Err(format!(
+                "it is not a walg storage status file (no \"format\": \"{FORMAT}\")"
+            ))
+        }
     }
     match value.get("version").and_then(|v| v.as_u64()) {
         Some(v) if v == u64::from(VERSION) => {}
-        Some(v) => return Err(format!("it has format version {v}, this walg reads version {VERSION}")),
+        Some(v) => {
+            return Err(format!(
+                "it has format version {v}, this walg reads version {VERSION}"
+            ))
+        }
         None => return Err("it has no format version".to_string()),
     }
     let file: CacheFile =
@@ -535,7 +581,11 @@ fn parse(raw: &[u8]) -> Result<BTreeMap<String, Entry>, String> {
 }
 
 fn render(entries: &BTreeMap<String, Entry>) -> Result<Vec<u8>, String> {
-    let file = CacheFile { format: FORMAT.to_string(), version: VERSION, storages: entries.clone() };
+    let file = CacheFile {
+        format: FORMAT.to_string(),
+        version: VERSION,
+        storages: entries.clone(),
+    };
     let mut out = serde_json::to_vec_pretty(&file).map_err(|e| format!("cannot encode it: {e}"))?;
     out.push(b'\n');
     Ok(out)
@@ -585,22 +635,41 @@ fn write_merged(
         .open(&lock_path)
         .map_err(|e| {
             if is_symlink_error(&e) {
-                unusable(format!("its lock file {} is a symbolic link", lock_path.display()))
+                unusable(format!(
+                    "its lock file {} is a symbolic link",
+                    lock_path.display()
+                ))
             } else {
-                unusable(format!("cannot open lock file {}: {e}", lock_path.display()))
+                unusable(format!(
+                    "cannot open lock file {}: {e}",
+                    lock_path.display()
+                ))
             }
         })?;
     match lock_file.metadata() {
         Ok(m) if m.is_file() => {}
-        Ok(_) => return Err(unusable(format!("lock file {} is not a regular file", lock_path.display()))),
-        Err(e) => return Err(unusable(format!("cannot stat lock file {}: {e}", lock_path.display()))),
+        Ok(_) => {
+            return Err(unusable(format!(
+                "lock file {} is not a regular file",
+                lock_path.display()
+            )))
+        }
+        Err(e) => {
+            return Err(unusable(format!(
+                "cannot stat lock file {}: {e}",
+                lock_path.display()
+            )))
+        }
     }
     acquire(&lock_file, &lock_path)?;
 
     // Under the lock: read what other processes wrote and merge.
     let (mut merged, valid) = match read_file(path) {
         Ok(ReadOutcome::Missing) => (BTreeMap::new(), false),
-        Ok(ReadOutcome::Valid { entries, loose_mode }) => (entries, !loose_mode),
+        Ok(ReadOutcome::Valid {
+            entries,
+            loose_mode,
+        }) => (entries, !loose_mode),
         Ok(ReadOutcome::Invalid(_)) => (BTreeMap::new(), false),
         Err(reason) => return Err(unusable(reason)),
     };
@@ -622,7 +691,10 @@ fn write_merged(
     }
     if let Err(e) = fs::rename(&tmp, path) {
         let _ = fs::remove_file(&tmp);
-        return Err(unusable(format!("cannot rename {} into place: {e}", tmp.display())));
+        return Err(unusable(format!(
+            "cannot rename {} into place: {e}",
+            tmp.display()
+        )));
     }
     // Make the rename itself durable. Some file systems refuse fsync on a
     // directory; the data is still in place, so this is not an error.
@@ -644,7 +716,10 @@ fn acquire(file: &File, path: &Path) -> Result<(), WriteError> {
             }
             Err(fs::TryLockError::WouldBlock) => return Err(WriteError::Busy),
             Err(fs::TryLockError::Error(e)) => {
-                return Err(WriteError::Unusable(format!("cannot lock {}: {e}", path.display())))
+                return Err(WriteError::Unusable(format!(
+                    "cannot lock {}: {e}",
+                    path.display()
+                )))
             }
         }
     }
@@ -662,7 +737,10 @@ fn write_new_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 fn unix_nanos_now() -> u128 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -126,7 +126,11 @@ impl Member {
     /// fingerprint is `store.name()`, the storage's credential-free URL.
     pub fn new(name: impl Into<String>, store: DynStore) -> Self {
         let fingerprint = store.name().to_string();
-        Member { name: name.into(), store, fingerprint }
+        Member {
+            name: name.into(),
+            store,
+            fingerprint,
+        }
     }
 
     /// Overrides the fingerprint: any credential-free string that changes
@@ -197,8 +201,14 @@ pub struct FailoverStore {
 
 /// A write, so both policies share one code path for `put` and `delete`.
 enum WriteOp<'a> {
-    Put { key: &'a str, body: &'a dyn Body, opts: PutOptions },
-    Delete { key: &'a str },
+    Put {
+        key: &'a str,
+        body: &'a dyn Body,
+        opts: PutOptions,
+    },
+    Delete {
+        key: &'a str,
+    },
 }
 
 impl WriteOp<'_> {
@@ -261,8 +271,15 @@ impl FailoverStore {
             Some(t) => match members.iter().position(|m| &m.name == t) {
                 Some(i) => vec![i],
                 None => {
-                    let known = members.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ");
-                    return Err(FailoverError::UnknownTarget { target: t.clone(), known });
+                    let known = members
+                        .iter()
+                        .map(|m| m.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    return Err(FailoverError::UnknownTarget {
+                        target: t.clone(),
+                        known,
+                    });
                 }
             },
         };
@@ -270,7 +287,11 @@ impl FailoverStore {
             [only] => members[*only].name.clone(),
             _ => format!(
                 "failover({})",
-                members.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ")
+                members
+                    .iter()
+                    .map(|m| m.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         };
         let cache = Arc::new(StatusCache::new(
@@ -278,8 +299,19 @@ impl FailoverStore {
             config.cache_lifetime,
             clock,
         ));
-        let probing = members.iter().map(|_| tokio::sync::Mutex::new(())).collect();
-        Ok(FailoverStore { name, members, active, config, cache, probing, placed: Default::default() })
+        let probing = members
+            .iter()
+            .map(|_| tokio::sync::Mutex::new(()))
+            .collect();
+        Ok(FailoverStore {
+            name,
+            members,
+            active,
+            config,
+            cache,
+            probing,
+            placed: Default::default(),
+        })
     }
 
     /// The members in priority order.
@@ -290,7 +322,10 @@ impl FailoverStore {
     /// The member called `name`, unwrapped (no health tracking), e.g. for
     /// `walg st transfer --source NAME`.
     pub fn member(&self, name: &str) -> Option<DynStore> {
-        self.members.iter().find(|m| m.name == name).map(|m| m.store.clone())
+        self.members
+            .iter()
+            .find(|m| m.name == name)
+            .map(|m| m.store.clone())
     }
 
     /// The settings this store was built with.
@@ -390,7 +425,10 @@ impl FailoverStore {
         let m = &self.members[i];
         let error = outcome.err().map(|e| format!("{}: {}", e.kind, e.message));
         let alive = error.is_none();
-        match self.cache.record(&m.name, &m.fingerprint, kind, alive, error.as_deref()) {
+        match self
+            .cache
+            .record(&m.name, &m.fingerprint, kind, alive, error.as_deref())
+        {
             Transition::Down => tracing::warn!(
                 storage = %m.name,
                 "storage {:?} is down ({}); walg uses the next alive storage until it recovers",
@@ -435,7 +473,9 @@ impl FailoverStore {
             }
             if write {
                 let key = format!("{PROBE_PREFIX}{}-{}", std::process::id(), unique_suffix());
-                let size = usize::try_from(self.config.check_size).unwrap_or(usize::MAX).min(1 << 30);
+                let size = usize::try_from(self.config.check_size)
+                    .unwrap_or(usize::MAX)
+                    .min(1 << 30);
                 let body = Bytes::from(vec![0u8; size]);
                 store.put(&key, &body, PutOptions::default()).await?;
                 store.delete(&key).await?;
@@ -463,7 +503,12 @@ impl FailoverStore {
     /// dead, probes it when unknown and `probe_unknown`. `reloaded` makes the
     /// cache file be re-read at most once per call, and only when some
     /// verdict is unknown (another process may have just learned it).
-    async fn ready_for_write(&self, i: usize, probe_unknown: bool, reloaded: &mut bool) -> Readiness {
+    async fn ready_for_write(
+        &self,
+        i: usize,
+        probe_unknown: bool,
+        reloaded: &mut bool,
+    ) -> Readiness {
         let mut verdict = self.verdict(i);
         if verdict == Verdict::Unknown && !*reloaded {
             *reloaded = true;
@@ -499,12 +544,18 @@ impl FailoverStore {
         result
     }
 
-    async fn write_first_alive(&self, op: &WriteOp<'_>, mut reloaded: bool) -> Result<(), StoreError> {
+    async fn write_first_alive(
+        &self,
+        op: &WriteOp<'_>,
+        mut reloaded: bool,
+    ) -> Result<(), StoreError> {
         let mut failures = Failures::new();
         let mut skipped = Vec::new();
         for (pos, &i) in self.active.iter().enumerate() {
             // Probing pays only when another member could take the write.
-            let others = self.active[pos + 1..].iter().any(|&j| self.verdict(j) != Verdict::Dead);
+            let others = self.active[pos + 1..]
+                .iter()
+                .any(|&j| self.verdict(j) != Verdict::Dead);
             match self.ready_for_write(i, others, &mut reloaded).await {
                 Readiness::Use => {}
                 Readiness::KnownDead => {
@@ -537,7 +588,11 @@ impl FailoverStore {
         let mut skipped = Vec::new();
         let mut answer: Option<StoreError> = None;
         let mut stored = 0usize;
-        let usable = self.active.iter().filter(|&&j| self.verdict(j) != Verdict::Dead).count();
+        let usable = self
+            .active
+            .iter()
+            .filter(|&&j| self.verdict(j) != Verdict::Dead)
+            .count();
         for &i in &self.active {
             match self.ready_for_write(i, usable > 1, &mut reloaded).await {
                 Readiness::Use => {}
@@ -587,7 +642,11 @@ impl FailoverStore {
     /// Runs a write on member `i` and records the outcome. `Ok(result)` is an
     /// answer to return (success or e.g. `Conflict`); `Err` is a storage
     /// failure to fail over from.
-    async fn attempt(&self, i: usize, op: &WriteOp<'_>) -> Result<Result<(), StoreError>, StoreError> {
+    async fn attempt(
+        &self,
+        i: usize,
+        op: &WriteOp<'_>,
+    ) -> Result<Result<(), StoreError>, StoreError> {
         let result = op.apply(self.members[i].store.as_ref()).await;
         self.observe_result(i, &result);
         match result {
@@ -595,7 +654,10 @@ impl FailoverStore {
             Ok(()) => {
                 if let WriteOp::Put { key, .. } = op {
                     let mut placed = self.placed.lock().unwrap_or_else(|e| e.into_inner());
-                    placed.entry(key.to_string()).or_default().push(self.members[i].name.clone());
+                    placed
+                        .entry(key.to_string())
+                        .or_default()
+                        .push(self.members[i].name.clone());
                 }
                 if Some(&i) != self.active.first() {
                     tracing::debug!(storage = %self.members[i].name, key = op.key(), "{} on failover storage", op.name());
@@ -607,7 +669,10 @@ impl FailoverStore {
     }
 
     fn all_failed(&self, op: &'static str, key: &str, failures: &Failures) -> StoreError {
-        let kind = failures.last().map(|(_, e)| e.kind).unwrap_or(ErrorKind::Unavailable);
+        let kind = failures
+            .last()
+            .map(|(_, e)| e.kind)
+            .unwrap_or(ErrorKind::Unavailable);
         let detail = failures
             .iter()
             .map(|(name, e)| format!("{name}: {}: {}", e.kind, e.message))
@@ -618,15 +683,19 @@ impl FailoverStore {
             op,
             self.name.clone(),
             key,
-            format!("every storage failed ({detail}); check the storages' connectivity and credentials"),
+            format!(
+                "every storage failed ({detail}); check the storages' connectivity and credentials"
+            ),
         )
     }
 
     /// Members for a read: not known dead first, then known dead, each
     /// group in priority order.
     fn read_order(&self) -> Vec<usize> {
-        let (dead, rest): (Vec<usize>, Vec<usize>) =
-            self.active.iter().partition(|&&i| self.verdict(i) == Verdict::Dead);
+        let (dead, rest): (Vec<usize>, Vec<usize>) = self
+            .active
+            .iter()
+            .partition(|&&i| self.verdict(i) == Verdict::Dead);
         rest.into_iter().chain(dead).collect()
     }
 
@@ -641,7 +710,12 @@ impl FailoverStore {
         result
     }
 
-    async fn read_inner<T, F, Fut>(&self, op: &'static str, key: &str, f: F) -> Result<T, StoreError>
+    async fn read_inner<T, F, Fut>(
+        &self,
+        op: &'static str,
+        key: &str,
+        f: F,
+    ) -> Result<T, StoreError>
     where
         F: Fn(DynStore) -> Fut,
         Fut: Future<Output = Result<T, StoreError>>,
@@ -667,7 +741,11 @@ impl FailoverStore {
         if let Some(e) = answer {
             return Err(e);
         }
-        let names = self.active.iter().map(|&i| self.members[i].name.as_str()).collect::<Vec<_>>();
+        let names = self
+            .active
+            .iter()
+            .map(|&i| self.members[i].name.as_str())
+            .collect::<Vec<_>>();
         Err(StoreError::new(
             ErrorKind::NotFound,
             op,
@@ -697,7 +775,9 @@ impl Store for FailoverStore {
 
     /// Atomic only when every member used is.
     fn atomic_if_not_exists(&self) -> bool {
-        self.active.iter().all(|&i| self.members[i].store.atomic_if_not_exists())
+        self.active
+            .iter()
+            .all(|&i| self.members[i].store.atomic_if_not_exists())
     }
 
     async fn put(&self, key: &str, body: &dyn Body, opts: PutOptions) -> Result<(), StoreError> {
@@ -706,19 +786,38 @@ impl Store for FailoverStore {
 
     /// Names the member(s) that took the object (several under the `All`
     /// policy), joined by `+`.
-    async fn put_located(&self, key: &str, body: &dyn Body, opts: PutOptions) -> Result<String, StoreError> {
-        self.placed.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    async fn put_located(
+        &self,
+        key: &str,
+        body: &dyn Body,
+        opts: PutOptions,
+    ) -> Result<String, StoreError> {
+        self.placed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
         self.write(WriteOp::Put { key, body, opts }).await?;
-        let names = self.placed.lock().unwrap_or_else(|e| e.into_inner()).remove(key).unwrap_or_default();
-        Ok(if names.is_empty() { self.name.clone() } else { names.join("+") })
+        let names = self
+            .placed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key)
+            .unwrap_or_default();
+        Ok(if names.is_empty() {
+            self.name.clone()
+        } else {
+            names.join("+")
+        })
     }
 
     async fn get(&self, key: &str) -> Result<ByteStream, StoreError> {
-        self.read("get", key, |s| async move { s.get(key).await }).await
+        self.read("get", key, |s| async move { s.get(key).await })
+            .await
     }
 
     async fn stat(&self, key: &str) -> Result<ObjectMeta, StoreError> {
-        self.read("stat", key, |s| async move { s.stat(key).await }).await
+        self.read("stat", key, |s| async move { s.stat(key).await })
+            .await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {

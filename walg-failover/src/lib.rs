@@ -46,4 +46,6 @@ pub mod failover;
 
 pub use cache::{default_cache_path, StatusCache};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use failover::{FailoverConfig, FailoverError, FailoverStore, Member, MemberStatus, WritePolicy};
+pub use failover::{
+    FailoverConfig, FailoverError, FailoverStore, Member, MemberStatus, WritePolicy,
+};

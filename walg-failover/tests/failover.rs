@@ -31,11 +31,23 @@ struct Fixture {
 
 impl Fixture {
     fn new(n: usize) -> Self {
-        let mem: Vec<MemoryStore> = NAMES[..n].iter().map(|n| MemoryStore::new(format!("mem://{n}"))).collect();
-        let fault = mem.iter().map(|m| FaultStore::new(Arc::new(m.clone()))).collect();
+        let mem: Vec<MemoryStore> = NAMES[..n]
+            .iter()
+            .map(|n| MemoryStore::new(format!("mem://{n}")))
+            .collect();
+        let fault = mem
+            .iter()
+            .map(|m| FaultStore::new(Arc::new(m.clone())))
+            .collect();
         let dir = tempfile::tempdir().expect("temporary directory");
         let path = dir.path().join("walg").join("storage_status.json");
-        Fixture { mem, fault, clock: Arc::new(ManualClock::at_unix_secs(1_700_000_000)), _dir: dir, path }
+        Fixture {
+            mem,
+            fault,
+            clock: Arc::new(ManualClock::at_unix_secs(1_700_000_000)),
+            _dir: dir,
+            path,
+        }
     }
 
     fn config(&self) -> FailoverConfig {
@@ -67,7 +79,11 @@ impl Fixture {
 
     /// Calls made since `before`, per member.
     fn since(&self, before: &[u64]) -> Vec<u64> {
-        self.calls().iter().zip(before).map(|(a, b)| a - b).collect()
+        self.calls()
+            .iter()
+            .zip(before)
+            .map(|(a, b)| a - b)
+            .collect()
     }
 
     fn set(&self, i: usize, fault: Fault) {
@@ -81,7 +97,9 @@ impl Fixture {
 }
 
 async fn put(store: &FailoverStore, key: &str) -> Result<(), StoreError> {
-    store.put(key, &Bytes::from_static(b"segment"), PutOptions::default()).await
+    store
+        .put(key, &Bytes::from_static(b"segment"), PutOptions::default())
+        .await
 }
 
 async fn alive(store: &FailoverStore) -> Vec<Option<bool>> {
@@ -117,7 +135,10 @@ async fn a_failed_primary_fails_over_within_the_same_call() {
     // Without checks the upload to the primary is the only request to it.
     let f = Fixture::new(2);
     f.set(0, Fault::FailWrites(ErrorKind::PermissionDenied));
-    let store = f.store_with(FailoverConfig { check: false, ..f.config() });
+    let store = f.store_with(FailoverConfig {
+        check: false,
+        ..f.config()
+    });
     put(&store, "k1").await.expect("failover");
     assert_eq!(f.calls(), [1, 1]);
     assert_eq!(f.keys(1), ["k1"]);
@@ -132,7 +153,11 @@ async fn a_dead_primary_is_skipped_at_once_while_its_verdict_is_fresh() {
         f.clock.advance(Duration::from_secs(60));
         let before = f.calls();
         put(&f.store(), &format!("k{n}")).await.expect("failover");
-        assert_eq!(f.since(&before), [0, 1], "call {n}: no request to the dead primary");
+        assert_eq!(
+            f.since(&before),
+            [0, 1],
+            "call {n}: no request to the dead primary"
+        );
     }
     assert_eq!(f.keys(1), ["k1", "k2", "k3", "k4"]);
 }
@@ -170,9 +195,20 @@ async fn a_fresh_cache_makes_no_probe_and_a_cold_one_at_most_one_per_storage() {
     let f = Fixture::new(3);
     let store = f.store();
     put(&store, "k1").await.expect("cold");
-    assert_eq!(f.calls(), [4, 0, 0], "one probe (list, put, delete) plus the upload");
-    assert!(store.cache().warnings().is_empty(), "{:?}", store.cache().warnings());
-    assert!(f.path.exists(), "the first run that learned something created the file");
+    assert_eq!(
+        f.calls(),
+        [4, 0, 0],
+        "one probe (list, put, delete) plus the upload"
+    );
+    assert!(
+        store.cache().warnings().is_empty(),
+        "{:?}",
+        store.cache().warnings()
+    );
+    assert!(
+        f.path.exists(),
+        "the first run that learned something created the file"
+    );
 
     for n in 2..10 {
         let before = f.calls();
@@ -195,7 +231,10 @@ async fn a_fresh_cache_makes_no_probe_and_a_cold_one_at_most_one_per_storage() {
     assert_eq!(f.calls(), [1, 1, 1]);
     assert_eq!(err.kind, ErrorKind::Unavailable);
     for name in NAMES {
-        assert!(err.message.contains(&format!("{name}: unavailable")), "{err}");
+        assert!(
+            err.message.contains(&format!("{name}: unavailable")),
+            "{err}"
+        );
     }
 }
 
@@ -220,7 +259,13 @@ async fn a_conflict_is_an_answer_and_is_not_failed_over() {
     put(&store, "k1").await.expect("first");
     let before = f.calls();
     let err = store
-        .put("k1", &Bytes::from_static(b"other"), PutOptions { if_not_exists: true })
+        .put(
+            "k1",
+            &Bytes::from_static(b"other"),
+            PutOptions {
+                if_not_exists: true,
+            },
+        )
         .await
         .expect_err("exists");
     assert_eq!(err.kind, ErrorKind::Conflict);
@@ -231,7 +276,12 @@ async fn a_conflict_is_an_answer_and_is_not_failed_over() {
 
 #[tokio::test]
 async fn write_policy_all_stores_on_every_alive_storage() {
-    let all = |f: &Fixture| f.store_with(FailoverConfig { write_policy: WritePolicy::All, ..f.config() });
+    let all = |f: &Fixture| {
+        f.store_with(FailoverConfig {
+            write_policy: WritePolicy::All,
+            ..f.config()
+        })
+    };
 
     let f = Fixture::new(2);
     put(&all(&f), "k1").await.expect("both");
@@ -261,7 +311,13 @@ async fn write_policy_all_stores_on_every_alive_storage() {
         .await
         .expect("seed");
     let err = all(&f)
-        .put("k1", &Bytes::from_static(b"new"), PutOptions { if_not_exists: true })
+        .put(
+            "k1",
+            &Bytes::from_static(b"new"),
+            PutOptions {
+                if_not_exists: true,
+            },
+        )
         .await
         .expect_err("conflict");
     assert_eq!(err.kind, ErrorKind::Conflict);
@@ -290,7 +346,10 @@ async fn reads_say_not_found_only_when_every_storage_said_so() {
             match has {
                 Has::Object => {
                     let body = Bytes::from(NAMES[i]);
-                    f.mem[i].put("k", &body, PutOptions::default()).await.expect("seed");
+                    f.mem[i]
+                        .put("k", &body, PutOptions::default())
+                        .await
+                        .expect("seed");
                 }
                 Has::Nothing => {}
                 Has::Failing => f.set(i, Fault::Fail(ErrorKind::Unavailable)),
@@ -300,7 +359,12 @@ async fn reads_say_not_found_only_when_every_storage_said_so() {
         let got = match store.get("k").await {
             Ok(stream) => {
                 let body = read_all(stream).await.expect("read");
-                Read::Found(NAMES[NAMES.iter().position(|n| n.as_bytes() == body).expect("known body")])
+                Read::Found(
+                    NAMES[NAMES
+                        .iter()
+                        .position(|n| n.as_bytes() == body)
+                        .expect("known body")],
+                )
             }
             Err(e) if e.kind == ErrorKind::NotFound => Read::NotFound,
             Err(e) => Read::Failed(e.kind),
@@ -326,31 +390,61 @@ async fn reads_say_not_found_only_when_every_storage_said_so() {
     check([Nothing, Object], Read::Found("b"), [1, 1]).await;
     check([Failing, Object], Read::Found("b"), [1, 1]).await;
     check([Object, Failing], Read::Found("default"), [1, 0]).await;
-    check([Failing, Nothing], Read::Failed(ErrorKind::Unavailable), [1, 1]).await;
-    check([Nothing, Failing], Read::Failed(ErrorKind::Unavailable), [1, 1]).await;
-    check([Failing, Failing], Read::Failed(ErrorKind::Unavailable), [1, 1]).await;
+    check(
+        [Failing, Nothing],
+        Read::Failed(ErrorKind::Unavailable),
+        [1, 1],
+    )
+    .await;
+    check(
+        [Nothing, Failing],
+        Read::Failed(ErrorKind::Unavailable),
+        [1, 1],
+    )
+    .await;
+    check(
+        [Failing, Failing],
+        Read::Failed(ErrorKind::Unavailable),
+        [1, 1],
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn reads_ask_dead_storages_last() {
     let f = Fixture::new(2);
     f.set(0, Fault::Fail(ErrorKind::Unavailable));
-    put(&f.store(), "k0").await.expect("failover marks the primary dead");
+    put(&f.store(), "k0")
+        .await
+        .expect("failover marks the primary dead");
     f.set(0, Fault::None);
     for (m, name) in f.mem.iter().zip(NAMES) {
-        m.put("k", &Bytes::from(name), PutOptions::default()).await.expect("seed");
+        m.put("k", &Bytes::from(name), PutOptions::default())
+            .await
+            .expect("seed");
     }
-    f.mem[0].put("only-on-primary", &Bytes::from_static(b"p"), PutOptions::default()).await.expect("seed");
+    f.mem[0]
+        .put(
+            "only-on-primary",
+            &Bytes::from_static(b"p"),
+            PutOptions::default(),
+        )
+        .await
+        .expect("seed");
 
     let before = f.calls();
     let store = f.store();
-    let body = read_all(store.get("k").await.expect("found")).await.expect("read");
+    let body = read_all(store.get("k").await.expect("found"))
+        .await
+        .expect("read");
     assert_eq!(body, b"b");
     assert_eq!(f.since(&before), [0, 1]);
 
     // Not on the alive member: the dead one is still asked, and a read that
     // works does not overturn its "dead" verdict (only writes prove that).
-    let body = read_all(store.get("only-on-primary").await.expect("found")).await.expect("read");
+    let body = read_all(store.get("only-on-primary").await.expect("found"))
+        .await
+        .expect("read");
     assert_eq!(body, b"p");
     assert_eq!(alive(&store).await, [Some(false), Some(true)]);
 }
@@ -360,10 +454,16 @@ async fn list_is_the_sorted_union_of_the_members() {
     let f = Fixture::new(2);
     for (i, keys) in [["a/1", "a/2"], ["a/2", "a/0"]].iter().enumerate() {
         for k in keys {
-            f.mem[i].put(k, &Bytes::from(NAMES[i]), PutOptions::default()).await.expect("seed");
+            f.mem[i]
+                .put(k, &Bytes::from(NAMES[i]), PutOptions::default())
+                .await
+                .expect("seed");
         }
     }
-    f.mem[1].put("other/x", &Bytes::from_static(b"x"), PutOptions::default()).await.expect("seed");
+    f.mem[1]
+        .put("other/x", &Bytes::from_static(b"x"), PutOptions::default())
+        .await
+        .expect("seed");
     let store = f.store();
     let listed = store.list("a/").await.expect("list");
     let keys: Vec<&str> = listed.iter().map(|o| o.key.as_str()).collect();
@@ -372,7 +472,13 @@ async fn list_is_the_sorted_union_of_the_members() {
     assert_eq!(listed[2].size, "default".len() as u64);
 
     f.set(0, Fault::Fail(ErrorKind::Unavailable));
-    let keys: Vec<String> = store.list("a/").await.expect("partial").into_iter().map(|o| o.key).collect();
+    let keys: Vec<String> = store
+        .list("a/")
+        .await
+        .expect("partial")
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
     assert_eq!(keys, ["a/0", "a/2"]);
     f.set(1, Fault::Fail(ErrorKind::Unavailable));
     let err = store.list("a/").await.expect_err("all failed");
@@ -383,10 +489,18 @@ async fn list_is_the_sorted_union_of_the_members() {
 async fn delete_goes_to_the_first_alive_storage() {
     let f = Fixture::new(2);
     for m in &f.mem {
-        m.put("k", &Bytes::from_static(b"x"), PutOptions::default()).await.expect("seed");
+        m.put("k", &Bytes::from_static(b"x"), PutOptions::default())
+            .await
+            .expect("seed");
     }
     f.set(0, Fault::FailWrites(ErrorKind::Unavailable));
-    f.store_with(FailoverConfig { check: false, ..f.config() }).delete("k").await.expect("delete");
+    f.store_with(FailoverConfig {
+        check: false,
+        ..f.config()
+    })
+    .delete("k")
+    .await
+    .expect("delete");
     assert_eq!(f.keys(0), ["k"]);
     assert!(f.keys(1).is_empty());
 }
@@ -394,31 +508,56 @@ async fn delete_goes_to_the_first_alive_storage() {
 #[tokio::test]
 async fn a_target_uses_only_that_storage() {
     let f = Fixture::new(3);
-    let store = f.store_with(FailoverConfig { target: Some("b".into()), ..f.config() });
+    let store = f.store_with(FailoverConfig {
+        target: Some("b".into()),
+        ..f.config()
+    });
     assert_eq!(store.name(), "b");
     put(&store, "k").await.expect("put");
-    assert_eq!(f.calls(), [0, 1, 0], "no probe: the target is the only choice");
-    read_all(store.get("k").await.expect("get")).await.expect("read");
+    assert_eq!(
+        f.calls(),
+        [0, 1, 0],
+        "no probe: the target is the only choice"
+    );
+    read_all(store.get("k").await.expect("get"))
+        .await
+        .expect("read");
     assert_eq!(f.calls(), [0, 2, 0]);
 
     f.set(1, Fault::Fail(ErrorKind::Unavailable));
-    put(&store, "k2").await.expect_err("no failover away from the target");
+    put(&store, "k2")
+        .await
+        .expect_err("no failover away from the target");
     assert_eq!(f.calls(), [0, 3, 0]);
 }
 
 #[tokio::test]
 async fn invalid_configurations_are_refused() {
-    let m = |n: &str| Member::new(n, Arc::new(MemoryStore::new(format!("mem://{n}"))) as DynStore);
+    let m = |n: &str| {
+        Member::new(
+            n,
+            Arc::new(MemoryStore::new(format!("mem://{n}"))) as DynStore,
+        )
+    };
     let cfg = FailoverConfig::default;
-    assert!(matches!(FailoverStore::new(vec![], cfg()), Err(FailoverError::NoMembers)));
+    assert!(matches!(
+        FailoverStore::new(vec![], cfg()),
+        Err(FailoverError::NoMembers)
+    ));
     assert!(matches!(
         FailoverStore::new(vec![m("default"), m("default")], cfg()),
         Err(FailoverError::DuplicateName(n)) if n == "default"
     ));
-    assert!(matches!(FailoverStore::new(vec![m("")], cfg()), Err(FailoverError::EmptyName)));
+    assert!(matches!(
+        FailoverStore::new(vec![m("")], cfg()),
+        Err(FailoverError::EmptyName)
+    ));
     let err = FailoverStore::new(
         vec![m("default"), m("b")],
-        FailoverConfig { target: Some("nope".into()), ..cfg() },
+        FailoverConfig {
+            target: Some("nope".into()),
+            ..cfg()
+        },
     )
     .expect_err("unknown target");
     assert_eq!(
@@ -432,7 +571,15 @@ async fn check_probes_every_member_and_status_reports_it() {
     let f = Fixture::new(2);
     f.set(1, Fault::FailWrites(ErrorKind::PermissionDenied));
     let store = f.store();
-    assert_eq!(store.status().await.iter().map(|s| s.alive).collect::<Vec<_>>(), [None, None]);
+    assert_eq!(
+        store
+            .status()
+            .await
+            .iter()
+            .map(|s| s.alive)
+            .collect::<Vec<_>>(),
+        [None, None]
+    );
 
     let read_only = store.check(false).await;
     assert!(read_only.iter().all(|(_, r)| r.is_ok()), "{read_only:?}");
@@ -442,14 +589,23 @@ async fn check_probes_every_member_and_status_reports_it() {
     let names: Vec<&str> = results.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["default", "b"]);
     assert!(results[0].1.is_ok());
-    assert_eq!(results[1].1.as_ref().map_err(|e| e.kind).expect_err("b"), ErrorKind::PermissionDenied);
+    assert_eq!(
+        results[1].1.as_ref().map_err(|e| e.kind).expect_err("b"),
+        ErrorKind::PermissionDenied
+    );
     assert!(f.keys(0).is_empty(), "the probe object is deleted");
 
     let status = store.status().await;
     assert_eq!(status[0].alive, Some(true));
     assert_eq!(status[1].alive, Some(false));
     assert!(status.iter().all(|s| s.fresh && s.last_checked.is_some()));
-    assert!(status[1].last_error.as_deref().is_some_and(|e| e.contains("injected")), "{status:?}");
+    assert!(
+        status[1]
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("injected")),
+        "{status:?}"
+    );
     assert_eq!(status[1].fingerprint, "mem://b");
     assert_eq!(store.cache_path().as_deref(), Some(f.path.as_path()));
     assert!(store.member("b").is_some());
@@ -495,13 +651,24 @@ async fn a_hanging_storage_is_abandoned_after_the_check_timeout() {
         Member::new("default", Arc::new(Hang) as DynStore),
         Member::new("b", Arc::new(backup.clone()) as DynStore),
     ];
-    let config = FailoverConfig { check_timeout: Duration::from_millis(50), ..FailoverConfig::default() };
+    let config = FailoverConfig {
+        check_timeout: Duration::from_millis(50),
+        ..FailoverConfig::default()
+    };
     let store = FailoverStore::new(members, config).expect("valid");
-    put(&store, "k").await.expect("failover after the probe timed out");
+    put(&store, "k")
+        .await
+        .expect("failover after the probe timed out");
     assert_eq!(backup.keys(), ["k"]);
     let status = store.status().await;
     assert_eq!(status[0].alive, Some(false));
-    assert!(status[0].last_error.as_deref().is_some_and(|e| e.starts_with("timed out")), "{status:?}");
+    assert!(
+        status[0]
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("timed out")),
+        "{status:?}"
+    );
 }
 
 #[tokio::test]
@@ -516,7 +683,12 @@ async fn an_unusable_cache_location_never_fails_the_archive() {
     f.set(0, Fault::Fail(ErrorKind::Unavailable));
     put(&store, "k1").await.expect("archived");
     put(&store, "k2").await.expect("archived");
-    assert_eq!(store.cache().warnings().len(), 1, "{:?}", store.cache().warnings());
+    assert_eq!(
+        store.cache().warnings().len(),
+        1,
+        "{:?}",
+        store.cache().warnings()
+    );
     assert!(!store.cache().is_persistent());
     // The in-memory verdict still spares the dead primary.
     assert_eq!(f.calls()[0], 1);
@@ -528,7 +700,10 @@ struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
 
 impl std::io::Write for Logs {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(buf);
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -539,7 +714,11 @@ impl std::io::Write for Logs {
 impl Logs {
     fn lines(&self, level: &str) -> Vec<String> {
         let raw = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        String::from_utf8_lossy(&raw).lines().filter(|l| l.contains(level)).map(String::from).collect()
+        String::from_utf8_lossy(&raw)
+            .lines()
+            .filter(|l| l.contains(level))
+            .map(String::from)
+            .collect()
     }
 }
 
@@ -565,11 +744,16 @@ async fn status_transitions_are_logged_once_and_a_normal_run_is_quiet() {
     f.set(0, Fault::Fail(ErrorKind::Unavailable));
     for n in 0..3 {
         f.clock.advance(LIFE);
-        put(&f.store(), &format!("down{n}")).await.expect("failover");
+        put(&f.store(), &format!("down{n}"))
+            .await
+            .expect("failover");
     }
     let warns = logs.lines("WARN");
     assert_eq!(warns.len(), 1, "{warns:?}");
-    assert!(warns[0].contains("storage \"default\" is down"), "{warns:?}");
+    assert!(
+        warns[0].contains("storage \"default\" is down"),
+        "{warns:?}"
+    );
 
     f.set(0, Fault::None);
     for n in 0..3 {
@@ -578,7 +762,10 @@ async fn status_transitions_are_logged_once_and_a_normal_run_is_quiet() {
     }
     let infos = logs.lines("INFO");
     assert_eq!(infos.len(), 1, "{infos:?}");
-    assert!(infos[0].contains("storage \"default\" is back up"), "{infos:?}");
+    assert!(
+        infos[0].contains("storage \"default\" is back up"),
+        "{infos:?}"
+    );
     assert_eq!(logs.lines("WARN").len(), 1);
 }
 
@@ -595,13 +782,27 @@ async fn put_located_names_the_member_that_took_the_write() {
             Member::new("default", Arc::new(primary.clone()) as DynStore),
             Member::new("backup", Arc::new(backup.clone()) as DynStore),
         ],
-        FailoverConfig { check: false, ..FailoverConfig::default() },
+        FailoverConfig {
+            check: false,
+            ..FailoverConfig::default()
+        },
     )
     .expect("valid config");
     let body = bytes::Bytes::from_static(b"wal");
-    let opts = walg_core::PutOptions { if_not_exists: true };
-    assert_eq!(store.put_located("k1", &body, opts).await.expect("put"), "default");
+    let opts = walg_core::PutOptions {
+        if_not_exists: true,
+    };
+    assert_eq!(
+        store.put_located("k1", &body, opts).await.expect("put"),
+        "default"
+    );
     primary.set_fault(Fault::Fail(walg_core::ErrorKind::Unavailable));
-    assert_eq!(store.put_located("k2", &body, opts).await.expect("failover put"), "backup");
+    assert_eq!(
+        store
+            .put_located("k2", &body, opts)
+            .await
+            .expect("failover put"),
+        "backup"
+    );
     assert!(backup.object("k2").is_some());
 }

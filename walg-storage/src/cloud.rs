@@ -21,20 +21,31 @@ use crate::spec::{StorageError, StorageSpec};
 
 /// Splits `bucket/path/in/bucket` into the bucket and an opendal root
 /// (`/path/in/bucket/`).
-fn split_location<'a>(spec: &'a StorageSpec, setting: &str, what: &str) -> Result<(&'a str, String), StorageError> {
+fn split_location<'a>(
+    spec: &'a StorageSpec,
+    setting: &str,
+    what: &str,
+) -> Result<(&'a str, String), StorageError> {
     let location = spec.location.trim();
     let (bucket, path) = location.split_once('/').unwrap_or((location, ""));
     if bucket.is_empty() {
         return Err(spec.config_error(
             setting,
-            format!("no {what} in {:?}; expected {}://{what}/path", spec.location, spec.scheme),
+            format!(
+                "no {what} in {:?}; expected {}://{what}/path",
+                spec.location, spec.scheme
+            ),
         ));
     }
     if bucket.contains(|c: char| c.is_whitespace() || c == '?' || c == '#' || c == '\\') {
         return Err(spec.config_error(setting, format!("invalid {what} name {bucket:?}")));
     }
     let path = path.trim_matches('/');
-    let root = if path.is_empty() { "/".to_string() } else { format!("/{path}/") };
+    let root = if path.is_empty() {
+        "/".to_string()
+    } else {
+        format!("/{path}/")
+    };
     Ok((bucket, root))
 }
 
@@ -43,7 +54,11 @@ fn url_of(scheme: &str, bucket: &str, root: &str) -> String {
 }
 
 fn parse_bool(spec: &StorageSpec, setting: &str) -> Result<Option<bool>, StorageError> {
-    match spec.settings.get(setting).map(|v| v.trim().to_ascii_lowercase()) {
+    match spec
+        .settings
+        .get(setting)
+        .map(|v| v.trim().to_ascii_lowercase())
+    {
         None => Ok(None),
         Some(v) if ["true", "1", "yes", "on"].contains(&v.as_str()) => Ok(Some(true)),
         Some(v) if ["false", "0", "no", "off"].contains(&v.as_str()) => Ok(Some(false)),
@@ -52,7 +67,11 @@ fn parse_bool(spec: &StorageSpec, setting: &str) -> Result<Option<bool>, Storage
 }
 
 fn secrets(spec: &StorageSpec) -> Vec<String> {
-    spec.settings.iter().filter(|(k, _)| crate::spec::Settings::is_secret(k)).map(|(_, v)| v.to_string()).collect()
+    spec.settings
+        .iter()
+        .filter(|(k, _)| crate::spec::Settings::is_secret(k))
+        .map(|(_, v)| v.to_string())
+        .collect()
 }
 
 fn finish(
@@ -65,10 +84,22 @@ fn finish(
 ) -> Result<DynStore, StorageError> {
     let secrets = secrets(spec);
     let op = op.map_err(|e| {
-        spec.config_error(setting, format!("cannot configure {url}: {}", crate::opendal_store::redact(&e.to_string(), &secrets)))
+        spec.config_error(
+            setting,
+            format!(
+                "cannot configure {url}: {}",
+                crate::opendal_store::redact(&e.to_string(), &secrets)
+            ),
+        )
     })?;
-    let store = OpendalStore::new(&spec.name, url.clone(), op, put_mode, atomic, secrets).checking_bucket();
-    Ok(Guarded::wrap(Arc::new(store), url, spec.timeout, spec.retries))
+    let store =
+        OpendalStore::new(&spec.name, url.clone(), op, put_mode, atomic, secrets).checking_bucket();
+    Ok(Guarded::wrap(
+        Arc::new(store),
+        url,
+        spec.timeout,
+        spec.retries,
+    ))
 }
 
 /// `s3://bucket/path` (`WALG_S3_PREFIX`). Reads `AWS_ENDPOINT`, `AWS_REGION`
@@ -84,7 +115,10 @@ pub fn open_s3(spec: &StorageSpec) -> Result<DynStore, StorageError> {
     let endpoint = s.get("AWS_ENDPOINT");
     if let Some(ep) = endpoint {
         if !ep.starts_with("http://") && !ep.starts_with("https://") {
-            return Err(spec.config_error("AWS_ENDPOINT", format!("expected an http:// or https:// URL, got {ep:?}")));
+            return Err(spec.config_error(
+                "AWS_ENDPOINT",
+                format!("expected an http:// or https:// URL, got {ep:?}"),
+            ));
         }
         b = b.endpoint(ep);
     }
@@ -101,16 +135,26 @@ pub fn open_s3(spec: &StorageSpec) -> Result<DynStore, StorageError> {
     }
     match (s.get("AWS_ACCESS_KEY_ID"), s.get("AWS_SECRET_ACCESS_KEY")) {
         (Some(id), Some(secret)) => {
-            b = b.access_key_id(id).secret_access_key(secret).disable_config_load().disable_ec2_metadata();
+            b = b
+                .access_key_id(id)
+                .secret_access_key(secret)
+                .disable_config_load()
+                .disable_ec2_metadata();
             if let Some(token) = s.get("AWS_SESSION_TOKEN") {
                 b = b.session_token(token);
             }
         }
         (Some(_), None) => {
-            return Err(spec.config_error("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID is set but the secret is not"))
+            return Err(spec.config_error(
+                "AWS_SECRET_ACCESS_KEY",
+                "AWS_ACCESS_KEY_ID is set but the secret is not",
+            ))
         }
         (None, Some(_)) => {
-            return Err(spec.config_error("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY is set but the key id is not"))
+            return Err(spec.config_error(
+                "AWS_ACCESS_KEY_ID",
+                "AWS_SECRET_ACCESS_KEY is set but the key id is not",
+            ))
         }
         // No static keys: opendal's default chain (profile files, web
         // identity, instance metadata) finds the host's credentials.
@@ -129,12 +173,24 @@ pub fn open_s3(spec: &StorageSpec) -> Result<DynStore, StorageError> {
             }
         }
         Some(other) => {
-            return Err(spec.config_error("WALG_S3_SSE", format!("expected AES256 or aws:kms, got {other:?}")))
+            return Err(spec.config_error(
+                "WALG_S3_SSE",
+                format!("expected AES256 or aws:kms, got {other:?}"),
+            ))
         }
     }
     let url = url_of("s3", bucket, &root);
     // S3 (and moto, MinIO) honour If-None-Match on PUT.
-    finish(spec, SETTING, url, Operator::new(b), PutMode::Chunked { chunk: UPLOAD_CHUNK }, true)
+    finish(
+        spec,
+        SETTING,
+        url,
+        Operator::new(b),
+        PutMode::Chunked {
+            chunk: UPLOAD_CHUNK,
+        },
+        true,
+    )
 }
 
 /// `gs://bucket/path` (`WALG_GS_PREFIX`). Reads `GOOGLE_APPLICATION_CREDENTIALS`
@@ -160,7 +216,10 @@ pub fn open_gcs(spec: &StorageSpec) -> Result<DynStore, StorageError> {
         b = b.endpoint(ep);
         if credentials.is_none() {
             // An emulator: no token to fetch, no VM metadata server to ask.
-            b = b.skip_signature().disable_vm_metadata().disable_config_load();
+            b = b
+                .skip_signature()
+                .disable_vm_metadata()
+                .disable_config_load();
         }
     }
     let url = url_of("gs", bucket, &root);
@@ -169,7 +228,14 @@ pub fn open_gcs(spec: &StorageSpec) -> Result<DynStore, StorageError> {
     // ignores ifGenerationMatch=0, so behind an endpoint override
     // create-if-absent is checked with a stat first.
     let atomic = endpoint.is_none();
-    finish(spec, SETTING, url, Operator::new(b), PutMode::SingleRequest, atomic)
+    finish(
+        spec,
+        SETTING,
+        url,
+        Operator::new(b),
+        PutMode::SingleRequest,
+        atomic,
+    )
 }
 
 /// `azure://container/path` (`WALG_AZ_PREFIX`). Reads `AZURE_STORAGE_ACCOUNT`,
@@ -185,17 +251,29 @@ pub fn open_azure(spec: &StorageSpec) -> Result<DynStore, StorageError> {
         (Some(ep), _) => ep.trim_end_matches('/').to_string(),
         (None, Some(acc)) => format!("https://{acc}.blob.core.windows.net"),
         (None, None) => {
-            return Err(spec.config_error("AZURE_STORAGE_ACCOUNT", "not set; set the storage account name"))
+            return Err(spec.config_error(
+                "AZURE_STORAGE_ACCOUNT",
+                "not set; set the storage account name",
+            ))
         }
     };
-    let mut b = opendal::services::Azblob::default().container(container).root(&root).endpoint(&endpoint);
+    let mut b = opendal::services::Azblob::default()
+        .container(container)
+        .root(&root)
+        .endpoint(&endpoint);
     if let Some(acc) = account {
         b = b.account_name(acc);
     }
-    match (s.get("AZURE_STORAGE_ACCESS_KEY"), s.get("AZURE_STORAGE_SAS_TOKEN")) {
+    match (
+        s.get("AZURE_STORAGE_ACCESS_KEY"),
+        s.get("AZURE_STORAGE_SAS_TOKEN"),
+    ) {
         (Some(key), _) => {
             if account.is_none() {
-                return Err(spec.config_error("AZURE_STORAGE_ACCOUNT", "an access key needs the account name"));
+                return Err(spec.config_error(
+                    "AZURE_STORAGE_ACCOUNT",
+                    "an access key needs the account name",
+                ));
             }
             b = b.account_key(key);
         }
@@ -203,7 +281,16 @@ pub fn open_azure(spec: &StorageSpec) -> Result<DynStore, StorageError> {
         (None, None) => {}
     }
     let url = url_of("azure", container, &root);
-    finish(spec, SETTING, url, Operator::new(b), PutMode::Chunked { chunk: UPLOAD_CHUNK }, true)
+    finish(
+        spec,
+        SETTING,
+        url,
+        Operator::new(b),
+        PutMode::Chunked {
+            chunk: UPLOAD_CHUNK,
+        },
+        true,
+    )
 }
 
 #[cfg(test)]
@@ -227,9 +314,15 @@ mod tests {
     #[test]
     fn splits_locations() {
         let s = spec("s3", "bucket/a/b/", &[]);
-        assert_eq!(split_location(&s, "X", "bucket").expect("valid"), ("bucket", "/a/b/".to_string()));
+        assert_eq!(
+            split_location(&s, "X", "bucket").expect("valid"),
+            ("bucket", "/a/b/".to_string())
+        );
         let s = spec("s3", "bucket", &[]);
-        assert_eq!(split_location(&s, "X", "bucket").expect("valid"), ("bucket", "/".to_string()));
+        assert_eq!(
+            split_location(&s, "X", "bucket").expect("valid"),
+            ("bucket", "/".to_string())
+        );
     }
 
     #[test]
@@ -237,11 +330,26 @@ mod tests {
         check_config_error(open_s3(&spec("s3", "", &[])), "WALG_S3_PREFIX");
         check_config_error(open_s3(&spec("s3", "/path", &[])), "WALG_S3_PREFIX");
         check_config_error(open_gcs(&spec("gs", "", &[])), "WALG_GS_PREFIX");
-        check_config_error(open_azure(&spec("azure", "", &[("AZURE_STORAGE_ACCOUNT", "a")])), "WALG_AZ_PREFIX");
-        check_config_error(open_azure(&spec("azure", "c/p", &[])), "AZURE_STORAGE_ACCOUNT");
-        check_config_error(open_s3(&spec("s3", "b", &[("WALG_S3_SSE", "rot13")])), "WALG_S3_SSE");
-        check_config_error(open_s3(&spec("s3", "b", &[("AWS_ENDPOINT", "localhost:9000")])), "AWS_ENDPOINT");
-        check_config_error(open_s3(&spec("s3", "b", &[("AWS_S3_FORCE_PATH_STYLE", "maybe")])), "AWS_S3_FORCE_PATH_STYLE");
+        check_config_error(
+            open_azure(&spec("azure", "", &[("AZURE_STORAGE_ACCOUNT", "a")])),
+            "WALG_AZ_PREFIX",
+        );
+        check_config_error(
+            open_azure(&spec("azure", "c/p", &[])),
+            "AZURE_STORAGE_ACCOUNT",
+        );
+        check_config_error(
+            open_s3(&spec("s3", "b", &[("WALG_S3_SSE", "rot13")])),
+            "WALG_S3_SSE",
+        );
+        check_config_error(
+            open_s3(&spec("s3", "b", &[("AWS_ENDPOINT", "localhost:9000")])),
+            "AWS_ENDPOINT",
+        );
+        check_config_error(
+            open_s3(&spec("s3", "b", &[("AWS_S3_FORCE_PATH_STYLE", "maybe")])),
+            "AWS_S3_FORCE_PATH_STYLE",
+        );
     }
 
     #[test]
@@ -258,12 +366,18 @@ mod tests {
         ))
         .expect("valid s3 spec");
         let text = format!("{store:?}");
-        assert!(!text.contains("verysecretvalue") && !text.contains("sessiontokenvalue"), "{text}");
+        assert!(
+            !text.contains("verysecretvalue") && !text.contains("sessiontokenvalue"),
+            "{text}"
+        );
         assert!(text.contains("s3://bucket/p"), "{text}");
         let store = open_azure(&spec(
             "azure",
             "c/p",
-            &[("AZURE_STORAGE_ACCOUNT", "acct"), ("AZURE_STORAGE_SAS_TOKEN", "sv=2020&sig=topsecretsig")],
+            &[
+                ("AZURE_STORAGE_ACCOUNT", "acct"),
+                ("AZURE_STORAGE_SAS_TOKEN", "sv=2020&sig=topsecretsig"),
+            ],
         ))
         .expect("valid azure spec");
         assert!(!format!("{store:?}").contains("topsecretsig"));

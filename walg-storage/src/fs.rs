@@ -43,25 +43,47 @@ impl FileStore {
         const SETTING: &str = "WALG_FILE_PREFIX";
         let location = spec.location.trim();
         if location.is_empty() {
-            return Err(spec.config_error(SETTING, "empty directory path; set it to the archive directory"));
+            return Err(spec.config_error(
+                SETTING,
+                "empty directory path; set it to the archive directory",
+            ));
         }
         let root = PathBuf::from(location);
         std::fs::create_dir_all(&root).map_err(|e| {
-            spec.config_error(SETTING, format!("cannot create directory {}: {e}", root.display()))
+            spec.config_error(
+                SETTING,
+                format!("cannot create directory {}: {e}", root.display()),
+            )
         })?;
         let root = root.canonicalize().map_err(|e| {
-            spec.config_error(SETTING, format!("cannot resolve directory {}: {e}", root.display()))
+            spec.config_error(
+                SETTING,
+                format!("cannot resolve directory {}: {e}", root.display()),
+            )
         })?;
         let root_str = root.to_str().ok_or_else(|| {
-            spec.config_error(SETTING, format!("directory {} is not valid UTF-8", root.display()))
+            spec.config_error(
+                SETTING,
+                format!("directory {} is not valid UTF-8", root.display()),
+            )
         })?;
         let builder = opendal::services::Fs::default().root(root_str);
-        let op = opendal::Operator::new(builder)
-            .map_err(|e| spec.config_error(SETTING, format!("cannot open directory {root_str}: {e}")))?;
+        let op = opendal::Operator::new(builder).map_err(|e| {
+            spec.config_error(SETTING, format!("cannot open directory {root_str}: {e}"))
+        })?;
         let url = format!("file://{root_str}");
         // The put mode is unused (put is implemented here), but the read
         // side is a regular opendal store.
-        let inner = OpendalStore::new(&spec.name, url, op, PutMode::Chunked { chunk: UPLOAD_CHUNK }, true, Vec::new());
+        let inner = OpendalStore::new(
+            &spec.name,
+            url,
+            op,
+            PutMode::Chunked {
+                chunk: UPLOAD_CHUNK,
+            },
+            true,
+            Vec::new(),
+        );
         Ok(FileStore { root, inner })
     }
 
@@ -74,7 +96,13 @@ impl FileStore {
     /// could escape it.
     fn path_of(&self, op: &'static str, key: &str) -> Result<PathBuf, StoreError> {
         let bad = |why: &str| {
-            StoreError::new(ErrorKind::Other, op, self.name(), key, format!("invalid key for {}: {why}", self.inner.url()))
+            StoreError::new(
+                ErrorKind::Other,
+                op,
+                self.name(),
+                key,
+                format!("invalid key for {}: {why}", self.inner.url()),
+            )
         };
         if key.is_empty() || key.ends_with('/') {
             return Err(bad("a key names a file"));
@@ -83,13 +111,24 @@ impl FileStore {
         for c in rel.components() {
             match c {
                 Component::Normal(name) if !name.to_string_lossy().contains(TMP_MARK) => {}
-                _ => return Err(bad("keys are relative paths without `.`, `..` or temp-file names")),
+                _ => {
+                    return Err(bad(
+                        "keys are relative paths without `.`, `..` or temp-file names",
+                    ))
+                }
             }
         }
         Ok(self.root.join(rel))
     }
 
-    fn io_err(&self, op: &'static str, key: &str, what: &str, path: &Path, err: &std::io::Error) -> StoreError {
+    fn io_err(
+        &self,
+        op: &'static str,
+        key: &str,
+        what: &str,
+        path: &Path,
+        err: &std::io::Error,
+    ) -> StoreError {
         let mut e = StoreError::from_io(op, self.name(), key, err);
         e.message = format!("{what} {}: {err}", path.display());
         e
@@ -112,10 +151,16 @@ impl FileStore {
         let mut stream = body.open();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk?;
-            file.write_all(&chunk).await.map_err(|e| self.io_err("put", key, "write", tmp, &e))?;
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| self.io_err("put", key, "write", tmp, &e))?;
         }
-        file.flush().await.map_err(|e| self.io_err("put", key, "write", tmp, &e))?;
-        file.sync_all().await.map_err(|e| self.io_err("put", key, "fsync", tmp, &e))?;
+        file.flush()
+            .await
+            .map_err(|e| self.io_err("put", key, "write", tmp, &e))?;
+        file.sync_all()
+            .await
+            .map_err(|e| self.io_err("put", key, "fsync", tmp, &e))?;
         drop(file);
 
         if opts.if_not_exists {
@@ -138,17 +183,24 @@ impl FileStore {
             // leaves a hidden file behind.
             let _ = tokio::fs::remove_file(tmp).await;
         } else {
-            tokio::fs::rename(tmp, target).await.map_err(|e| self.io_err("put", key, "rename to", target, &e))?;
+            tokio::fs::rename(tmp, target)
+                .await
+                .map_err(|e| self.io_err("put", key, "rename to", target, &e))?;
         }
         let dir = target.parent().unwrap_or(&self.root);
-        sync_dir(dir).await.map_err(|e| self.io_err("put", key, "fsync directory", dir, &e))
+        sync_dir(dir)
+            .await
+            .map_err(|e| self.io_err("put", key, "fsync directory", dir, &e))
     }
 }
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 fn tmp_path(target: &Path) -> PathBuf {
-    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
     target.with_file_name(format!(".{name}{TMP_MARK}{}-{n}", std::process::id()))
 }
@@ -175,12 +227,16 @@ impl Store for FileStore {
         let target = self.path_of("put", key)?;
         let dir = target.parent().unwrap_or(&self.root).to_path_buf();
         if tokio::fs::metadata(&dir).await.is_err() {
-            tokio::fs::create_dir_all(&dir).await.map_err(|e| self.io_err("put", key, "create directory", &dir, &e))?;
+            tokio::fs::create_dir_all(&dir)
+                .await
+                .map_err(|e| self.io_err("put", key, "create directory", &dir, &e))?;
             // New directories must themselves be durable entries of their
             // parents, up to the root.
             let mut d = dir.parent();
             while let Some(p) = d {
-                sync_dir(p).await.map_err(|e| self.io_err("put", key, "fsync directory", p, &e))?;
+                sync_dir(p)
+                    .await
+                    .map_err(|e| self.io_err("put", key, "fsync directory", p, &e))?;
                 if p == self.root {
                     break;
                 }
@@ -207,7 +263,13 @@ impl Store for FileStore {
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
         if prefix.split('/').any(|c| c == "..") {
-            return Err(StoreError::new(ErrorKind::Other, "list", self.name(), prefix, "invalid prefix: `..`"));
+            return Err(StoreError::new(
+                ErrorKind::Other,
+                "list",
+                self.name(),
+                prefix,
+                "invalid prefix: `..`",
+            ));
         }
         let mut objects = self.inner.list(prefix).await?;
         objects.retain(|o| !o.key.contains(TMP_MARK));
@@ -227,7 +289,8 @@ mod tests {
     use walg_core::store::read_all;
 
     fn open(dir: &Path) -> FileStore {
-        FileStore::open(&StorageSpec::new("local", "file", dir.to_string_lossy())).expect("open file store")
+        FileStore::open(&StorageSpec::new("local", "file", dir.to_string_lossy()))
+            .expect("open file store")
     }
 
     #[tokio::test]
@@ -235,25 +298,47 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let store = open(tmp.path());
         let key = "wal_005/000000010000000000000003.lz4";
-        store.put(key, &Bytes::from_static(b"segment"), PutOptions::default()).await.expect("put");
-        assert_eq!(std::fs::read(tmp.path().join(key)).expect("read back"), b"segment");
+        store
+            .put(key, &Bytes::from_static(b"segment"), PutOptions::default())
+            .await
+            .expect("put");
+        assert_eq!(
+            std::fs::read(tmp.path().join(key)).expect("read back"),
+            b"segment"
+        );
         let names: Vec<_> = std::fs::read_dir(tmp.path().join("wal_005"))
             .expect("read dir")
             .map(|e| e.expect("entry").file_name())
             .collect();
         assert_eq!(names.len(), 1, "{names:?}");
-        assert_eq!(read_all(store.get(key).await.expect("get")).await.expect("read"), b"segment");
+        assert_eq!(
+            read_all(store.get(key).await.expect("get"))
+                .await
+                .expect("read"),
+            b"segment"
+        );
     }
 
     #[tokio::test]
     async fn create_if_absent_keeps_the_first_object() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let store = open(tmp.path());
-        let opts = PutOptions { if_not_exists: true };
-        store.put("a/b", &Bytes::from_static(b"first"), opts).await.expect("first put");
-        let err = store.put("a/b", &Bytes::from_static(b"second"), opts).await.expect_err("second put");
+        let opts = PutOptions {
+            if_not_exists: true,
+        };
+        store
+            .put("a/b", &Bytes::from_static(b"first"), opts)
+            .await
+            .expect("first put");
+        let err = store
+            .put("a/b", &Bytes::from_static(b"second"), opts)
+            .await
+            .expect_err("second put");
         assert_eq!(err.kind, ErrorKind::Conflict, "{err}");
-        assert_eq!(std::fs::read(tmp.path().join("a/b")).expect("read"), b"first");
+        assert_eq!(
+            std::fs::read(tmp.path().join("a/b")).expect("read"),
+            b"first"
+        );
         assert_eq!(store.list("a/").await.expect("list").len(), 1);
     }
 
@@ -264,15 +349,30 @@ mod tests {
             fn open(&self) -> ByteStream {
                 Box::pin(futures::stream::iter(vec![
                     Ok(Bytes::from_static(b"partial")),
-                    Err(StoreError::new(ErrorKind::Other, "read", "local", "x", "source vanished")),
+                    Err(StoreError::new(
+                        ErrorKind::Other,
+                        "read",
+                        "local",
+                        "x",
+                        "source vanished",
+                    )),
                 ]))
             }
         }
         let tmp = tempfile::tempdir().expect("tempdir");
         let store = open(tmp.path());
-        store.put("d/x", &Broken, PutOptions::default()).await.expect_err("body fails");
+        store
+            .put("d/x", &Broken, PutOptions::default())
+            .await
+            .expect_err("body fails");
         assert!(!tmp.path().join("d/x").exists());
-        assert_eq!(std::fs::read_dir(tmp.path().join("d")).expect("dir").count(), 0, "temp file left behind");
+        assert_eq!(
+            std::fs::read_dir(tmp.path().join("d"))
+                .expect("dir")
+                .count(),
+            0,
+            "temp file left behind"
+        );
     }
 
     #[tokio::test]
@@ -280,7 +380,9 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let store = open(&tmp.path().join("root"));
         for key in ["../x", "/etc/passwd", "a/../../x", "", "a/"] {
-            let err = store.put(key, &Bytes::from_static(b"x"), PutOptions::default()).await;
+            let err = store
+                .put(key, &Bytes::from_static(b"x"), PutOptions::default())
+                .await;
             assert!(err.is_err(), "{key:?} accepted");
         }
         assert!(!tmp.path().join("x").exists());

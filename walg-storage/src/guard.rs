@@ -60,18 +60,30 @@ pub(crate) fn fmt_duration(d: Duration) -> String {
 }
 
 fn backoff(attempt: u32) -> Duration {
-    BASE_BACKOFF.saturating_mul(1u32 << attempt.min(10)).min(MAX_BACKOFF)
+    BASE_BACKOFF
+        .saturating_mul(1u32 << attempt.min(10))
+        .min(MAX_BACKOFF)
 }
 
 impl Guarded {
     /// Wraps `inner`; `label` names the storage in timeout messages and must
     /// not contain credentials.
     pub fn new(inner: DynStore, label: impl Into<String>, timeout: Duration, retries: u32) -> Self {
-        Guarded { inner, label: label.into(), timeout, retries }
+        Guarded {
+            inner,
+            label: label.into(),
+            timeout,
+            retries,
+        }
     }
 
     /// Wraps `inner` and returns it as a shared store.
-    pub fn wrap(inner: DynStore, label: impl Into<String>, timeout: Duration, retries: u32) -> DynStore {
+    pub fn wrap(
+        inner: DynStore,
+        label: impl Into<String>,
+        timeout: Duration,
+        retries: u32,
+    ) -> DynStore {
         Arc::new(Guarded::new(inner, label, timeout, retries))
     }
 
@@ -81,13 +93,22 @@ impl Guarded {
             op,
             self.inner.name(),
             key,
-            format!("{} timed out after {} ({what})", self.label, fmt_duration(self.timeout)),
+            format!(
+                "{} timed out after {} ({what})",
+                self.label,
+                fmt_duration(self.timeout)
+            ),
         )
     }
 
     /// Runs `call` until it succeeds, fails for good, or the retries are
     /// used up.
-    async fn retrying<T, F, Fut>(&self, op: &'static str, key: &str, mut call: F) -> Result<T, StoreError>
+    async fn retrying<T, F, Fut>(
+        &self,
+        op: &'static str,
+        key: &str,
+        mut call: F,
+    ) -> Result<T, StoreError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, StoreError>>,
@@ -103,7 +124,8 @@ impl Guarded {
                 }
                 Err(mut e) => {
                     if attempt > 0 {
-                        e.message = format!("{} (gave up after {} attempts)", e.message, attempt + 1);
+                        e.message =
+                            format!("{} (gave up after {} attempts)", e.message, attempt + 1);
                     }
                     return Err(e);
                 }
@@ -126,10 +148,19 @@ impl Guarded {
 
     /// One upload, failed when the backend stops pulling the body for
     /// `timeout` (it is blocked on the network).
-    async fn put_once(&self, key: &str, body: &dyn Body, opts: PutOptions) -> Result<(), StoreError> {
+    async fn put_once(
+        &self,
+        key: &str,
+        body: &dyn Body,
+        opts: PutOptions,
+    ) -> Result<(), StoreError> {
         let start = Instant::now();
         let progress = Arc::new(AtomicU64::new(0));
-        let watched = WatchedBody { inner: body, progress: progress.clone(), start };
+        let watched = WatchedBody {
+            inner: body,
+            progress: progress.clone(),
+            start,
+        };
         let upload = self.inner.put(key, &watched, opts);
         let watchdog = async {
             loop {
@@ -174,15 +205,18 @@ impl Body for WatchedBody<'_> {
 /// Fails a download stream when no chunk arrives within `timeout`.
 fn silence_limited(stream: ByteStream, timeout: Duration, error: StoreError) -> ByteStream {
     let state = (stream, Some(error));
-    Box::pin(futures::stream::unfold(state, move |(mut stream, error)| async move {
-        let error = error?;
-        match tokio::time::timeout(timeout, stream.next()).await {
-            Ok(Some(item)) => Some((item, (stream, Some(error)))),
-            Ok(None) => None,
-            // Yield the timeout once, then end the stream.
-            Err(_) => Some((Err(error), (stream, None))),
-        }
-    }))
+    Box::pin(futures::stream::unfold(
+        state,
+        move |(mut stream, error)| async move {
+            let error = error?;
+            match tokio::time::timeout(timeout, stream.next()).await {
+                Ok(Some(item)) => Some((item, (stream, Some(error)))),
+                Ok(None) => None,
+                // Yield the timeout once, then end the stream.
+                Err(_) => Some((Err(error), (stream, None))),
+            }
+        },
+    ))
 }
 
 #[async_trait]
@@ -196,24 +230,42 @@ impl Store for Guarded {
     }
 
     async fn put(&self, key: &str, body: &dyn Body, opts: PutOptions) -> Result<(), StoreError> {
-        self.retrying("put", key, || self.put_once(key, body, opts)).await
+        self.retrying("put", key, || self.put_once(key, body, opts))
+            .await
     }
 
     async fn get(&self, key: &str) -> Result<ByteStream, StoreError> {
-        let stream = self.retrying("get", key, || self.deadline("get", key, self.inner.get(key))).await?;
-        Ok(silence_limited(stream, self.timeout, self.timeout_error("get", key, "download stalled")))
+        let stream = self
+            .retrying("get", key, || {
+                self.deadline("get", key, self.inner.get(key))
+            })
+            .await?;
+        Ok(silence_limited(
+            stream,
+            self.timeout,
+            self.timeout_error("get", key, "download stalled"),
+        ))
     }
 
     async fn stat(&self, key: &str) -> Result<ObjectMeta, StoreError> {
-        self.retrying("stat", key, || self.deadline("stat", key, self.inner.stat(key))).await
+        self.retrying("stat", key, || {
+            self.deadline("stat", key, self.inner.stat(key))
+        })
+        .await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
-        self.retrying("list", prefix, || self.deadline("list", prefix, self.inner.list(prefix))).await
+        self.retrying("list", prefix, || {
+            self.deadline("list", prefix, self.inner.list(prefix))
+        })
+        .await
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.retrying("delete", key, || self.deadline("delete", key, self.inner.delete(key))).await
+        self.retrying("delete", key, || {
+            self.deadline("delete", key, self.inner.delete(key))
+        })
+        .await
     }
 }
 
@@ -236,7 +288,12 @@ mod tests {
         fn name(&self) -> &str {
             self.inner.name()
         }
-        async fn put(&self, key: &str, body: &dyn Body, opts: PutOptions) -> Result<(), StoreError> {
+        async fn put(
+            &self,
+            key: &str,
+            body: &dyn Body,
+            opts: PutOptions,
+        ) -> Result<(), StoreError> {
             if self.hangs.load(Ordering::SeqCst) > 0 {
                 self.hangs.fetch_sub(1, Ordering::SeqCst);
                 std::future::pending::<()>().await;
@@ -260,24 +317,38 @@ mod tests {
 
     fn guarded(hangs: u32, retries: u32) -> (MemoryStore, Guarded) {
         let mem = MemoryStore::new("m");
-        let inner = Arc::new(Hanging { inner: mem.clone(), hangs: AtomicU32::new(hangs) });
-        (mem, Guarded::new(inner, "mem://m", Duration::from_millis(100), retries))
+        let inner = Arc::new(Hanging {
+            inner: mem.clone(),
+            hangs: AtomicU32::new(hangs),
+        });
+        (
+            mem,
+            Guarded::new(inner, "mem://m", Duration::from_millis(100), retries),
+        )
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_hung_put_is_retried_then_succeeds() {
         let (mem, g) = guarded(1, 1);
-        g.put("k", &Bytes::from_static(b"v"), PutOptions::default()).await.expect("second attempt");
+        g.put("k", &Bytes::from_static(b"v"), PutOptions::default())
+            .await
+            .expect("second attempt");
         assert_eq!(mem.object("k").as_deref(), Some(&b"v"[..]));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_hung_put_times_out_naming_storage_and_deadline() {
         let (_, g) = guarded(5, 1);
-        let err = g.put("k", &Bytes::from_static(b"v"), PutOptions::default()).await.expect_err("hangs");
+        let err = g
+            .put("k", &Bytes::from_static(b"v"), PutOptions::default())
+            .await
+            .expect_err("hangs");
         assert_eq!(err.kind, ErrorKind::Timeout);
         let text = err.to_string();
-        assert!(text.contains("mem://m") && text.contains("100ms") && text.contains("2 attempts"), "{text}");
+        assert!(
+            text.contains("mem://m") && text.contains("100ms") && text.contains("2 attempts"),
+            "{text}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -110,7 +110,10 @@ impl OpendalStore {
     /// Turns a NotFound into a configuration error when the bucket itself
     /// is missing. Costs one listing request per process at most.
     async fn confirm_not_found(&self, err: StoreError) -> StoreError {
-        if err.kind != ErrorKind::NotFound || !self.check_bucket || self.bucket_ok.load(Ordering::Relaxed) {
+        if err.kind != ErrorKind::NotFound
+            || !self.check_bucket
+            || self.bucket_ok.load(Ordering::Relaxed)
+        {
             return err;
         }
         match self.op.list_with("").limit(1).await {
@@ -122,7 +125,10 @@ impl OpendalStore {
                 let mut e = self.error(err.op, &err.key, &e);
                 if e.kind == ErrorKind::NotFound {
                     e.kind = ErrorKind::Config;
-                    e.message = format!("{}: the bucket or container does not exist ({})", self.url, e.message);
+                    e.message = format!(
+                        "{}: the bucket or container does not exist ({})",
+                        self.url, e.message
+                    );
                 }
                 e
             }
@@ -137,7 +143,13 @@ impl OpendalStore {
         map_error(op, &self.name, &self.url, key, err, &self.secrets)
     }
 
-    async fn put_chunked(&self, key: &str, body: &dyn Body, chunk: usize, native_ine: bool) -> Result<(), StoreError> {
+    async fn put_chunked(
+        &self,
+        key: &str,
+        body: &dyn Body,
+        chunk: usize,
+        native_ine: bool,
+    ) -> Result<(), StoreError> {
         let mut writer = self
             .op
             .writer_with(key)
@@ -171,7 +183,12 @@ impl OpendalStore {
         Ok(())
     }
 
-    async fn put_single(&self, key: &str, body: &dyn Body, native_ine: bool) -> Result<(), StoreError> {
+    async fn put_single(
+        &self,
+        key: &str,
+        body: &dyn Body,
+        native_ine: bool,
+    ) -> Result<(), StoreError> {
         // The chunks are kept as they are (an opendal Buffer can be made of
         // many Bytes), so this holds the object once, not twice.
         let chunks: Vec<Bytes> = body.open().try_collect().await?;
@@ -257,15 +274,25 @@ impl Store for OpendalStore {
 
 impl OpendalStore {
     async fn get_inner(&self, key: &str) -> Result<ByteStream, StoreError> {
-        let reader = self.op.reader(key).await.map_err(|e| self.error("get", key, &e))?;
-        let stream = reader.into_stream(..).await.map_err(|e| self.error("get", key, &e))?;
+        let reader = self
+            .op
+            .reader(key)
+            .await
+            .map_err(|e| self.error("get", key, &e))?;
+        let stream = reader
+            .into_stream(..)
+            .await
+            .map_err(|e| self.error("get", key, &e))?;
         let name = self.name.clone();
         let url = self.url.clone();
         let secrets = self.secrets.clone();
         let owned_key = key.to_string();
         let mut stream = stream
             .map(move |item| match item {
-                Ok(buf) => Ok(futures::stream::iter(Iterator::map(buf, Ok::<Bytes, StoreError>))),
+                Ok(buf) => Ok(futures::stream::iter(Iterator::map(
+                    buf,
+                    Ok::<Bytes, StoreError>,
+                ))),
                 Err(e) => Err(map_error("get", &name, &url, &owned_key, &e, &secrets)),
             })
             .try_flatten()
@@ -275,12 +302,18 @@ impl OpendalStore {
         match stream.next().await {
             None => Ok(Box::pin(futures::stream::empty())),
             Some(Err(e)) => Err(e),
-            Some(Ok(first)) => Ok(Box::pin(futures::stream::once(async move { Ok(first) }).chain(stream))),
+            Some(Ok(first)) => Ok(Box::pin(
+                futures::stream::once(async move { Ok(first) }).chain(stream),
+            )),
         }
     }
 
     async fn stat_inner(&self, key: &str) -> Result<ObjectMeta, StoreError> {
-        let meta = self.op.stat(key).await.map_err(|e| self.error("stat", key, &e))?;
+        let meta = self
+            .op
+            .stat(key)
+            .await
+            .map_err(|e| self.error("stat", key, &e))?;
         if meta.is_dir() {
             return Err(StoreError::new(
                 ErrorKind::NotFound,
@@ -290,7 +323,10 @@ impl OpendalStore {
                 format!("{key} is a directory in {}, not an object", self.url),
             ));
         }
-        Ok(ObjectMeta { key: key.to_string(), size: meta.content_length() })
+        Ok(ObjectMeta {
+            key: key.to_string(),
+            size: meta.content_length(),
+        })
     }
 
     async fn list_inner(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
@@ -320,7 +356,10 @@ impl OpendalStore {
             .into_iter()
             .filter(|e| e.metadata().is_file() && !e.path().ends_with('/'))
             .filter(|e| e.path().starts_with(prefix))
-            .map(|e| ObjectMeta { key: e.path().to_string(), size: e.metadata().content_length() })
+            .map(|e| ObjectMeta {
+                key: e.path().to_string(),
+                size: e.metadata().content_length(),
+            })
             .collect();
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
@@ -347,7 +386,9 @@ pub(crate) fn map_error(
     let text = redact(&format!("{err}"), secrets);
     let kind = classify(err, &text);
     let hint = match kind {
-        ErrorKind::Config => " (check that the bucket or container exists and the prefix setting is right)",
+        ErrorKind::Config => {
+            " (check that the bucket or container exists and the prefix setting is right)"
+        }
         ErrorKind::PermissionDenied => " (check the credentials and their permissions)",
         ErrorKind::Unavailable => " (the storage may be down or unreachable; it will be retried)",
         _ => "",
@@ -360,9 +401,14 @@ fn classify(err: &opendal::Error, text: &str) -> ErrorKind {
     // A missing bucket or container is answered with 404 like a missing
     // object; it is a configuration problem, never "object not found"
     // (which the failover layer treats as a healthy answer).
-    let missing_bucket = ["NoSuchBucket", "ContainerNotFound", "bucket does not exist", "Bucket not found"]
-        .iter()
-        .any(|m| text.contains(m));
+    let missing_bucket = [
+        "NoSuchBucket",
+        "ContainerNotFound",
+        "bucket does not exist",
+        "Bucket not found",
+    ]
+    .iter()
+    .any(|m| text.contains(m));
     if missing_bucket {
         return ErrorKind::Config;
     }
@@ -377,7 +423,8 @@ fn classify(err: &opendal::Error, text: &str) -> ErrorKind {
         // TLS) come as Unexpected "send http request"; the storage did not
         // answer, so they are unavailability, not a bad request.
         O::Unexpected
-            if text.contains("send http request") || text.contains("read data from http response") =>
+            if text.contains("send http request")
+                || text.contains("read data from http response") =>
         {
             ErrorKind::Unavailable
         }
@@ -424,23 +471,54 @@ mod tests {
     fn classifies_opendal_errors() {
         use opendal::ErrorKind as O;
         check(O::NotFound, "no such key", false, ErrorKind::NotFound);
-        check(O::NotFound, "NoSuchBucket: The specified bucket does not exist", false, ErrorKind::Config);
+        check(
+            O::NotFound,
+            "NoSuchBucket: The specified bucket does not exist",
+            false,
+            ErrorKind::Config,
+        );
         check(O::NotFound, "ContainerNotFound", false, ErrorKind::Config);
-        check(O::ConditionNotMatch, "precondition failed", false, ErrorKind::Conflict);
+        check(
+            O::ConditionNotMatch,
+            "precondition failed",
+            false,
+            ErrorKind::Conflict,
+        );
         check(O::AlreadyExists, "exists", false, ErrorKind::Conflict);
-        check(O::PermissionDenied, "AccessDenied", false, ErrorKind::PermissionDenied);
+        check(
+            O::PermissionDenied,
+            "AccessDenied",
+            false,
+            ErrorKind::PermissionDenied,
+        );
         check(O::ConfigInvalid, "bad endpoint", false, ErrorKind::Config);
         check(O::RateLimited, "slow down", true, ErrorKind::Unavailable);
-        check(O::Unexpected, "internal error", true, ErrorKind::Unavailable);
-        check(O::Unexpected, "send http request", false, ErrorKind::Unavailable);
+        check(
+            O::Unexpected,
+            "internal error",
+            true,
+            ErrorKind::Unavailable,
+        );
+        check(
+            O::Unexpected,
+            "send http request",
+            false,
+            ErrorKind::Unavailable,
+        );
         check(O::Unexpected, "weird", false, ErrorKind::Other);
     }
 
     #[test]
     fn redacts_secrets_and_signatures() {
         let secrets = vec!["s3cr3tvalue".to_string()];
-        let text = redact("url: https://a/b?sv=1&sig=abc%2Fdef&se=2 key s3cr3tvalue", &secrets);
-        assert!(!text.contains("abc%2Fdef") && !text.contains("s3cr3tvalue"), "{text}");
+        let text = redact(
+            "url: https://a/b?sv=1&sig=abc%2Fdef&se=2 key s3cr3tvalue",
+            &secrets,
+        );
+        assert!(
+            !text.contains("abc%2Fdef") && !text.contains("s3cr3tvalue"),
+            "{text}"
+        );
         assert!(text.contains("sig=***&se=2"), "{text}");
     }
 }

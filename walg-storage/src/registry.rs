@@ -24,7 +24,9 @@ pub struct Registry {
 
 impl fmt::Debug for Registry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Registry").field("schemes", &self.schemes()).finish()
+        f.debug_struct("Registry")
+            .field("schemes", &self.schemes())
+            .finish()
     }
 }
 
@@ -37,7 +39,9 @@ impl Registry {
     /// A registry with walg's own backends.
     pub fn with_builtin() -> Self {
         let mut r = Registry::empty();
-        r.register("mem", |spec: &StorageSpec| Ok(Arc::new(MemoryStore::new(&spec.name)) as DynStore));
+        r.register("mem", |spec: &StorageSpec| {
+            Ok(Arc::new(MemoryStore::new(&spec.name)) as DynStore)
+        });
         r.register("file", open_file);
         r.register("s3", open_s3);
         for scheme in ["gs", "gcs"] {
@@ -54,7 +58,8 @@ impl Registry {
     where
         F: Fn(&StorageSpec) -> Result<DynStore, StorageError> + Send + Sync + 'static,
     {
-        self.factories.insert(scheme.to_ascii_lowercase(), Arc::new(factory));
+        self.factories
+            .insert(scheme.to_ascii_lowercase(), Arc::new(factory));
         self
     }
 
@@ -66,10 +71,13 @@ impl Registry {
     /// Opens the storage `spec` describes.
     pub fn open(&self, spec: &StorageSpec) -> Result<DynStore, StorageError> {
         let scheme = spec.scheme.to_ascii_lowercase();
-        let factory = self.factories.get(&scheme).ok_or_else(|| StorageError::UnknownScheme {
-            scheme: spec.scheme.clone(),
-            known: self.schemes().join(", "),
-        })?;
+        let factory = self
+            .factories
+            .get(&scheme)
+            .ok_or_else(|| StorageError::UnknownScheme {
+                scheme: spec.scheme.clone(),
+                known: self.schemes().join(", "),
+            })?;
         factory(spec)
     }
 }
@@ -78,7 +86,12 @@ impl Registry {
 pub fn open_file(spec: &StorageSpec) -> Result<DynStore, StorageError> {
     let store = FileStore::open(spec)?;
     let label = format!("file://{}", store.root().display());
-    Ok(Guarded::wrap(Arc::new(store), label, spec.timeout, spec.retries))
+    Ok(Guarded::wrap(
+        Arc::new(store),
+        label,
+        spec.timeout,
+        spec.retries,
+    ))
 }
 
 #[cfg(test)]
@@ -88,7 +101,9 @@ mod tests {
     #[test]
     fn unknown_scheme_lists_known_ones() {
         let r = Registry::with_builtin();
-        let err = r.open(&StorageSpec::new("default", "ftp", "x")).expect_err("ftp is unknown");
+        let err = r
+            .open(&StorageSpec::new("default", "ftp", "x"))
+            .expect_err("ftp is unknown");
         let text = err.to_string();
         assert!(text.contains("\"ftp\"") && text.contains("mem"), "{text}");
     }
@@ -96,8 +111,12 @@ mod tests {
     #[test]
     fn downstream_can_register_a_scheme() {
         let mut r = Registry::empty();
-        r.register("Test", |spec: &StorageSpec| Ok(Arc::new(MemoryStore::new(&spec.name)) as DynStore));
-        let store = r.open(&StorageSpec::new("x", "test", "")).expect("registered");
+        r.register("Test", |spec: &StorageSpec| {
+            Ok(Arc::new(MemoryStore::new(&spec.name)) as DynStore)
+        });
+        let store = r
+            .open(&StorageSpec::new("x", "test", ""))
+            .expect("registered");
         assert_eq!(store.name(), "x");
     }
 }

@@ -10,7 +10,11 @@ pub enum StorageError {
     #[error("unknown storage scheme {scheme:?} (known: {known})")]
     UnknownScheme { scheme: String, known: String },
     #[error("storage {storage:?}: {setting}: {message}")]
-    Config { storage: String, setting: String, message: String },
+    Config {
+        storage: String,
+        setting: String,
+        message: String,
+    },
 }
 
 /// Settings by their WAL-G names (`AWS_REGION`, `AWS_ENDPOINT`, ...).
@@ -23,7 +27,10 @@ impl Settings {
         Settings::default()
     }
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).map(String::as_str).filter(|v| !v.is_empty())
+        self.0
+            .get(key)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
     }
     pub fn set(&mut self, key: impl Into<String>, value: impl Into<String>) {
         self.0.insert(key.into(), value.into());
@@ -34,16 +41,28 @@ impl Settings {
     /// Whether a key names a secret that must never be printed.
     pub fn is_secret(key: &str) -> bool {
         let k = key.to_ascii_uppercase();
-        ["SECRET", "PASSWORD", "TOKEN", "ACCESS_KEY", "CREDENTIALS_JSON", "LIBSODIUM_KEY", "SAS"]
-            .iter()
-            .any(|s| k.contains(s))
+        [
+            "SECRET",
+            "PASSWORD",
+            "TOKEN",
+            "ACCESS_KEY",
+            "CREDENTIALS_JSON",
+            "LIBSODIUM_KEY",
+            "SAS",
+        ]
+        .iter()
+        .any(|s| k.contains(s))
             && k != "AWS_ACCESS_KEY_ID"
     }
 }
 
 impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Settings {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
-        Settings(iter.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
+        Settings(
+            iter.into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        )
     }
 }
 
@@ -86,7 +105,11 @@ pub const DEFAULT_RETRIES: u32 = 2;
 
 impl StorageSpec {
     /// A spec with default timeout and retries.
-    pub fn new(name: impl Into<String>, scheme: impl Into<String>, location: impl Into<String>) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        scheme: impl Into<String>,
+        location: impl Into<String>,
+    ) -> Self {
         StorageSpec {
             name: name.into(),
             scheme: scheme.into().to_ascii_lowercase(),
@@ -107,7 +130,11 @@ impl StorageSpec {
 
     /// A configuration error about `setting` of this storage.
     pub fn config_error(&self, setting: &str, message: impl Into<String>) -> StorageError {
-        StorageError::Config { storage: self.name.clone(), setting: setting.to_string(), message: message.into() }
+        StorageError::Config {
+            storage: self.name.clone(),
+            setting: setting.to_string(),
+            message: message.into(),
+        }
     }
 }
 
@@ -137,8 +164,14 @@ mod tests {
     #[test]
     fn parses_urls() {
         let s = StorageSpec::from_url("default", "s3://bucket/path/to");
-        assert_eq!((s.scheme.as_str(), s.location.as_str()), ("s3", "bucket/path/to"));
+        assert_eq!(
+            (s.scheme.as_str(), s.location.as_str()),
+            ("s3", "bucket/path/to")
+        );
         let s = StorageSpec::from_url("default", "/var/lib/wal");
-        assert_eq!((s.scheme.as_str(), s.location.as_str()), ("file", "/var/lib/wal"));
+        assert_eq!(
+            (s.scheme.as_str(), s.location.as_str()),
+            ("file", "/var/lib/wal")
+        );
     }
 }

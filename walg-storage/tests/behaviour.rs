@@ -21,7 +21,8 @@ use walg_core::store::{read_all, Body, ByteStream, DynStore, PutOptions};
 use walg_storage::{Registry, StorageSpec};
 
 const MIB: usize = 1024 * 1024;
-const AZURITE_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
 /// A deterministic body of `len` bytes made lazily in 1 MiB chunks; each
 /// chunk is stamped with its index and the seed so a reordered, repeated or
@@ -58,7 +59,10 @@ impl Pattern {
 impl Body for Pattern {
     fn open(&self) -> ByteStream {
         let (len, seed) = (self.len, self.seed);
-        Box::pin(futures::stream::iter(0..len.div_ceil(MIB)).map(move |i| Ok(Pattern::chunk(seed, i, MIB.min(len - i * MIB)))))
+        Box::pin(
+            futures::stream::iter(0..len.div_ceil(MIB))
+                .map(move |i| Ok(Pattern::chunk(seed, i, MIB.min(len - i * MIB)))),
+        )
     }
     fn len_hint(&self) -> Option<u64> {
         Some(self.len as u64)
@@ -66,7 +70,10 @@ impl Body for Pattern {
 }
 
 fn unique_prefix() -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     format!("behaviour-{}-{nanos}", std::process::id())
 }
 
@@ -85,11 +92,16 @@ fn endpoint(var: &str) -> Option<String> {
 }
 
 fn env_or(var: &str, default: &str) -> String {
-    std::env::var(var).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_string())
+    std::env::var(var)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_string())
 }
 
 fn open(spec: &StorageSpec) -> DynStore {
-    Registry::with_builtin().open(spec).unwrap_or_else(|e| panic!("open {spec:?}: {e}"))
+    Registry::with_builtin()
+        .open(spec)
+        .unwrap_or_else(|e| panic!("open {spec:?}: {e}"))
 }
 
 fn s3_spec(endpoint: &str, bucket: &str, path: &str) -> StorageSpec {
@@ -116,7 +128,10 @@ fn az_spec(endpoint: &str, container: &str, path: &str, key: &str) -> StorageSpe
     let mut spec = StorageSpec::new("az-test", "azure", format!("{container}/{path}"));
     spec.settings = [
         ("WALG_AZ_ENDPOINT", endpoint.to_string()),
-        ("AZURE_STORAGE_ACCOUNT", env_or("WALG_TEST_AZ_ACCOUNT", "devstoreaccount1")),
+        (
+            "AZURE_STORAGE_ACCOUNT",
+            env_or("WALG_TEST_AZ_ACCOUNT", "devstoreaccount1"),
+        ),
         ("AZURE_STORAGE_ACCESS_KEY", key.to_string()),
     ]
     .into_iter()
@@ -127,11 +142,24 @@ fn az_spec(endpoint: &str, container: &str, path: &str, key: &str) -> StorageSpe
 // ---- the cases -------------------------------------------------------------
 
 async fn round_trip_segment(store: &DynStore) {
-    let body = Pattern { len: 16 * MIB, seed: 1 };
+    let body = Pattern {
+        len: 16 * MIB,
+        seed: 1,
+    };
     let key = "wal_005/000000010000000000000003.lz4";
-    store.put(key, &body, PutOptions::default()).await.expect("put a 16 MiB segment");
-    let got = read_all(store.get(key).await.expect("get the segment")).await.expect("read the segment");
-    assert!(got == body.bytes(), "{}: segment came back different ({} bytes)", store.name(), got.len());
+    store
+        .put(key, &body, PutOptions::default())
+        .await
+        .expect("put a 16 MiB segment");
+    let got = read_all(store.get(key).await.expect("get the segment"))
+        .await
+        .expect("read the segment");
+    assert!(
+        got == body.bytes(),
+        "{}: segment came back different ({} bytes)",
+        store.name(),
+        got.len()
+    );
     let meta = store.stat(key).await.expect("stat the segment");
     assert_eq!((meta.key.as_str(), meta.size), (key, 16 * MIB as u64));
 }
@@ -145,9 +173,15 @@ async fn list_with_prefix(store: &DynStore) {
     ];
     // Written out of order: the listing must sort.
     for (i, key) in keys.iter().enumerate().rev() {
-        store.put(key, &Bytes::from(vec![b'x'; i + 1]), PutOptions::default()).await.expect("put");
+        store
+            .put(key, &Bytes::from(vec![b'x'; i + 1]), PutOptions::default())
+            .await
+            .expect("put");
     }
-    let listed = store.list("list/wal_005/00000001").await.expect("list a key prefix");
+    let listed = store
+        .list("list/wal_005/00000001")
+        .await
+        .expect("list a key prefix");
     let names: Vec<_> = listed.iter().map(|m| m.key.as_str()).collect();
     assert_eq!(names, &keys[..2], "{}", store.name());
     assert_eq!(listed[1].size, 2);
@@ -156,65 +190,146 @@ async fn list_with_prefix(store: &DynStore) {
     let mut expected = keys.to_vec();
     expected.sort();
     assert_eq!(names, expected, "{}: files only, sorted", store.name());
-    assert!(store.list("list/none/").await.expect("list an empty prefix").is_empty());
+    assert!(store
+        .list("list/none/")
+        .await
+        .expect("list an empty prefix")
+        .is_empty());
 }
 
 async fn delete_and_not_found(store: &DynStore) {
     let key = "del/object";
-    store.put(key, &Bytes::from_static(b"bye"), PutOptions::default()).await.expect("put");
+    store
+        .put(key, &Bytes::from_static(b"bye"), PutOptions::default())
+        .await
+        .expect("put");
     store.delete(key).await.expect("delete");
     let err = store.stat(key).await.expect_err("stat after delete");
     assert_eq!(err.kind, ErrorKind::NotFound, "{err}");
-    store.delete(key).await.expect("deleting an absent object succeeds");
-    store.delete("del/never-existed").await.expect("deleting a never-written object succeeds");
+    store
+        .delete(key)
+        .await
+        .expect("deleting an absent object succeeds");
+    store
+        .delete("del/never-existed")
+        .await
+        .expect("deleting a never-written object succeeds");
 
-    let err = store.get("missing/000000010000000000000001.lz4").await.err().expect("get of a missing object fails");
+    let err = store
+        .get("missing/000000010000000000000001.lz4")
+        .await
+        .err()
+        .expect("get of a missing object fails");
     assert_eq!(err.kind, ErrorKind::NotFound, "{err}");
     assert!(err.to_string().contains(store.name()), "{err}");
-    let err = store.stat("missing/000000010000000000000001.lz4").await.expect_err("stat of a missing object");
+    let err = store
+        .stat("missing/000000010000000000000001.lz4")
+        .await
+        .expect_err("stat of a missing object");
     assert_eq!(err.kind, ErrorKind::NotFound, "{err}");
 }
 
 async fn create_only_if_absent(store: &DynStore) {
     let key = "ine/00000002.history";
-    let opts = PutOptions { if_not_exists: true };
-    store.put(key, &Bytes::from_static(b"first"), opts).await.expect("first create");
-    let err = store.put(key, &Bytes::from_static(b"second"), opts).await.expect_err("second create");
+    let opts = PutOptions {
+        if_not_exists: true,
+    };
+    store
+        .put(key, &Bytes::from_static(b"first"), opts)
+        .await
+        .expect("first create");
+    let err = store
+        .put(key, &Bytes::from_static(b"second"), opts)
+        .await
+        .expect_err("second create");
     assert_eq!(err.kind, ErrorKind::Conflict, "{}: {err}", store.name());
-    let got = read_all(store.get(key).await.expect("get")).await.expect("read");
-    assert_eq!(got, b"first", "{}: the first object must survive", store.name());
+    let got = read_all(store.get(key).await.expect("get"))
+        .await
+        .expect("read");
+    assert_eq!(
+        got,
+        b"first",
+        "{}: the first object must survive",
+        store.name()
+    );
     // An object bigger than one upload part (multipart on S3 and Azure)
     // must be refused as well.
-    let big = Pattern { len: 17 * MIB, seed: 11 };
-    store.put("ine/big", &big, opts).await.expect("first create of a big object");
-    let err = store.put("ine/big", &Pattern { len: 17 * MIB, seed: 12 }, opts).await.expect_err("second create of a big object");
+    let big = Pattern {
+        len: 17 * MIB,
+        seed: 11,
+    };
+    store
+        .put("ine/big", &big, opts)
+        .await
+        .expect("first create of a big object");
+    let err = store
+        .put(
+            "ine/big",
+            &Pattern {
+                len: 17 * MIB,
+                seed: 12,
+            },
+            opts,
+        )
+        .await
+        .expect_err("second create of a big object");
     assert_eq!(err.kind, ErrorKind::Conflict, "{}: {err}", store.name());
-    let got = read_all(store.get("ine/big").await.expect("get")).await.expect("read");
-    assert!(got == big.bytes(), "{}: the first big object must survive", store.name());
+    let got = read_all(store.get("ine/big").await.expect("get"))
+        .await
+        .expect("read");
+    assert!(
+        got == big.bytes(),
+        "{}: the first big object must survive",
+        store.name()
+    );
     // A plain put still overwrites.
-    store.put(key, &Bytes::from_static(b"third"), PutOptions::default()).await.expect("overwrite");
-    assert_eq!(read_all(store.get(key).await.expect("get")).await.expect("read"), b"third");
+    store
+        .put(key, &Bytes::from_static(b"third"), PutOptions::default())
+        .await
+        .expect("overwrite");
+    assert_eq!(
+        read_all(store.get(key).await.expect("get"))
+            .await
+            .expect("read"),
+        b"third"
+    );
 }
 
 async fn concurrent_writers(store: &DynStore) {
-    let bodies: Vec<_> = (0..8).map(|i| Pattern { len: MIB + i * 1000, seed: 100 + i as u64 }).collect();
+    let bodies: Vec<_> = (0..8)
+        .map(|i| Pattern {
+            len: MIB + i * 1000,
+            seed: 100 + i as u64,
+        })
+        .collect();
     let puts = bodies.iter().enumerate().map(|(i, b)| async move {
         let key = format!("conc/{i:02}");
-        store.put(&key, b, PutOptions::default()).await.map(|()| key)
+        store
+            .put(&key, b, PutOptions::default())
+            .await
+            .map(|()| key)
     });
     let results = futures::future::join_all(puts).await;
     for (i, r) in results.into_iter().enumerate() {
         let key = r.unwrap_or_else(|e| panic!("concurrent put {i}: {e}"));
-        let got = read_all(store.get(&key).await.expect("get")).await.expect("read");
+        let got = read_all(store.get(&key).await.expect("get"))
+            .await
+            .expect("read");
         assert!(got == bodies[i].bytes(), "{}: {key} mixed up", store.name());
     }
     assert_eq!(store.list("conc/").await.expect("list").len(), 8);
 }
 
 async fn large_object_streamed(store: &DynStore) {
-    let body = Pattern { len: 40 * MIB + 123, seed: 7 };
+    let body = Pattern {
+        len: 40 * MIB + 123,
+        seed: 7,
+    };
     let key = "big/object";
-    store.put(key, &body, PutOptions::default()).await.expect("put 40 MiB");
+    store
+        .put(key, &body, PutOptions::default())
+        .await
+        .expect("put 40 MiB");
     assert_eq!(store.stat(key).await.expect("stat").size, body.len as u64);
     // Compare chunk by chunk as the download streams.
     let expected = body.bytes();
@@ -222,7 +337,11 @@ async fn large_object_streamed(store: &DynStore) {
     let mut offset = 0;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.expect("read a chunk");
-        assert!(chunk[..] == expected[offset..offset + chunk.len()], "{}: differs at {offset}", store.name());
+        assert!(
+            chunk[..] == expected[offset..offset + chunk.len()],
+            "{}: differs at {offset}",
+            store.name()
+        );
         offset += chunk.len();
     }
     assert_eq!(offset, expected.len());
@@ -236,7 +355,11 @@ async fn suite(store: DynStore) {
     create_only_if_absent(&store).await;
     concurrent_writers(&store).await;
     large_object_streamed(&store).await;
-    eprintln!("{}: behaviour suite passed in {:?}", store.name(), t.elapsed());
+    eprintln!(
+        "{}: behaviour suite passed in {:?}",
+        store.name(),
+        t.elapsed()
+    );
 }
 
 // ---- one test per backend ---------------------------------------------------
@@ -244,7 +367,11 @@ async fn suite(store: DynStore) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn file_backend() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let spec = StorageSpec::new("file-test", "file", dir.path().join("archive").to_string_lossy());
+    let spec = StorageSpec::new(
+        "file-test",
+        "file",
+        dir.path().join("archive").to_string_lossy(),
+    );
     suite(open(&spec)).await;
     // Listing on the file system must not show directories or temp files.
     assert!(dir.path().join("archive/wal_005").is_dir());
@@ -259,14 +386,18 @@ async fn mem_backend() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn s3_backend() {
-    let Some(ep) = endpoint("WALG_TEST_S3_ENDPOINT") else { return };
+    let Some(ep) = endpoint("WALG_TEST_S3_ENDPOINT") else {
+        return;
+    };
     let bucket = env_or("WALG_TEST_S3_BUCKET", "walg-test");
     suite(open(&s3_spec(&ep, &bucket, &unique_prefix()))).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn gs_backend() {
-    let Some(ep) = endpoint("WALG_TEST_GS_ENDPOINT") else { return };
+    let Some(ep) = endpoint("WALG_TEST_GS_ENDPOINT") else {
+        return;
+    };
     let bucket = env_or("WALG_TEST_GS_BUCKET", "walg-test");
     let store = open(&gs_spec(&ep, &bucket, &unique_prefix()));
     // fake-gcs-server ignores create-only-if-absent; the store must say so.
@@ -276,7 +407,9 @@ async fn gs_backend() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn azure_backend() {
-    let Some(ep) = endpoint("WALG_TEST_AZ_ENDPOINT") else { return };
+    let Some(ep) = endpoint("WALG_TEST_AZ_ENDPOINT") else {
+        return;
+    };
     let container = env_or("WALG_TEST_AZ_CONTAINER", "walg-test");
     let key = env_or("WALG_TEST_AZ_KEY", AZURITE_KEY);
     let store = open(&az_spec(&ep, &container, &unique_prefix(), &key));
@@ -291,7 +424,9 @@ async fn azure_backend() {
 /// the deadline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hanging_endpoint_times_out() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         let mut held = Vec::new();
@@ -305,14 +440,24 @@ async fn hanging_endpoint_times_out() {
     let store = open(&spec);
     let start = Instant::now();
     let err = store
-        .put("wal_005/000000010000000000000001.lz4", &Pattern { len: MIB, seed: 3 }, PutOptions::default())
+        .put(
+            "wal_005/000000010000000000000001.lz4",
+            &Pattern { len: MIB, seed: 3 },
+            PutOptions::default(),
+        )
         .await
         .expect_err("a silent storage must fail the put");
     let elapsed = start.elapsed();
     assert!(elapsed < Duration::from_secs(15), "took {elapsed:?}");
-    assert!(matches!(err.kind, ErrorKind::Timeout | ErrorKind::Unavailable), "{err}");
+    assert!(
+        matches!(err.kind, ErrorKind::Timeout | ErrorKind::Unavailable),
+        "{err}"
+    );
     let text = err.to_string();
-    assert!(text.contains("s3-test") && text.contains("s3://hang-bucket/p") && text.contains("2s"), "{text}");
+    assert!(
+        text.contains("s3-test") && text.contains("s3://hang-bucket/p") && text.contains("2s"),
+        "{text}"
+    );
     // The same bound holds for the other calls.
     let err = store.stat("x").await.expect_err("stat on a silent storage");
     assert_eq!(err.kind, ErrorKind::Timeout, "{err}");
@@ -330,10 +475,18 @@ async fn missing_bucket_is_a_config_error() {
         stores.push(open(&gs_spec(&ep, "walg-no-such-bucket", "p")));
     }
     if let Some(ep) = endpoint("WALG_TEST_AZ_ENDPOINT") {
-        stores.push(open(&az_spec(&ep, "walg-no-such-container", "p", &env_or("WALG_TEST_AZ_KEY", AZURITE_KEY))));
+        stores.push(open(&az_spec(
+            &ep,
+            "walg-no-such-container",
+            "p",
+            &env_or("WALG_TEST_AZ_KEY", AZURITE_KEY),
+        )));
     }
     for store in stores {
-        let err = store.put("k", &Bytes::from_static(b"v"), PutOptions::default()).await.expect_err("put");
+        let err = store
+            .put("k", &Bytes::from_static(b"v"), PutOptions::default())
+            .await
+            .expect_err("put");
         assert_eq!(err.kind, ErrorKind::Config, "{}: put: {err}", store.name());
         let err = store.get("k").await.err().expect("get");
         assert_eq!(err.kind, ErrorKind::Config, "{}: get: {err}", store.name());
@@ -349,12 +502,17 @@ async fn missing_bucket_is_a_config_error() {
 /// appears in the message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_azure_key_is_permission_denied() {
-    let Some(ep) = endpoint("WALG_TEST_AZ_ENDPOINT") else { return };
+    let Some(ep) = endpoint("WALG_TEST_AZ_ENDPOINT") else {
+        return;
+    };
     let container = env_or("WALG_TEST_AZ_CONTAINER", "walg-test");
     // A well-formed key (base64 of 64 bytes) that is not the account's.
     let wrong = "d3JvbmctLWtleS0td3Jvbmcta2V5LS13cm9uZy0ta2V5LS13cm9uZy0ta2V5LS13cm9uZy0ta2V5LS0xMjM0NTY3OA==";
     let store = open(&az_spec(&ep, &container, "wrong-key", wrong));
-    let err = store.put("k", &Bytes::from_static(b"v"), PutOptions::default()).await.expect_err("put with a wrong key");
+    let err = store
+        .put("k", &Bytes::from_static(b"v"), PutOptions::default())
+        .await
+        .expect_err("put with a wrong key");
     assert_eq!(err.kind, ErrorKind::PermissionDenied, "{err}");
     let text = format!("{err} {err:?} {store:?}");
     assert!(!text.contains(wrong), "the key leaked: {text}");

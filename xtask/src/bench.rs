@@ -46,7 +46,6 @@ use crate::emulators::{self, Emulators, Kind as EmulatorKind, BUCKET};
 use crate::pg::{self, Cluster, Workdir};
 use crate::{build_walg, repo_root, setup, target_dir};
 
-
 /// The pgBackRest stanza made for the corpus cluster.
 const STANZA: &str = "bench";
 /// Segments wanted from each workload; the backlog test needs at least
@@ -86,7 +85,10 @@ pub fn run(_args: &[String]) -> Result<()> {
     let runs_dir = work.owned_dir("runs")?;
     let watchdog = Watchdog::start();
 
-    println!("bench: making the WAL corpus with a real PostgreSQL in {} ...", work.path.display());
+    println!(
+        "bench: making the WAL corpus with a real PostgreSQL in {} ...",
+        work.path.display()
+    );
     let corpus_started = Instant::now();
     let (cluster, corpus) = make_corpus(&work.path.join("cluster"), &corpus_dir)?;
     let corpus_time = corpus_started.elapsed();
@@ -129,13 +131,19 @@ pub fn run(_args: &[String]) -> Result<()> {
 
     for r in 0..runs {
         // Other work on the machine skews every number; the report shows it.
-        let load = fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().next().unwrap_or("?").to_string();
+        let load = fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .next()
+            .unwrap_or("?")
+            .to_string();
         println!("bench: repetition {}/{runs} (load average {load})", r + 1);
         loads.push(load);
         for storage in [Storage::File, Storage::S3] {
             for scenario in [Scenario::Push, Scenario::Fetch, Scenario::Backlog] {
-                let mut order: Vec<usize> =
-                    (0..rows.len()).filter(|&i| rows[i].storage == storage && rows[i].scenario == scenario).collect();
+                let mut order: Vec<usize> = (0..rows.len())
+                    .filter(|&i| rows[i].storage == storage && rows[i].scenario == scenario)
+                    .collect();
                 // Alternate the order so no peer always runs on a warmer
                 // (or more fragmented) machine than the others.
                 if r % 2 == 1 {
@@ -158,7 +166,11 @@ pub fn run(_args: &[String]) -> Result<()> {
                             rows[i].samples.push(sample);
                         }
                         Err(e) => {
-                            println!("  {:<8} {:<5} {label:<34} failed: {e:#}", scenario.name(), storage.name());
+                            println!(
+                                "  {:<8} {:<5} {label:<34} failed: {e:#}",
+                                scenario.name(),
+                                storage.name()
+                            );
                             rows[i].failed = Some(format!("{e:#}"));
                         }
                     }
@@ -173,14 +185,31 @@ pub fn run(_args: &[String]) -> Result<()> {
     }
 
     let elapsed = started.elapsed();
-    let times = Times { build: build_time, corpus: corpus_time, all: elapsed, loads };
-    let report = render(&bench, &rows, &memory, compression.as_ref(), runs, &times, &repo);
+    let times = Times {
+        build: build_time,
+        corpus: corpus_time,
+        all: elapsed,
+        loads,
+    };
+    let report = render(
+        &bench,
+        &rows,
+        &memory,
+        compression.as_ref(),
+        runs,
+        &times,
+        &repo,
+    );
     println!("\n{report}");
     let out_dir = target_dir(&repo).join("bench");
     fs::create_dir_all(&out_dir).with_context(|| format!("create {}", out_dir.display()))?;
     let out = out_dir.join("report.md");
     fs::write(&out, &report).with_context(|| format!("write {}", out.display()))?;
-    println!("bench: report written to {} ({:.0}s in all)", out.display(), elapsed.as_secs_f64());
+    println!(
+        "bench: report written to {} ({:.0}s in all)",
+        out.display(),
+        elapsed.as_secs_f64()
+    );
     drop(bench);
     drop(s3);
     drop(cluster);
@@ -189,13 +218,20 @@ pub fn run(_args: &[String]) -> Result<()> {
 
 fn env_usize(name: &str, default: usize) -> Result<usize> {
     match std::env::var(name) {
-        Ok(v) => v.trim().parse().with_context(|| format!("parse {name}={v:?} as a number")),
+        Ok(v) => v
+            .trim()
+            .parse()
+            .with_context(|| format!("parse {name}={v:?} as a number")),
         Err(_) => Ok(default),
     }
 }
 
 fn have(cmd: &str) -> bool {
-    Command::new("sh").arg("-c").arg(format!("command -v {cmd} >/dev/null 2>&1")).status().is_ok_and(|s| s.success())
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {cmd} >/dev/null 2>&1"))
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 // ---------------------------------------------------------------------------
@@ -235,13 +271,18 @@ impl Corpus {
 /// The segment number of a WAL file name, for a given segment size.
 fn segno(name: &str, segment_size: u64) -> Result<u64> {
     ensure!(name.len() >= 24, "not a WAL file name: {name:?}");
-    let log = u64::from_str_radix(&name[8..16], 16).with_context(|| format!("parse WAL file name {name:?}"))?;
-    let seg = u64::from_str_radix(&name[16..24], 16).with_context(|| format!("parse WAL file name {name:?}"))?;
+    let log = u64::from_str_radix(&name[8..16], 16)
+        .with_context(|| format!("parse WAL file name {name:?}"))?;
+    let seg = u64::from_str_radix(&name[16..24], 16)
+        .with_context(|| format!("parse WAL file name {name:?}"))?;
     Ok(log * (0x1_0000_0000 / segment_size) + seg)
 }
 
 fn current_segno(c: &Cluster, segment_size: u64) -> Result<u64> {
-    segno(&c.sql("select pg_walfile_name(pg_current_wal_lsn())")?, segment_size)
+    segno(
+        &c.sql("select pg_walfile_name(pg_current_wal_lsn())")?,
+        segment_size,
+    )
 }
 
 /// Runs the two workloads on a new cluster whose `archive_command` copies
@@ -264,12 +305,19 @@ fn make_corpus(dir: &Path, corpus_dir: &Path) -> Result<(Cluster, Corpus)> {
     // pgbench: the initial load, then TPC-B with a few clients; the short
     // checkpoint_timeout gives the full-page images real OLTP WAL has.
     let start = current_segno(&cluster, segment_size)?;
-    cluster.pgbench(&["-i", "-s", "10", "-q"]).context("run pgbench -i")?;
+    cluster
+        .pgbench(&["-i", "-s", "10", "-q"])
+        .context("run pgbench -i")?;
     let deadline = Instant::now() + Duration::from_secs(240);
-    while current_segno(&cluster, segment_size)? - start < PER_WORKLOAD && Instant::now() < deadline {
-        cluster.pgbench(&["-n", "-c", "4", "-j", "2", "-T", "10"]).context("run pgbench TPC-B")?;
+    while current_segno(&cluster, segment_size)? - start < PER_WORKLOAD && Instant::now() < deadline
+    {
+        cluster
+            .pgbench(&["-n", "-c", "4", "-j", "2", "-T", "10"])
+            .context("run pgbench TPC-B")?;
     }
-    let boundary = cluster.switch_and_wait_archived(ARCHIVE_WAIT).context("archive the last pgbench segment")?;
+    let boundary = cluster
+        .switch_and_wait_archived(ARCHIVE_WAIT)
+        .context("archive the last pgbench segment")?;
     let pgbench_count = segno(&boundary, segment_size)? - start + 1;
 
     // High entropy: random text and numbers, which compress about as badly
@@ -283,17 +331,32 @@ fn make_corpus(dir: &Path, corpus_dir: &Path) -> Result<(Cluster, Corpus)> {
              from generate_series(1, 300000)",
         )?;
     }
-    let last = cluster.switch_and_wait_archived(ARCHIVE_WAIT).context("archive the last high-entropy segment")?;
+    let last = cluster
+        .switch_and_wait_archived(ARCHIVE_WAIT)
+        .context("archive the last high-entropy segment")?;
 
     let mut segments = Vec::new();
-    for entry in fs::read_dir(corpus_dir).with_context(|| format!("list {}", corpus_dir.display()))? {
+    for entry in
+        fs::read_dir(corpus_dir).with_context(|| format!("list {}", corpus_dir.display()))?
+    {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.len() != 24 || !name.chars().all(|c| c.is_ascii_hexdigit()) || name.as_str() > last.as_str() {
+        if name.len() != 24
+            || !name.chars().all(|c| c.is_ascii_hexdigit())
+            || name.as_str() > last.as_str()
+        {
             continue;
         }
-        let workload = if name.as_str() <= boundary.as_str() { Workload::Pgbench } else { Workload::Entropy };
-        segments.push(Segment { name, workload, path: entry.path() });
+        let workload = if name.as_str() <= boundary.as_str() {
+            Workload::Pgbench
+        } else {
+            Workload::Entropy
+        };
+        segments.push(Segment {
+            name,
+            workload,
+            path: entry.path(),
+        });
     }
     segments.sort_by(|a, b| a.name.cmp(&b.name));
     ensure!(
@@ -301,7 +364,13 @@ fn make_corpus(dir: &Path, corpus_dir: &Path) -> Result<(Cluster, Corpus)> {
         "the corpus has {} segments, the backlog test needs at least {MIN_SEGMENTS}",
         segments.len()
     );
-    Ok((cluster, Corpus { segments, segment_size }))
+    Ok((
+        cluster,
+        Corpus {
+            segments,
+            segment_size,
+        },
+    ))
 }
 
 // ---------------------------------------------------------------------------
@@ -322,9 +391,15 @@ impl Identity {
         }
         let id = |flag: &str| -> Result<u32> {
             let out = pg::run(Command::new("id").args([flag, "postgres"]))?;
-            String::from_utf8_lossy(&out.stdout).trim().parse().context("parse the postgres user's id")
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse()
+                .context("parse the postgres user's id")
         };
-        Ok(Identity { ids: Some((id("-u")?, id("-g")?)), home })
+        Ok(Identity {
+            ids: Some((id("-u")?, id("-g")?)),
+            home,
+        })
     }
 }
 
@@ -345,14 +420,18 @@ impl Watchdog {
                 _ => None,
             };
             if let Some(pid) = due {
-                let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).stderr(Stdio::null()).status();
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .stderr(Stdio::null())
+                    .status();
             }
         });
         w
     }
 
     fn arm(&self, pid: u32) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some((pid, Instant::now() + CMD_TIMEOUT));
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some((pid, Instant::now() + CMD_TIMEOUT));
     }
 
     fn disarm(&self) {
@@ -367,7 +446,10 @@ struct Group(Child);
 impl Drop for Group {
     fn drop(&mut self) {
         let group = format!("-{}", self.0.id());
-        let _ = Command::new("kill").args(["-TERM", "--", &group]).stderr(Stdio::null()).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", "--", &group])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -389,25 +471,49 @@ struct S3 {
 impl S3 {
     fn start(repo: &Path, work: &Path) -> Result<S3> {
         emulators::install(repo).context("install the S3 emulator")?;
-        let emulators = Emulators::start(repo, &[EmulatorKind::S3]).context("start the S3 emulator")?;
-        let endpoint = emulators.endpoint(EmulatorKind::S3).context("find the S3 emulator's endpoint")?;
-        let port: u16 = endpoint.rsplit(':').next().unwrap_or_default().parse().context("parse the S3 emulator's port")?;
+        let emulators =
+            Emulators::start(repo, &[EmulatorKind::S3]).context("start the S3 emulator")?;
+        let endpoint = emulators
+            .endpoint(EmulatorKind::S3)
+            .context("find the S3 emulator's endpoint")?;
+        let port: u16 = endpoint
+            .rsplit(':')
+            .next()
+            .unwrap_or_default()
+            .parse()
+            .context("parse the S3 emulator's port")?;
 
         if !have("socat") {
             setup::apt(&["socat"])?;
         }
         let tls = work.join("tls");
         fs::create_dir_all(&tls)?;
-        let (key, cert, pem) = (tls.join("key.pem"), tls.join("cert.pem"), tls.join("proxy.pem"));
+        let (key, cert, pem) = (
+            tls.join("key.pem"),
+            tls.join("cert.pem"),
+            tls.join("proxy.pem"),
+        );
         pg::run(
             Command::new("openssl")
-                .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1", "-keyout"])
+                .args([
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=127.0.0.1",
+                    "-keyout",
+                ])
                 .arg(&key)
                 .arg("-out")
                 .arg(&cert),
         )
         .context("make a self-signed certificate for the TLS proxy")?;
-        fs::write(&pem, [fs::read(&key)?, fs::read(&cert)?].concat()).context("write the proxy's pem file")?;
+        fs::write(&pem, [fs::read(&key)?, fs::read(&cert)?].concat())
+            .context("write the proxy's pem file")?;
         let tls_port = pg::free_port()?;
         let log = File::create(tls.join("socat.log"))?;
         let child = Command::new("socat")
@@ -425,17 +531,30 @@ impl S3 {
         let proxy = Group(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", tls_port)).is_err() {
-            ensure!(Instant::now() < deadline, "the TLS proxy did not listen on port {tls_port}");
+            ensure!(
+                Instant::now() < deadline,
+                "the TLS proxy did not listen on port {tls_port}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Ok(S3 { emulators, port, tls_port, _proxy: proxy })
+        Ok(S3 {
+            emulators,
+            port,
+            tls_port,
+            _proxy: proxy,
+        })
     }
 
     /// Drops every object (moto keeps them in memory) and recreates the bucket.
     fn reset(&self) -> Result<()> {
         let base = format!("http://127.0.0.1:{}", self.port);
-        pg::run(Command::new("curl").args(["-sSf", "-X", "POST", &format!("{base}/moto-api/reset")]))
-            .context("reset the S3 emulator")?;
+        pg::run(Command::new("curl").args([
+            "-sSf",
+            "-X",
+            "POST",
+            &format!("{base}/moto-api/reset"),
+        ]))
+        .context("reset the S3 emulator")?;
         pg::run(Command::new("curl").args(["-sSf", "-X", "PUT", &format!("{base}/{BUCKET}")]))
             .context("recreate the S3 emulator's bucket")?;
         Ok(())
@@ -533,7 +652,13 @@ impl Row {
         for storage in [Storage::File, Storage::S3] {
             let mut add = |scenario, peers: &[Peer]| {
                 for &peer in peers {
-                    rows.push(Row { scenario, storage, peer, samples: Vec::new(), failed: None });
+                    rows.push(Row {
+                        scenario,
+                        storage,
+                        peer,
+                        samples: Vec::new(),
+                        failed: None,
+                    });
                 }
             };
             if storage == Storage::File {
@@ -541,8 +666,14 @@ impl Row {
             } else {
                 add(Scenario::Push, &[Peer::Walg, Peer::Pgbr]);
             }
-            add(Scenario::Backlog, &[Peer::WalgAhead, Peer::Walg, Peer::PgbrAsync]);
-            add(Scenario::Fetch, &[Peer::Walg, Peer::WalgPrefetch, Peer::Pgbr, Peer::PgbrAsync]);
+            add(
+                Scenario::Backlog,
+                &[Peer::WalgAhead, Peer::Walg, Peer::PgbrAsync],
+            );
+            add(
+                Scenario::Fetch,
+                &[Peer::Walg, Peer::WalgPrefetch, Peer::Pgbr, Peer::PgbrAsync],
+            );
         }
         rows
     }
@@ -554,7 +685,9 @@ impl Row {
             (_, Peer::WalgPrefetch) => format!("walg prefetch ({PREFETCH})"),
             (Scenario::Fetch, Peer::Pgbr) => "pgBackRest archive-get".into(),
             (_, Peer::Pgbr) => "pgBackRest archive-push".into(),
-            (Scenario::Fetch, Peer::PgbrAsync) => format!("pgBackRest archive-get async ({concurrency})"),
+            (Scenario::Fetch, Peer::PgbrAsync) => {
+                format!("pgBackRest archive-get async ({concurrency})")
+            }
             (_, Peer::PgbrAsync) => format!("pgBackRest archive-push async ({concurrency})"),
             (_, Peer::CpFsync) => "cp + fsync (dd conv=fsync)".into(),
         }
@@ -566,7 +699,14 @@ impl Row {
         }
         let total = median(self.samples.iter().map(|s| s.total).collect());
         let by_kind = if self.samples.iter().all(|s| s.by_kind.is_some()) {
-            let k = |i: usize| median(self.samples.iter().filter_map(|s| s.by_kind.map(|k| k[i])).collect());
+            let k = |i: usize| {
+                median(
+                    self.samples
+                        .iter()
+                        .filter_map(|s| s.by_kind.map(|k| k[i]))
+                        .collect(),
+                )
+            };
             Some([k(0), k(1)])
         } else {
             None
@@ -593,10 +733,19 @@ struct MemoryRow {
 
 impl MemoryRow {
     fn all() -> Vec<MemoryRow> {
-        ["walg wal-push", "walg wal-fetch", "pgBackRest archive-push", "pgBackRest archive-get"]
-            .into_iter()
-            .map(|label| MemoryRow { label, kib: Vec::new(), failed: None })
-            .collect()
+        [
+            "walg wal-push",
+            "walg wal-fetch",
+            "pgBackRest archive-push",
+            "pgBackRest archive-get",
+        ]
+        .into_iter()
+        .map(|label| MemoryRow {
+            label,
+            kib: Vec::new(),
+            failed: None,
+        })
+        .collect()
     }
 }
 
@@ -620,7 +769,13 @@ impl Tool {
     fn push(&self, walg: &Path, seg: &str) -> Vec<OsString> {
         let p = format!("pg_wal/{seg}");
         match self {
-            Tool::Walg(cfg) => argv(&[walg.as_os_str(), "--config".as_ref(), cfg.as_os_str(), "wal-push".as_ref(), p.as_ref()]),
+            Tool::Walg(cfg) => argv(&[
+                walg.as_os_str(),
+                "--config".as_ref(),
+                cfg.as_os_str(),
+                "wal-push".as_ref(),
+                p.as_ref(),
+            ]),
             Tool::Pgbr(cfg) => argv(&[
                 "pgbackrest".as_ref(),
                 format!("--config={}", cfg.display()).as_ref(),
@@ -683,16 +838,36 @@ struct Bench<'a> {
 
 impl Bench<'_> {
     fn run_dir(&self, r: usize, storage: Storage, scenario: Scenario, peer: Peer) -> PathBuf {
-        self.runs_dir.join(format!("r{r}-{}-{}-{}", storage.name(), scenario.name(), peer.slug()))
+        self.runs_dir.join(format!(
+            "r{r}-{}-{}-{}",
+            storage.name(),
+            scenario.name(),
+            peer.slug()
+        ))
     }
 
     /// The run whose archive a fetch reads: the same repetition's sequential
     /// push by the same program.
     fn source_of(&self, r: usize, storage: Storage, peer: Peer) -> PathBuf {
-        self.run_dir(r, storage, Scenario::Push, if peer.is_walg() { Peer::Walg } else { Peer::Pgbr })
+        self.run_dir(
+            r,
+            storage,
+            Scenario::Push,
+            if peer.is_walg() {
+                Peer::Walg
+            } else {
+                Peer::Pgbr
+            },
+        )
     }
 
-    fn measure(&self, r: usize, storage: Storage, scenario: Scenario, peer: Peer) -> Result<Sample> {
+    fn measure(
+        &self,
+        r: usize,
+        storage: Storage,
+        scenario: Scenario,
+        peer: Peer,
+    ) -> Result<Sample> {
         let dir = self.run_dir(r, storage, scenario, peer);
         fresh_dir(&dir)?;
         let log = File::create(dir.join("commands.log")).context("create the command log")?;
@@ -713,7 +888,10 @@ impl Bench<'_> {
             }
             Scenario::Fetch => {
                 let source = self.source_of(r, storage, peer);
-                ensure!(source.join("pushed").exists(), "no archive to fetch from: this repetition's push by the same program failed");
+                ensure!(
+                    source.join("pushed").exists(),
+                    "no archive to fetch from: this repetition's push by the same program failed"
+                );
                 let pgdata = self.pgdata(&dir.join("pgdata"), false, false)?;
                 let tool = self.tool(&dir, storage, scenario, peer, &source, &pgdata)?;
                 self.fetch_each(&tool, &pgdata, &log)
@@ -734,8 +912,13 @@ impl Bench<'_> {
         let status = dir.join("pg_wal").join("archive_status");
         fs::create_dir_all(&status).with_context(|| format!("create {}", status.display()))?;
         fs::create_dir_all(dir.join("global"))?;
-        fs::copy(self.cluster_data.join("global/pg_control"), dir.join("global/pg_control")).context("copy pg_control")?;
-        fs::copy(self.cluster_data.join("PG_VERSION"), dir.join("PG_VERSION")).context("copy PG_VERSION")?;
+        fs::copy(
+            self.cluster_data.join("global/pg_control"),
+            dir.join("global/pg_control"),
+        )
+        .context("copy pg_control")?;
+        fs::copy(self.cluster_data.join("PG_VERSION"), dir.join("PG_VERSION"))
+            .context("copy PG_VERSION")?;
         if segments {
             for s in &self.corpus.segments {
                 fs::hard_link(&s.path, dir.join("pg_wal").join(&s.name))
@@ -753,8 +936,19 @@ impl Bench<'_> {
     /// Writes the configuration for `peer` in `dir`, against the archive of
     /// the run in `archive_run` (itself for pushes), and creates the
     /// pgBackRest stanza when this run makes the archive.
-    fn tool(&self, dir: &Path, storage: Storage, scenario: Scenario, peer: Peer, archive_run: &Path, pgdata: &Path) -> Result<Tool> {
-        let archive_id = archive_run.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    fn tool(
+        &self,
+        dir: &Path,
+        storage: Storage,
+        scenario: Scenario,
+        peer: Peer,
+        archive_run: &Path,
+        pgdata: &Path,
+    ) -> Result<Tool> {
+        let archive_id = archive_run
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let tool = match peer {
             Peer::CpFsync => {
                 let dest = dir.join("repo");
@@ -765,22 +959,38 @@ impl Bench<'_> {
                 let mut s = serde_json::Map::new();
                 match storage {
                     Storage::File => {
-                        s.insert("WALG_FILE_PREFIX".into(), json!(archive_run.join("repo").display().to_string()));
+                        s.insert(
+                            "WALG_FILE_PREFIX".into(),
+                            json!(archive_run.join("repo").display().to_string()),
+                        );
                     }
                     Storage::S3 => {
                         let s3 = self.s3.context("the S3 emulator is not running")?;
-                        for (k, v) in s3.emulators.settings_for(EmulatorKind::S3, &archive_id).context("get S3 settings")? {
+                        for (k, v) in s3
+                            .emulators
+                            .settings_for(EmulatorKind::S3, &archive_id)
+                            .context("get S3 settings")?
+                        {
                             s.insert(k, json!(v));
                         }
                     }
                 }
                 s.insert("WALG_COMPRESSION_METHOD".into(), json!("lz4"));
-                let up = if peer == Peer::WalgAhead { self.concurrency } else { 1 };
-                let down = if peer == Peer::WalgPrefetch { PREFETCH } else { 1 };
+                let up = if peer == Peer::WalgAhead {
+                    self.concurrency
+                } else {
+                    1
+                };
+                let down = if peer == Peer::WalgPrefetch {
+                    PREFETCH
+                } else {
+                    1
+                };
                 s.insert("WALG_UPLOAD_CONCURRENCY".into(), json!(up));
                 s.insert("WALG_DOWNLOAD_CONCURRENCY".into(), json!(down));
                 let cfg = dir.join("walg.json");
-                fs::write(&cfg, serde_json::to_vec_pretty(&Value::Object(s))?).context("write the walg config")?;
+                fs::write(&cfg, serde_json::to_vec_pretty(&Value::Object(s))?)
+                    .context("write the walg config")?;
                 Tool::Walg(cfg)
             }
             Peer::Pgbr | Peer::PgbrAsync => {
@@ -813,7 +1023,8 @@ impl Bench<'_> {
                 // A packaged install has its log directory; without one
                 // pgBackRest warns on every call and skips its log file.
                 for sub in ["log", "lock", "spool"] {
-                    fs::create_dir_all(dir.join(sub)).with_context(|| format!("create the pgBackRest {sub} directory"))?;
+                    fs::create_dir_all(dir.join(sub))
+                        .with_context(|| format!("create the pgBackRest {sub} directory"))?;
                 }
                 let cfg = dir.join("pgbackrest.conf");
                 fs::write(&cfg, conf(pgdata)).context("write the pgBackRest config")?;
@@ -821,7 +1032,8 @@ impl Bench<'_> {
                     // stanza-create checks pg1-path against the running
                     // server's data_directory, so it gets the real one.
                     let stanza_cfg = dir.join("stanza.conf");
-                    fs::write(&stanza_cfg, conf(&self.cluster_data)).context("write the pgBackRest stanza config")?;
+                    fs::write(&stanza_cfg, conf(&self.cluster_data))
+                        .context("write the pgBackRest stanza config")?;
                     pg::chown_postgres(dir)?;
                     let log = File::create(dir.join("stanza.log"))?;
                     let cmd = self.command(
@@ -834,7 +1046,12 @@ impl Bench<'_> {
                         dir,
                     );
                     self.exec(cmd, &log, "pgbackrest stanza-create")
-                        .with_context(|| format!("create the pgBackRest stanza; see {}", dir.join("stanza.log").display()))?;
+                        .with_context(|| {
+                            format!(
+                                "create the pgBackRest stanza; see {}",
+                                dir.join("stanza.log").display()
+                            )
+                        })?;
                 }
                 Tool::Pgbr(cfg)
             }
@@ -877,7 +1094,10 @@ impl Bench<'_> {
             self.exec(cmd, log, &format!("push {}", s.name))?;
             kinds[s.workload.index()] += t.elapsed();
         }
-        Ok(Sample { total: kinds[0] + kinds[1], by_kind: Some(kinds) })
+        Ok(Sample {
+            total: kinds[0] + kinds[1],
+            by_kind: Some(kinds),
+        })
     }
 
     /// PostgreSQL's archiver loop: oldest `.ready` first, one call at a
@@ -888,17 +1108,37 @@ impl Bench<'_> {
         let mut done = 0;
         loop {
             let oldest = fs::read_dir(&status)?
-                .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".ready").map(str::to_string))
+                .filter_map(|e| {
+                    e.ok()?
+                        .file_name()
+                        .to_str()?
+                        .strip_suffix(".ready")
+                        .map(str::to_string)
+                })
                 .min();
             let Some(seg) = oldest else { break };
-            self.exec(self.command(&tool.push(&self.walg, &seg), pgdata), log, &format!("archive {seg}"))?;
-            fs::rename(status.join(format!("{seg}.ready")), status.join(format!("{seg}.done")))
-                .with_context(|| format!("mark {seg} done"))?;
+            self.exec(
+                self.command(&tool.push(&self.walg, &seg), pgdata),
+                log,
+                &format!("archive {seg}"),
+            )?;
+            fs::rename(
+                status.join(format!("{seg}.ready")),
+                status.join(format!("{seg}.done")),
+            )
+            .with_context(|| format!("mark {seg} done"))?;
             done += 1;
         }
         let elapsed = started.elapsed();
-        ensure!(done == self.corpus.segments.len(), "archived {done} of {} segments", self.corpus.segments.len());
-        Ok(Sample { total: elapsed, by_kind: None })
+        ensure!(
+            done == self.corpus.segments.len(),
+            "archived {done} of {} segments",
+            self.corpus.segments.len()
+        );
+        Ok(Sample {
+            total: elapsed,
+            by_kind: None,
+        })
     }
 
     /// PostgreSQL's restore loop: each segment into `pg_wal/RECOVERYXLOG`,
@@ -911,11 +1151,21 @@ impl Bench<'_> {
             let t = Instant::now();
             self.exec(cmd, log, &format!("fetch {}", s.name))?;
             kinds[s.workload.index()] += t.elapsed();
-            let len = fs::metadata(&dest).with_context(|| format!("stat the fetched {}", s.name))?.len();
-            ensure!(len == self.corpus.segment_size, "fetched {} has {len} bytes, not {}", s.name, self.corpus.segment_size);
+            let len = fs::metadata(&dest)
+                .with_context(|| format!("stat the fetched {}", s.name))?
+                .len();
+            ensure!(
+                len == self.corpus.segment_size,
+                "fetched {} has {len} bytes, not {}",
+                s.name,
+                self.corpus.segment_size
+            );
             fs::remove_file(&dest).with_context(|| format!("remove the fetched {}", s.name))?;
         }
-        Ok(Sample { total: kinds[0] + kinds[1], by_kind: Some(kinds) })
+        Ok(Sample {
+            total: kinds[0] + kinds[1],
+            by_kind: Some(kinds),
+        })
     }
 
     /// On file storage, checks that every corpus segment reached the archive
@@ -925,14 +1175,29 @@ impl Bench<'_> {
             return Ok(());
         }
         let stored = stored_sizes(&dir.join("repo"), &self.corpus);
-        let missing: Vec<&str> =
-            self.corpus.segments.iter().filter(|s| stored[self.index(&s.name)].is_none()).map(|s| s.name.as_str()).collect();
-        ensure!(missing.is_empty(), "{} reported success but {} segments are not in its archive, e.g. {}", peer.slug(), missing.len(), missing[0]);
+        let missing: Vec<&str> = self
+            .corpus
+            .segments
+            .iter()
+            .filter(|s| stored[self.index(&s.name)].is_none())
+            .map(|s| s.name.as_str())
+            .collect();
+        ensure!(
+            missing.is_empty(),
+            "{} reported success but {} segments are not in its archive, e.g. {}",
+            peer.slug(),
+            missing.len(),
+            missing[0]
+        );
         Ok(())
     }
 
     fn index(&self, name: &str) -> usize {
-        self.corpus.segments.iter().position(|s| s.name == name).unwrap_or(usize::MAX)
+        self.corpus
+            .segments
+            .iter()
+            .position(|s| s.name == name)
+            .unwrap_or(usize::MAX)
     }
 
     /// Waits until no process started for this run is left (pgBackRest's
@@ -948,7 +1213,10 @@ impl Bench<'_> {
             }
             if Instant::now() > deadline {
                 for pid in pids {
-                    let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).stderr(Stdio::null()).status();
+                    let _ = Command::new("kill")
+                        .args(["-KILL", &pid.to_string()])
+                        .stderr(Stdio::null())
+                        .status();
                 }
                 return;
             }
@@ -1011,8 +1279,10 @@ impl Bench<'_> {
                 let log = File::create(dir.join("commands.log"))?;
                 let pgdata = self.pgdata(&dir.join("pgdata"), true, false)?;
                 let tool = self.tool(&dir, Storage::File, Scenario::Push, peer, &dir, &pgdata)?;
-                let push = self.peak_kib(&tool.push(&self.walg, &seg), &pgdata, &dir, &log, "push")?;
-                let fetch = self.peak_kib(&tool.fetch(&self.walg, &seg)?, &pgdata, &dir, &log, "fetch")?;
+                let push =
+                    self.peak_kib(&tool.push(&self.walg, &seg), &pgdata, &dir, &log, "push")?;
+                let fetch =
+                    self.peak_kib(&tool.fetch(&self.walg, &seg)?, &pgdata, &dir, &log, "fetch")?;
                 Ok((push, fetch))
             })();
             self.wait_quiet(&dir);
@@ -1030,13 +1300,35 @@ impl Bench<'_> {
         }
     }
 
-    fn peak_kib(&self, argv: &[OsString], pgdata: &Path, dir: &Path, log: &File, what: &str) -> Result<u64> {
+    fn peak_kib(
+        &self,
+        argv: &[OsString],
+        pgdata: &Path,
+        dir: &Path,
+        log: &File,
+        what: &str,
+    ) -> Result<u64> {
         let out = dir.join(format!("{what}.rss"));
-        let mut wrapped: Vec<OsString> = vec!["/usr/bin/time".into(), "-f".into(), "%M".into(), "-o".into(), out.clone().into()];
+        let mut wrapped: Vec<OsString> = vec![
+            "/usr/bin/time".into(),
+            "-f".into(),
+            "%M".into(),
+            "-o".into(),
+            out.clone().into(),
+        ];
         wrapped.extend(argv.iter().cloned());
-        self.exec(self.command(&wrapped, pgdata), log, &format!("{what} under /usr/bin/time"))?;
+        self.exec(
+            self.command(&wrapped, pgdata),
+            log,
+            &format!("{what} under /usr/bin/time"),
+        )?;
         let text = fs::read_to_string(&out).with_context(|| format!("read {}", out.display()))?;
-        text.lines().last().unwrap_or_default().trim().parse().with_context(|| format!("parse peak RSS from {text:?}"))
+        text.lines()
+            .last()
+            .unwrap_or_default()
+            .trim()
+            .parse()
+            .with_context(|| format!("parse peak RSS from {text:?}"))
     }
 }
 
@@ -1068,7 +1360,10 @@ fn stored_sizes(repo: &Path, corpus: &Corpus) -> Vec<Option<u64>> {
             if name.contains("tmp") || name.ends_with(".partial") {
                 continue;
             }
-            if let Ok(i) = corpus.segments.binary_search_by(|s| s.name.as_str().cmp(base)) {
+            if let Ok(i) = corpus
+                .segments
+                .binary_search_by(|s| s.name.as_str().cmp(base))
+            {
                 out[i] = Some(meta.len());
             }
         }
@@ -1118,7 +1413,14 @@ fn tool_version(cmd: &[&str]) -> String {
         .args(&cmd[1..])
         .output()
         .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or_default().trim().to_string())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        })
         .unwrap_or_else(|| "unknown".into())
 }
 
@@ -1141,12 +1443,26 @@ fn render(
     repo: &Path,
 ) -> String {
     let n = b.corpus.segments.len();
-    let (np, ne) = (b.corpus.count(Workload::Pgbench), b.corpus.count(Workload::Entropy));
-    let commit = tool_version(&["git", "-C", &repo.display().to_string(), "log", "-1", "--format=%h %s"]);
+    let (np, ne) = (
+        b.corpus.count(Workload::Pgbench),
+        b.corpus.count(Workload::Entropy),
+    );
+    let commit = tool_version(&[
+        "git",
+        "-C",
+        &repo.display().to_string(),
+        "log",
+        "-1",
+        "--format=%h %s",
+    ]);
     let mut o = String::new();
     let _ = writeln!(o, "# walg bench\n");
     let _ = writeln!(o, "- walg: release build of {commit}");
-    let _ = writeln!(o, "- peers: {}, cp + fsync = `dd bs=1M conv=fsync` (one process per segment)", tool_version(&["pgbackrest", "version"]));
+    let _ = writeln!(
+        o,
+        "- peers: {}, cp + fsync = `dd bs=1M conv=fsync` (one process per segment)",
+        tool_version(&["pgbackrest", "version"])
+    );
     let _ = writeln!(
         o,
         "- machine: {} CPUs; storage: file system under /tmp; S3 = moto on 127.0.0.1 (walg over http, pgBackRest over https through a local socat TLS proxy, since pgBackRest speaks S3 over TLS only)",
@@ -1182,21 +1498,33 @@ fn render(
     );
 
     let _ = writeln!(o, "## Time (medians)\n");
-    let _ = writeln!(o, "| scenario | storage | peer | total s | ms/segment | pgbench ms/seg | entropy ms/seg |");
+    let _ = writeln!(
+        o,
+        "| scenario | storage | peer | total s | ms/segment | pgbench ms/seg | entropy ms/seg |"
+    );
     let _ = writeln!(o, "|---|---|---|---:|---:|---:|---:|");
     for row in rows {
         let label = row.label(b.concurrency);
         let (sc, st) = (row.scenario.name(), row.storage.name());
         match (row.median(), &row.failed) {
             (_, Some(e)) => {
-                let _ = writeln!(o, "| {sc} | {st} | {label} | failed: {} | | | |", one_line(e));
+                let _ = writeln!(
+                    o,
+                    "| {sc} | {st} | {label} | failed: {} | | | |",
+                    one_line(e)
+                );
             }
             (Some(m), None) => {
                 let (p, e) = match m.by_kind {
                     Some(k) => (ms_per(k[0], np), ms_per(k[1], ne)),
                     None => ("-".into(), "-".into()),
                 };
-                let _ = writeln!(o, "| {sc} | {st} | {label} | {} | {} | {p} | {e} |", secs(m.total), ms_per(m.total, n));
+                let _ = writeln!(
+                    o,
+                    "| {sc} | {st} | {label} | {} | {} | {p} | {e} |",
+                    secs(m.total),
+                    ms_per(m.total, n)
+                );
             }
             (None, None) => {
                 let _ = writeln!(o, "| {sc} | {st} | {label} | not run | | | |");
@@ -1204,40 +1532,113 @@ fn render(
         }
     }
 
-    let find = |sc: Scenario, st: Storage, p: Peer| rows.iter().find(|r| r.scenario == sc && r.storage == st && r.peer == p);
+    let find = |sc: Scenario, st: Storage, p: Peer| {
+        rows.iter()
+            .find(|r| r.scenario == sc && r.storage == st && r.peer == p)
+    };
     let ratio = |a: (Scenario, Storage, Peer), bb: (Scenario, Storage, Peer)| -> String {
-        let (Some(x), Some(y)) = (find(a.0, a.1, a.2), find(bb.0, bb.1, bb.2)) else { return "n/a".into() };
+        let (Some(x), Some(y)) = (find(a.0, a.1, a.2), find(bb.0, bb.1, bb.2)) else {
+            return "n/a".into();
+        };
         match (x.median(), y.median()) {
-            (Some(x), Some(y)) if !y.total.is_zero() => format!("{:.2}x", x.total.as_secs_f64() / y.total.as_secs_f64()),
+            (Some(x), Some(y)) if !y.total.is_zero() => {
+                format!("{:.2}x", x.total.as_secs_f64() / y.total.as_secs_f64())
+            }
             _ => "n/a (a side failed)".into(),
         }
     };
     use Peer::*;
     use Scenario::*;
     use Storage::{File as F, S3 as S};
-    let _ = writeln!(o, "\n## walg / peer (time ratio, lower is better for walg)\n");
+    let _ = writeln!(
+        o,
+        "\n## walg / peer (time ratio, lower is better for walg)\n"
+    );
     let _ = writeln!(o, "| comparison | ratio | issue 5 target |");
     let _ = writeln!(o, "|---|---:|---|");
     type Key = (Scenario, Storage, Peer);
     let pairs: [(&str, Key, Key, &str); 12] = [
-        ("push file: walg / pgBackRest archive-push", (Push, F, Walg), (Push, F, Pgbr), "<= 0.75x"),
-        ("push file: walg / cp + fsync", (Push, F, Walg), (Push, F, CpFsync), "<= 1.0x"),
-        ("push s3: walg / pgBackRest archive-push", (Push, S, Walg), (Push, S, Pgbr), ""),
-        ("backlog file: walg upload-ahead / pgBackRest async", (Backlog, F, WalgAhead), (Backlog, F, PgbrAsync), "< 1.0x"),
-        ("backlog file: walg upload-ahead / walg sequential", (Backlog, F, WalgAhead), (Backlog, F, Walg), ""),
-        ("backlog s3: walg upload-ahead / pgBackRest async", (Backlog, S, WalgAhead), (Backlog, S, PgbrAsync), ""),
-        ("backlog s3: walg upload-ahead / walg sequential", (Backlog, S, WalgAhead), (Backlog, S, Walg), "<= 0.33x"),
-        ("fetch file: walg / pgBackRest archive-get", (Fetch, F, Walg), (Fetch, F, Pgbr), "<= 0.8x"),
-        ("fetch file: walg prefetch / pgBackRest async get", (Fetch, F, WalgPrefetch), (Fetch, F, PgbrAsync), ""),
-        ("fetch file: walg prefetch / walg sequential", (Fetch, F, WalgPrefetch), (Fetch, F, Walg), ""),
-        ("fetch s3: walg / pgBackRest archive-get", (Fetch, S, Walg), (Fetch, S, Pgbr), ""),
-        ("fetch s3: walg prefetch / pgBackRest async get", (Fetch, S, WalgPrefetch), (Fetch, S, PgbrAsync), ""),
+        (
+            "push file: walg / pgBackRest archive-push",
+            (Push, F, Walg),
+            (Push, F, Pgbr),
+            "<= 0.75x",
+        ),
+        (
+            "push file: walg / cp + fsync",
+            (Push, F, Walg),
+            (Push, F, CpFsync),
+            "<= 1.0x",
+        ),
+        (
+            "push s3: walg / pgBackRest archive-push",
+            (Push, S, Walg),
+            (Push, S, Pgbr),
+            "",
+        ),
+        (
+            "backlog file: walg upload-ahead / pgBackRest async",
+            (Backlog, F, WalgAhead),
+            (Backlog, F, PgbrAsync),
+            "< 1.0x",
+        ),
+        (
+            "backlog file: walg upload-ahead / walg sequential",
+            (Backlog, F, WalgAhead),
+            (Backlog, F, Walg),
+            "",
+        ),
+        (
+            "backlog s3: walg upload-ahead / pgBackRest async",
+            (Backlog, S, WalgAhead),
+            (Backlog, S, PgbrAsync),
+            "",
+        ),
+        (
+            "backlog s3: walg upload-ahead / walg sequential",
+            (Backlog, S, WalgAhead),
+            (Backlog, S, Walg),
+            "<= 0.33x",
+        ),
+        (
+            "fetch file: walg / pgBackRest archive-get",
+            (Fetch, F, Walg),
+            (Fetch, F, Pgbr),
+            "<= 0.8x",
+        ),
+        (
+            "fetch file: walg prefetch / pgBackRest async get",
+            (Fetch, F, WalgPrefetch),
+            (Fetch, F, PgbrAsync),
+            "",
+        ),
+        (
+            "fetch file: walg prefetch / walg sequential",
+            (Fetch, F, WalgPrefetch),
+            (Fetch, F, Walg),
+            "",
+        ),
+        (
+            "fetch s3: walg / pgBackRest archive-get",
+            (Fetch, S, Walg),
+            (Fetch, S, Pgbr),
+            "",
+        ),
+        (
+            "fetch s3: walg prefetch / pgBackRest async get",
+            (Fetch, S, WalgPrefetch),
+            (Fetch, S, PgbrAsync),
+            "",
+        ),
     ];
     for (label, a, bb, target) in pairs {
         let _ = writeln!(o, "| {label} | {} | {target} |", ratio(a, bb));
     }
 
-    let _ = writeln!(o, "\n## Peak resident memory, one call, file storage, one high-entropy segment (median)\n");
+    let _ = writeln!(
+        o,
+        "\n## Peak resident memory, one call, file storage, one high-entropy segment (median)\n"
+    );
     let _ = writeln!(o, "| process | peak RSS MiB |");
     let _ = writeln!(o, "|---|---:|");
     for m in memory {
@@ -1250,11 +1651,18 @@ fn render(
                 format!("{:.1}", k[k.len() / 2] as f64 / 1024.0)
             }
         };
-        let target = if m.label == "walg wal-push" { " (target <= 16)" } else { "" };
+        let target = if m.label == "walg wal-push" {
+            " (target <= 16)"
+        } else {
+            ""
+        };
         let _ = writeln!(o, "| {}{target} | {v} |", m.label);
     }
 
-    let _ = writeln!(o, "\n## Compression ratio (WAL bytes / stored bytes, lz4, file storage)\n");
+    let _ = writeln!(
+        o,
+        "\n## Compression ratio (WAL bytes / stored bytes, lz4, file storage)\n"
+    );
     let _ = writeln!(o, "| workload | segments | walg | pgBackRest |");
     let _ = writeln!(o, "|---|---:|---:|---:|");
     match compression {
@@ -1266,8 +1674,18 @@ fn render(
                 Some(s) if s[i] > 0 => format!("{:.2}", c.raw[i] as f64 / s[i] as f64),
                 _ => "n/a".into(),
             };
-            let _ = writeln!(o, "| pgbench | {np} | {} | {} |", r(c.walg, 0), r(c.pgbr, 0));
-            let _ = writeln!(o, "| high-entropy | {ne} | {} | {} |", r(c.walg, 1), r(c.pgbr, 1));
+            let _ = writeln!(
+                o,
+                "| pgbench | {np} | {} | {} |",
+                r(c.walg, 0),
+                r(c.pgbr, 0)
+            );
+            let _ = writeln!(
+                o,
+                "| high-entropy | {ne} | {} | {} |",
+                r(c.walg, 1),
+                r(c.pgbr, 1)
+            );
         }
     }
     o

@@ -31,7 +31,10 @@ pub type Settings = BTreeMap<String, Value>;
 
 pub fn file_settings(archive: &Path) -> Settings {
     let mut s = Settings::new();
-    s.insert("WALG_FILE_PREFIX".into(), json!(archive.display().to_string()));
+    s.insert(
+        "WALG_FILE_PREFIX".into(),
+        json!(archive.display().to_string()),
+    );
     s
 }
 
@@ -43,32 +46,57 @@ pub struct Walg {
 }
 
 impl Walg {
-    pub fn new(work: &Workdir, built: &Path, config_name: &str, settings: &Settings) -> Result<Walg> {
+    pub fn new(
+        work: &Workdir,
+        built: &Path,
+        config_name: &str,
+        settings: &Settings,
+    ) -> Result<Walg> {
         let bin = work.path.join("walg");
         if !bin.exists() {
             work.install_walg(built)?;
         }
-        Ok(Walg { bin, config: work.write_config(config_name, settings)? })
+        Ok(Walg {
+            bin,
+            config: work.write_config(config_name, settings)?,
+        })
     }
 
     pub fn archive_command(&self) -> String {
-        format!("{} --config {} wal-push %p", self.bin.display(), self.config.display())
+        format!(
+            "{} --config {} wal-push %p",
+            self.bin.display(),
+            self.config.display()
+        )
     }
 
     pub fn restore_command(&self) -> String {
-        format!("{} --config {} wal-fetch %f %p", self.bin.display(), self.config.display())
+        format!(
+            "{} --config {} wal-fetch %f %p",
+            self.bin.display(),
+            self.config.display()
+        )
     }
 
     /// Runs walg directly (as the current user) with this config.
     pub fn run(&self, args: &[&str]) -> Result<Output> {
-        Ok(Command::new(&self.bin).arg("--config").arg(&self.config).args(args).output()?)
+        Ok(Command::new(&self.bin)
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .output()?)
     }
 }
 
 /// Archives a throwaway cluster through walg with `settings`, restores a new
 /// cluster from the archive through walg, promotes it (timeline 2, whose
 /// history file is archived too) and compares the data.
-pub fn round_trip(built: &Path, label: &str, settings: &Settings, quiet: bool) -> Result<RoundTrip> {
+pub fn round_trip(
+    built: &Path,
+    label: &str,
+    settings: &Settings,
+    quiet: bool,
+) -> Result<RoundTrip> {
     let started = Instant::now();
     let work = Workdir::new(label)?;
     let walg = Walg::new(&work, built, "walg.json", settings)?;
@@ -78,13 +106,22 @@ pub fn round_trip(built: &Path, label: &str, settings: &Settings, quiet: bool) -
         }
     };
 
-    let archive_conf = format!("archive_mode = on\narchive_command = '{}'\narchive_timeout = 0\n", walg.archive_command());
+    let archive_conf = format!(
+        "archive_mode = on\narchive_command = '{}'\narchive_timeout = 0\n",
+        walg.archive_command()
+    );
     let mut source = Cluster::init(&work.path.join("source"), &archive_conf, &[])?;
     source.start()?;
-    say(&format!("source cluster on port {} archiving through walg", source.port));
+    say(&format!(
+        "source cluster on port {} archiving through walg",
+        source.port
+    ));
 
-    source.sql("create table walg_demo (id bigint primary key, payload text, n double precision)")?;
-    source.sql("insert into walg_demo select g, md5(g::text), random() from generate_series(1, 20000) g")?;
+    source
+        .sql("create table walg_demo (id bigint primary key, payload text, n double precision)")?;
+    source.sql(
+        "insert into walg_demo select g, md5(g::text), random() from generate_series(1, 20000) g",
+    )?;
     let backup = work.path.join("backup");
     source.basebackup(&backup)?;
     say("base backup taken (pg_basebackup -X none waited for its WAL to be archived)");
@@ -102,10 +139,18 @@ pub fn round_trip(built: &Path, label: &str, settings: &Settings, quiet: bool) -
     source.sql("update walg_demo set n = n + 1 where id % 7 = 0")?;
     let digest = table_digest(&source, "walg_demo")?;
     let last = source.switch_and_wait_archived(ARCHIVE_WAIT)?;
-    let archived: u64 = source.sql("select archived_count from pg_stat_archiver")?.parse()?;
+    let archived: u64 = source
+        .sql("select archived_count from pg_stat_archiver")?
+        .parse()?;
     let failed = source.failed_count()?;
-    ensure!(failed == 0, "source pg_stat_archiver.failed_count = {failed}\n{}", pg::tail(&source.log_text(), 40));
-    say(&format!("{archived} files archived, last segment {last}, failed_count 0"));
+    ensure!(
+        failed == 0,
+        "source pg_stat_archiver.failed_count = {failed}\n{}",
+        pg::tail(&source.log_text(), 40)
+    );
+    say(&format!(
+        "{archived} files archived, last segment {last}, failed_count 0"
+    ));
     source.stop()?;
 
     // Recover a new cluster from the backup and the archive.
@@ -128,23 +173,51 @@ pub fn round_trip(built: &Path, label: &str, settings: &Settings, quiet: bool) -
         pg::tail(&log, 40)
     );
     let got = table_digest(&restored, "walg_demo")?;
-    ensure!(got == digest, "restored data differs: source {digest}, restored {got}");
-    say(&format!("restored cluster has the same {} rows, checksum {}", digest.split(':').next().unwrap_or("?"), digest.split(':').nth(1).unwrap_or("?")));
+    ensure!(
+        got == digest,
+        "restored data differs: source {digest}, restored {got}"
+    );
+    say(&format!(
+        "restored cluster has the same {} rows, checksum {}",
+        digest.split(':').next().unwrap_or("?"),
+        digest.split(':').nth(1).unwrap_or("?")
+    ));
 
     // The promotion started timeline 2: its history file must be archived.
     let tli = restored.sql("select substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)")?;
-    ensure!(tli == "00000002", "restored cluster is on timeline {tli}, expected 00000002");
+    ensure!(
+        tli == "00000002",
+        "restored cluster is on timeline {tli}, expected 00000002"
+    );
     restored.switch_and_wait_archived(ARCHIVE_WAIT)?;
     let probe = work.path.join("history-check");
-    let out = walg.run(&["wal-fetch", "00000002.history", &probe.display().to_string()])?;
-    ensure!(out.status.success(), "00000002.history was not archived: {}", String::from_utf8_lossy(&out.stderr));
+    let out = walg.run(&[
+        "wal-fetch",
+        "00000002.history",
+        &probe.display().to_string(),
+    ])?;
+    ensure!(
+        out.status.success(),
+        "00000002.history was not archived: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let failed = restored.failed_count()?;
-    ensure!(failed == 0, "restored pg_stat_archiver.failed_count = {failed}\n{}", pg::tail(&restored.log_text(), 40));
+    ensure!(
+        failed == 0,
+        "restored pg_stat_archiver.failed_count = {failed}\n{}",
+        pg::tail(&restored.log_text(), 40)
+    );
     say("timeline 2 promoted, 00000002.history archived and fetched back, failed_count 0");
     restored.stop()?;
 
-    say(&format!("round trip took {:.1}s", started.elapsed().as_secs_f64()));
-    Ok(RoundTrip { segments_archived: archived, rows: digest })
+    say(&format!(
+        "round trip took {:.1}s",
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(RoundTrip {
+        segments_archived: archived,
+        rows: digest,
+    })
 }
 
 fn code(out: &Output) -> i32 {
@@ -181,7 +254,11 @@ pub fn cli_contract(built: &Path) -> Result<()> {
     fs::copy(&seg_path, &seg)?;
     c.stop()?;
     let original = fs::read(&seg)?;
-    ensure!(original.len() == 1 << 20, "expected a 1 MiB segment, got {}", original.len());
+    ensure!(
+        original.len() == 1 << 20,
+        "expected a 1 MiB segment, got {}",
+        original.len()
+    );
 
     let out = walg.run(&["wal-push", &seg.display().to_string()])?;
     ensure!(code(&out) == 0, "wal-push failed: {}", text(&out));
@@ -190,24 +267,53 @@ pub fn cli_contract(built: &Path) -> Result<()> {
 
     // Identical re-push: 0.
     let out = walg.run(&["wal-push", &seg.display().to_string()])?;
-    ensure!(code(&out) == 0, "identical re-push must succeed: {}", text(&out));
+    ensure!(
+        code(&out) == 0,
+        "identical re-push must succeed: {}",
+        text(&out)
+    );
     // Different re-push: 1, stored copy untouched.
     let mut changed = original.clone();
     changed[500_000] ^= 0xFF;
     fs::write(&seg, &changed)?;
     let out = walg.run(&["wal-push", &seg.display().to_string()])?;
-    ensure!(code(&out) == 1, "different re-push must exit 1, got {}: {}", code(&out), text(&out));
-    ensure!(text(&out).contains("different content"), "unclear message: {}", text(&out));
-    ensure!(fs::read(&stored_key)? == stored, "stored copy changed after a refused re-push");
+    ensure!(
+        code(&out) == 1,
+        "different re-push must exit 1, got {}: {}",
+        code(&out),
+        text(&out)
+    );
+    ensure!(
+        text(&out).contains("different content"),
+        "unclear message: {}",
+        text(&out)
+    );
+    ensure!(
+        fs::read(&stored_key)? == stored,
+        "stored copy changed after a refused re-push"
+    );
     fs::write(&seg, &original)?;
 
     // Fetch it back; missing segment is 74 and writes nothing.
     let dest = local.join("RESTORED");
     let out = walg.run(&["wal-fetch", &seg_name, &dest.display().to_string()])?;
-    ensure!(code(&out) == 0 && fs::read(&dest)? == original, "fetch back failed: {}", text(&out));
+    ensure!(
+        code(&out) == 0 && fs::read(&dest)? == original,
+        "fetch back failed: {}",
+        text(&out)
+    );
     let missing = local.join("MISSING");
-    let out = walg.run(&["wal-fetch", "0000000100000000000000FF", &missing.display().to_string()])?;
-    ensure!(code(&out) == 74, "missing segment must exit 74, got {}: {}", code(&out), text(&out));
+    let out = walg.run(&[
+        "wal-fetch",
+        "0000000100000000000000FF",
+        &missing.display().to_string(),
+    ])?;
+    ensure!(
+        code(&out) == 74,
+        "missing segment must exit 74, got {}: {}",
+        code(&out),
+        text(&out)
+    );
     ensure!(!missing.exists(), "a missing segment must write nothing");
 
     // Bad inputs: clear error, non-zero, nothing written.
@@ -216,25 +322,51 @@ pub fn cli_contract(built: &Path) -> Result<()> {
         (vec!["wal-fetch", "../../etc/passwd", "x"], "cannot contain"),
         (vec!["wal-fetch", "..", "x"], "cannot contain"),
         (vec!["wal-fetch", "notawalfile", "x"], "not a WAL file name"),
-        (vec!["wal-push", "/nonexistent/000000010000000000000001"], "No such file"),
+        (
+            vec!["wal-push", "/nonexistent/000000010000000000000001"],
+            "No such file",
+        ),
         (vec!["wal-push", "/etc/hostname"], "not a WAL file name"),
     ] {
         let out = walg.run(&args)?;
-        ensure!(code(&out) == 1, "{args:?} must exit 1, got {}: {}", code(&out), text(&out));
-        ensure!(text(&out).contains(needle), "{args:?}: message lacks {needle:?}: {}", text(&out));
+        ensure!(
+            code(&out) == 1,
+            "{args:?} must exit 1, got {}: {}",
+            code(&out),
+            text(&out)
+        );
+        ensure!(
+            text(&out).contains(needle),
+            "{args:?}: message lacks {needle:?}: {}",
+            text(&out)
+        );
     }
-    ensure!(!local.join("x").exists(), "a refused fetch wrote its destination");
+    ensure!(
+        !local.join("x").exists(),
+        "a refused fetch wrote its destination"
+    );
     let truncated = work.path.join("trunc");
     fs::create_dir_all(&truncated)?;
     let tseg = truncated.join("000000010000000000000042");
     fs::write(&tseg, &original[..100_000])?;
     let out = walg.run(&["wal-push", &tseg.display().to_string()])?;
-    ensure!(code(&out) == 1 && text(&out).contains("not a complete WAL segment"), "truncated segment: {}", text(&out));
+    ensure!(
+        code(&out) == 1 && text(&out).contains("not a complete WAL segment"),
+        "truncated segment: {}",
+        text(&out)
+    );
     ensure!(walk(&archive) == before, "bad inputs changed the archive");
 
     // Interoperability with the lz4 and zstd command-line tools.
-    let out = Command::new("lz4").args(["-d", "-c"]).arg(&stored_key).output().context("run lz4 (apt-get install lz4)")?;
-    ensure!(out.status.success() && out.stdout == original, "lz4 -d of walg's object differs from the segment");
+    let out = Command::new("lz4")
+        .args(["-d", "-c"])
+        .arg(&stored_key)
+        .output()
+        .context("run lz4 (apt-get install lz4)")?;
+    ensure!(
+        out.status.success() && out.stdout == original,
+        "lz4 -d of walg's object differs from the segment"
+    );
     let zarchive = work.path.join("zarchive");
     let mut zs = file_settings(&zarchive);
     zs.insert("WALG_COMPRESSION_METHOD".into(), json!("zstd"));
@@ -242,8 +374,15 @@ pub fn cli_contract(built: &Path) -> Result<()> {
     let out = zwalg.run(&["wal-push", &seg.display().to_string()])?;
     ensure!(code(&out) == 0, "zstd push: {}", text(&out));
     let zkey = zarchive.join("wal_005").join(format!("{seg_name}.zst"));
-    let out = Command::new("zstd").args(["-d", "-c"]).arg(&zkey).output().context("run zstd (apt-get install zstd)")?;
-    ensure!(out.status.success() && out.stdout == original, "zstd -d of walg's object differs from the segment");
+    let out = Command::new("zstd")
+        .args(["-d", "-c"])
+        .arg(&zkey)
+        .output()
+        .context("run zstd (apt-get install zstd)")?;
+    ensure!(
+        out.status.success() && out.stdout == original,
+        "zstd -d of walg's object differs from the segment"
+    );
     // And the reverse: objects made by the tools are fetched.
     for (tool, ext) in [("lz4", "lz4"), ("zstd", "zst")] {
         let other = work.path.join(format!("{tool}-made"));
@@ -255,11 +394,23 @@ pub fn cli_contract(built: &Path) -> Result<()> {
             cmd.arg("-o");
         }
         pg::run(cmd.arg(&obj))?;
-        let w = Walg::new(&work, built, &format!("walg-{tool}.json"), &file_settings(&other))?;
+        let w = Walg::new(
+            &work,
+            built,
+            &format!("walg-{tool}.json"),
+            &file_settings(&other),
+        )?;
         let dest = local.join(format!("from-{tool}"));
         let out = w.run(&["wal-fetch", &seg_name, &dest.display().to_string()])?;
-        ensure!(code(&out) == 0, "fetch of a {tool}-made object: {}", text(&out));
-        ensure!(fs::read(&dest)? == original, "{tool}-made object fetched wrong bytes");
+        ensure!(
+            code(&out) == 0,
+            "fetch of a {tool}-made object: {}",
+            text(&out)
+        );
+        ensure!(
+            fs::read(&dest)? == original,
+            "{tool}-made object fetched wrong bytes"
+        );
     }
     Ok(())
 }
@@ -303,7 +454,10 @@ pub fn run_tests(tests: Vec<Test>) -> Result<()> {
                 println!("e2e {name} ... ok ({:.1}s)", start.elapsed().as_secs_f64());
             }
             Err(e) => {
-                println!("e2e {name} ... FAILED ({:.1}s)\n{e:#}", start.elapsed().as_secs_f64());
+                println!(
+                    "e2e {name} ... FAILED ({:.1}s)\n{e:#}",
+                    start.elapsed().as_secs_f64()
+                );
                 failed.push(*name);
             }
         }
@@ -320,7 +474,11 @@ pub fn run_tests(tests: Vec<Test>) -> Result<()> {
 /// would see them. Returns (data dir, segment names).
 pub fn ready_backlog(work: &Workdir, count: usize) -> Result<(PathBuf, Vec<String>)> {
     let archive_conf = "archive_mode = on\narchive_command = '/bin/false'\n";
-    let mut c = Cluster::init(&work.path.join("backlog-src"), archive_conf, &["--wal-segsize=1"])?;
+    let mut c = Cluster::init(
+        &work.path.join("backlog-src"),
+        archive_conf,
+        &["--wal-segsize=1"],
+    )?;
     c.start()?;
     c.sql("create table t (x text)")?;
     let mut names = Vec::new();
@@ -361,28 +519,66 @@ pub fn upload_ahead(built: &Path) -> Result<()> {
         Ok(text(&out))
     };
     let log = push(&names[0])?;
-    ensure!(log.contains("+3 uploaded ahead"), "first call should upload 3 ahead: {log}");
+    ensure!(
+        log.contains("+3 uploaded ahead"),
+        "first call should upload 3 ahead: {log}"
+    );
     for n in &names[..4] {
-        ensure!(archive.join("wal_005").join(format!("{n}.lz4")).is_file(), "{n} not stored by upload-ahead");
+        ensure!(
+            archive.join("wal_005").join(format!("{n}.lz4")).is_file(),
+            "{n} not stored by upload-ahead"
+        );
     }
     let markers = data.join("pg_wal/walg_data/walg_archive_status");
-    ensure!(markers.join(&names[1]).is_file(), "no marker for {}", names[1]);
-    ensure!(fs::read_to_string(markers.join(&names[1]))?.contains("storage="), "marker does not name the storage");
     ensure!(
-        names.iter().all(|n| data.join("pg_wal/archive_status").join(format!("{n}.ready")).is_file()),
+        markers.join(&names[1]).is_file(),
+        "no marker for {}",
+        names[1]
+    );
+    ensure!(
+        fs::read_to_string(markers.join(&names[1]))?.contains("storage="),
+        "marker does not name the storage"
+    );
+    ensure!(
+        names.iter().all(|n| data
+            .join("pg_wal/archive_status")
+            .join(format!("{n}.ready"))
+            .is_file()),
         "walg renamed a .ready file"
     );
     // Play the archiver: mark the first done; the second is answered from its marker.
-    fs::rename(data.join(format!("pg_wal/archive_status/{}.ready", names[0])), data.join(format!("pg_wal/archive_status/{}.done", names[0])))?;
+    fs::rename(
+        data.join(format!("pg_wal/archive_status/{}.ready", names[0])),
+        data.join(format!("pg_wal/archive_status/{}.done", names[0])),
+    )?;
     let log = push(&names[1])?;
-    ensure!(log.contains("uploaded ahead"), "second call should be answered by its marker: {log}");
-    ensure!(!markers.join(&names[1]).exists(), "marker not removed after use");
-    fs::rename(data.join(format!("pg_wal/archive_status/{}.ready", names[1])), data.join(format!("pg_wal/archive_status/{}.done", names[1])))?;
+    ensure!(
+        log.contains("uploaded ahead"),
+        "second call should be answered by its marker: {log}"
+    );
+    ensure!(
+        !markers.join(&names[1]).exists(),
+        "marker not removed after use"
+    );
+    fs::rename(
+        data.join(format!("pg_wal/archive_status/{}.ready", names[1])),
+        data.join(format!("pg_wal/archive_status/{}.done", names[1])),
+    )?;
     // A marker whose object is gone must not be trusted.
     fs::remove_file(archive.join("wal_005").join(format!("{}.lz4", names[2])))?;
     let log = push(&names[2])?;
-    ensure!(log.contains("pushing again") && log.contains("pushed"), "a marker without its object was trusted: {log}");
-    ensure!(archive.join("wal_005").join(format!("{}.lz4", names[2])).is_file(), "{} not re-pushed", names[2]);
+    ensure!(
+        log.contains("pushing again") && log.contains("pushed"),
+        "a marker without its object was trusted: {log}"
+    );
+    ensure!(
+        archive
+            .join("wal_005")
+            .join(format!("{}.lz4", names[2]))
+            .is_file(),
+        "{} not re-pushed",
+        names[2]
+    );
     Ok(())
 }
 
@@ -398,7 +594,10 @@ pub fn prefetch(built: &Path) -> Result<()> {
     let walg = Walg::new(&work, built, "walg.json", &settings)?;
     let (data, names) = ready_backlog(&work, 5)?;
     for n in &names {
-        let out = walg.run(&["wal-push", &data.join("pg_wal").join(n).display().to_string()])?;
+        let out = walg.run(&[
+            "wal-push",
+            &data.join("pg_wal").join(n).display().to_string(),
+        ])?;
         ensure!(out.status.success(), "push {n}: {}", text(&out));
     }
     let restore = work.path.join("restore/pg_wal");
@@ -411,17 +610,36 @@ pub fn prefetch(built: &Path) -> Result<()> {
     while !prefetched.exists() && start.elapsed() < Duration::from_secs(20) {
         std::thread::sleep(Duration::from_millis(50));
     }
-    ensure!(prefetched.exists(), "{} was not prefetched into {}", names[1], prefetched.display());
+    ensure!(
+        prefetched.exists(),
+        "{} was not prefetched into {}",
+        names[1],
+        prefetched.display()
+    );
     let out = walg.run(&["wal-fetch", &names[1], &dest.display().to_string()])?;
-    ensure!(out.status.success() && text(&out).contains("prefetch directory"), "second fetch not served by prefetch: {}", text(&out));
-    ensure!(fs::read(&dest)? == fs::read(data.join("pg_wal").join(&names[1]))?, "prefetched bytes differ");
+    ensure!(
+        out.status.success() && text(&out).contains("prefetch directory"),
+        "second fetch not served by prefetch: {}",
+        text(&out)
+    );
+    ensure!(
+        fs::read(&dest)? == fs::read(data.join("pg_wal").join(&names[1]))?,
+        "prefetched bytes differ"
+    );
     // Walk to the end: the segment after the last is "not found" (74).
     for n in &names[2..] {
         let out = walg.run(&["wal-fetch", n, &dest.display().to_string()])?;
         ensure!(out.status.success(), "fetch {n}: {}", text(&out));
-        ensure!(fs::read(&dest)? == fs::read(data.join("pg_wal").join(n))?, "{n}: wrong bytes");
+        ensure!(
+            fs::read(&dest)? == fs::read(data.join("pg_wal").join(n))?,
+            "{n}: wrong bytes"
+        );
     }
-    let out = walg.run(&["wal-fetch", "0000000100000000000000FF", &dest.display().to_string()])?;
+    let out = walg.run(&[
+        "wal-fetch",
+        "0000000100000000000000FF",
+        &dest.display().to_string(),
+    ])?;
     ensure!(code(&out) == 74, "after the end: {}", text(&out));
     Ok(())
 }
@@ -435,7 +653,9 @@ pub fn storage_errors(built: &Path, emus: &crate::emulators::Emulators) -> Resul
     let work = Workdir::new("errors")?;
     let (data, names) = ready_backlog(&work, 1)?;
     let seg = data.join("pg_wal").join(&names[0]).display().to_string();
-    let to_settings = |pairs: Vec<(String, String)>| -> Settings { pairs.into_iter().map(|(k, v)| (k, json!(v))).collect() };
+    let to_settings = |pairs: Vec<(String, String)>| -> Settings {
+        pairs.into_iter().map(|(k, v)| (k, json!(v))).collect()
+    };
 
     // A listener that accepts and never answers.
     let hang = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -446,8 +666,14 @@ pub fn storage_errors(built: &Path, emus: &crate::emulators::Emulators) -> Resul
             held.push(s); // keep every connection open, say nothing
         }
     });
-    let mut s = to_settings(emus.settings_for(Kind::S3, "errors").context("s3 emulator")?);
-    s.insert("AWS_ENDPOINT".into(), json!(format!("http://127.0.0.1:{port}")));
+    let mut s = to_settings(
+        emus.settings_for(Kind::S3, "errors")
+            .context("s3 emulator")?,
+    );
+    s.insert(
+        "AWS_ENDPOINT".into(),
+        json!(format!("http://127.0.0.1:{port}")),
+    );
     s.insert("WALG_STORAGE_TIMEOUT".into(), json!("2s"));
     s.insert("WALG_STORAGE_RETRIES".into(), json!(1));
     s.insert("WALG_UPLOAD_CONCURRENCY".into(), json!(1));
@@ -457,31 +683,66 @@ pub fn storage_errors(built: &Path, emus: &crate::emulators::Emulators) -> Resul
     let took = start.elapsed();
     // Bound: (retries + 1) attempts of at most the timeout each, plus backoff
     // and process start; 2s * 2 + margin.
-    ensure!(code(&out) == 1, "hanging storage: expected exit 1, got {}: {}", code(&out), text(&out));
-    ensure!(took < Duration::from_secs(15), "hanging storage: wal-push took {took:?}, configured timeout 2s x 2 attempts");
+    ensure!(
+        code(&out) == 1,
+        "hanging storage: expected exit 1, got {}: {}",
+        code(&out),
+        text(&out)
+    );
+    ensure!(
+        took < Duration::from_secs(15),
+        "hanging storage: wal-push took {took:?}, configured timeout 2s x 2 attempts"
+    );
     let msg = text(&out);
-    ensure!(msg.contains("timed out") && msg.contains("2s"), "message should say it timed out after 2s: {msg}");
-    ensure!(msg.contains("default") || msg.contains("s3://"), "message should name the storage: {msg}");
-    println!("  hanging endpoint: wal-push exit 1 after {:.1}s (timeout 2s, 1 retry)", took.as_secs_f64());
+    ensure!(
+        msg.contains("timed out") && msg.contains("2s"),
+        "message should say it timed out after 2s: {msg}"
+    );
+    ensure!(
+        msg.contains("default") || msg.contains("s3://"),
+        "message should name the storage: {msg}"
+    );
+    println!(
+        "  hanging endpoint: wal-push exit 1 after {:.1}s (timeout 2s, 1 retry)",
+        took.as_secs_f64()
+    );
 
     // Wrong key (Azurite checks signatures).
-    let mut s = to_settings(emus.settings_for(Kind::Azure, "errors").context("azure emulator")?);
-    s.insert("AZURE_STORAGE_ACCESS_KEY".into(), json!("d3Jvbmcga2V5IHdyb25nIGtleSB3cm9uZyBrZXk="));
+    let mut s = to_settings(
+        emus.settings_for(Kind::Azure, "errors")
+            .context("azure emulator")?,
+    );
+    s.insert(
+        "AZURE_STORAGE_ACCESS_KEY".into(),
+        json!("d3Jvbmcga2V5IHdyb25nIGtleSB3cm9uZyBrZXk="),
+    );
     s.insert("WALG_STORAGE_RETRIES".into(), json!(0));
     let w = Walg::new(&work, built, "wrongkey.json", &s)?;
     let out = w.run(&["wal-push", &seg])?;
     let msg = text(&out);
     ensure!(code(&out) == 1, "wrong key: expected exit 1: {msg}");
-    ensure!(!msg.contains("d3Jvbmcga2V5"), "the key leaked into the message: {msg}");
-    ensure!(msg.to_lowercase().contains("permission denied") || msg.contains("AZURE_STORAGE"), "wrong key message unclear: {msg}");
+    ensure!(
+        !msg.contains("d3Jvbmcga2V5"),
+        "the key leaked into the message: {msg}"
+    );
+    ensure!(
+        msg.to_lowercase().contains("permission denied") || msg.contains("AZURE_STORAGE"),
+        "wrong key message unclear: {msg}"
+    );
 
     // Missing bucket.
-    let mut s = to_settings(emus.settings_for(Kind::S3, "errors").context("s3 emulator")?);
+    let mut s = to_settings(
+        emus.settings_for(Kind::S3, "errors")
+            .context("s3 emulator")?,
+    );
     s.insert("WALG_S3_PREFIX".into(), json!("s3://walg-no-such-bucket/x"));
     let w = Walg::new(&work, built, "nobucket.json", &s)?;
     let out = w.run(&["wal-push", &seg])?;
     let msg = text(&out);
-    ensure!(code(&out) == 1 && msg.contains("walg-no-such-bucket"), "missing bucket: {msg}");
+    ensure!(
+        code(&out) == 1 && msg.contains("walg-no-such-bucket"),
+        "missing bucket: {msg}"
+    );
 
     // Malformed prefix.
     let mut s = Settings::new();
@@ -489,7 +750,10 @@ pub fn storage_errors(built: &Path, emus: &crate::emulators::Emulators) -> Resul
     let w = Walg::new(&work, built, "malformed.json", &s)?;
     let out = w.run(&["wal-push", &seg])?;
     let msg = text(&out);
-    ensure!(code(&out) == 1 && msg.contains("WALG_S3_PREFIX") && msg.contains("s3://"), "malformed prefix: {msg}");
+    ensure!(
+        code(&out) == 1 && msg.contains("WALG_S3_PREFIX") && msg.contains("s3://"),
+        "malformed prefix: {msg}"
+    );
     Ok(())
 }
 
@@ -502,8 +766,14 @@ pub fn storage_commands(built: &Path) -> Result<()> {
     let backup = work.path.join("backup");
     let cache = work.path.join("state/status.json");
     let mut s = file_settings(&primary);
-    s.insert("WALG_FAILOVER_STORAGES".into(), json!({"backup": {"WALG_FILE_PREFIX": backup.display().to_string()}}));
-    s.insert("WALG_FAILOVER_STORAGES_CACHE_FILE".into(), json!(cache.display().to_string()));
+    s.insert(
+        "WALG_FAILOVER_STORAGES".into(),
+        json!({"backup": {"WALG_FILE_PREFIX": backup.display().to_string()}}),
+    );
+    s.insert(
+        "WALG_FAILOVER_STORAGES_CACHE_FILE".into(),
+        json!(cache.display().to_string()),
+    );
     s.insert("WALG_UPLOAD_CONCURRENCY".into(), json!(1));
     let walg = Walg::new(&work, built, "walg.json", &s)?;
     let mut forced = s.clone();
@@ -515,34 +785,69 @@ pub fn storage_commands(built: &Path) -> Result<()> {
 
     let (data, names) = ready_backlog(&work, 3)?;
     for n in &names {
-        let out = to_backup.run(&["wal-push", &data.join("pg_wal").join(n).display().to_string()])?;
-        ensure!(out.status.success() && text(&out).contains("\"backup\""), "push to backup: {}", text(&out));
+        let out = to_backup.run(&[
+            "wal-push",
+            &data.join("pg_wal").join(n).display().to_string(),
+        ])?;
+        ensure!(
+            out.status.success() && text(&out).contains("\"backup\""),
+            "push to backup: {}",
+            text(&out)
+        );
     }
     let dest = work.path.join("fetched");
     let out = from_primary.run(&["wal-fetch", &names[0], &dest.display().to_string()])?;
-    ensure!(code(&out) == 74, "primary should not have {} yet: {}", names[0], text(&out));
+    ensure!(
+        code(&out) == 74,
+        "primary should not have {} yet: {}",
+        names[0],
+        text(&out)
+    );
 
     let out = walg.run(&["st", "check", "--write"])?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    ensure!(out.status.success() && stdout.contains("default: alive") && stdout.contains("backup: alive"), "st check: {stdout} {}", text(&out));
+    ensure!(
+        out.status.success()
+            && stdout.contains("default: alive")
+            && stdout.contains("backup: alive"),
+        "st check: {stdout} {}",
+        text(&out)
+    );
     let out = walg.run(&["st", "status"])?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     ensure!(out.status.success(), "st status: {}", text(&out));
-    ensure!(stdout.contains(&cache.display().to_string()) && stdout.contains("alive"), "st status output: {stdout}");
+    ensure!(
+        stdout.contains(&cache.display().to_string()) && stdout.contains("alive"),
+        "st status output: {stdout}"
+    );
     ensure!(cache.is_file(), "status cache not written by st check");
 
     let out = walg.run(&["st", "transfer", "--source", "backup"])?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    ensure!(out.status.success() && stdout.contains("3 copied"), "st transfer: {stdout} {}", text(&out));
+    ensure!(
+        out.status.success() && stdout.contains("3 copied"),
+        "st transfer: {stdout} {}",
+        text(&out)
+    );
     for n in &names {
         let out = from_primary.run(&["wal-fetch", n, &dest.display().to_string()])?;
-        ensure!(out.status.success(), "fetch {n} from the primary after transfer: {}", text(&out));
-        ensure!(fs::read(&dest)? == fs::read(data.join("pg_wal").join(n))?, "{n}: transferred bytes differ");
+        ensure!(
+            out.status.success(),
+            "fetch {n} from the primary after transfer: {}",
+            text(&out)
+        );
+        ensure!(
+            fs::read(&dest)? == fs::read(data.join("pg_wal").join(n))?,
+            "{n}: transferred bytes differ"
+        );
     }
     // Again: nothing to copy, everything verified identical.
     let out = walg.run(&["st", "transfer", "--source", "backup"])?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    ensure!(out.status.success() && stdout.contains("0 copied, 3 already present"), "second transfer: {stdout}");
+    ensure!(
+        out.status.success() && stdout.contains("0 copied, 3 already present"),
+        "second transfer: {stdout}"
+    );
     Ok(())
 }
 
@@ -566,7 +871,11 @@ pub fn archive_keeps_up(built: &Path) -> Result<String> {
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 let n = fs::read_dir(&dir)
-                    .map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".ready")).count())
+                    .map(|d| {
+                        d.flatten()
+                            .filter(|e| e.file_name().to_string_lossy().ends_with(".ready"))
+                            .count()
+                    })
                     .unwrap_or(0);
                 max_ready.fetch_max(n, Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(100));
@@ -583,27 +892,57 @@ pub fn archive_keeps_up(built: &Path) -> Result<String> {
     let init = c.pgbench(&["-i", "-q", "-s", "40"]);
     let burst_secs = started.elapsed().as_secs_f64();
     let burst_peak = max_ready.swap(0, Ordering::Relaxed);
-    let drained = c.wait_for(&format!("select ({}) = 0", "select count(*) from pg_ls_dir('pg_wal/archive_status') f where f like '%.ready'"), "t", Duration::from_secs(180));
+    let drained = c.wait_for(
+        &format!(
+            "select ({}) = 0",
+            "select count(*) from pg_ls_dir('pg_wal/archive_status') f where f like '%.ready'"
+        ),
+        "t",
+        Duration::from_secs(180),
+    );
     let drain_secs = started.elapsed().as_secs_f64() - burst_secs;
     // Then a sustained load: the backlog must stay bounded throughout.
     max_ready.store(0, Ordering::Relaxed);
-    let archived_before: u64 = c.sql("select archived_count from pg_stat_archiver")?.parse()?;
+    let archived_before: u64 = c
+        .sql("select archived_count from pg_stat_archiver")?
+        .parse()?;
     let load_started = Instant::now();
     let load = c.pgbench(&["-c", "8", "-j", "2", "-T", "40", "-N"]);
     let load_secs = load_started.elapsed().as_secs_f64();
     let steady_peak = max_ready.load(Ordering::Relaxed);
-    let drained_after = c.wait_for(&format!("select ({}) = 0", "select count(*) from pg_ls_dir('pg_wal/archive_status') f where f like '%.ready'"), "t", Duration::from_secs(120));
+    let drained_after = c.wait_for(
+        &format!(
+            "select ({}) = 0",
+            "select count(*) from pg_ls_dir('pg_wal/archive_status') f where f like '%.ready'"
+        ),
+        "t",
+        Duration::from_secs(120),
+    );
     stop.store(true, Ordering::Relaxed);
     let _ = sampler.join();
     init?;
     load?;
-    drained.with_context(|| format!("the .ready backlog after the burst did not drain: {} waiting", ready_now(&c).unwrap_or_default()))?;
+    drained.with_context(|| {
+        format!(
+            "the .ready backlog after the burst did not drain: {} waiting",
+            ready_now(&c).unwrap_or_default()
+        )
+    })?;
     drained_after.context("the .ready backlog did not drain after the sustained load")?;
-    let archived: u64 = c.sql("select archived_count from pg_stat_archiver")?.parse()?;
+    let archived: u64 = c
+        .sql("select archived_count from pg_stat_archiver")?
+        .parse()?;
     let failed = c.failed_count()?;
-    ensure!(failed == 0, "failed_count {failed} under load\n{}", pg::tail(&c.log_text(), 30));
+    ensure!(
+        failed == 0,
+        "failed_count {failed} under load\n{}",
+        pg::tail(&c.log_text(), 30)
+    );
     let steady = archived - archived_before;
-    ensure!(steady >= 10, "the sustained load archived only {steady} files; not a meaningful load");
+    ensure!(
+        steady >= 10,
+        "the sustained load archived only {steady} files; not a meaningful load"
+    );
     // Bounded: never more waiting than two upload-ahead batches (16 each).
     ensure!(
         steady_peak <= 32,
@@ -627,7 +966,11 @@ pub fn storage_timings(built: &Path, emus: &crate::emulators::Emulators) -> Resu
     use crate::emulators::Kind;
     let work = Workdir::new("timings")?;
     // Five real 16 MiB segments with pgbench-like content.
-    let mut c = Cluster::init(&work.path.join("src"), "archive_mode = on\narchive_command = '/bin/false'\n", &[])?;
+    let mut c = Cluster::init(
+        &work.path.join("src"),
+        "archive_mode = on\narchive_command = '/bin/false'\n",
+        &[],
+    )?;
     c.start()?;
     c.sql("create table t (a bigint, b text)")?;
     let mut names = Vec::new();
@@ -645,11 +988,18 @@ pub fn storage_timings(built: &Path, emus: &crate::emulators::Emulators) -> Resu
         v.sort_by(|a, b| a.total_cmp(b));
         v[v.len() / 2]
     };
-    let mut lines = vec!["backend   wal-push (ms)  wal-fetch (ms)   median of 5 x 16 MiB, lz4, debug build".to_string()];
-    let mut backends: Vec<(String, Settings)> = vec![("file".into(), file_settings(&work.path.join("archive")))];
+    let mut lines = vec![
+        "backend   wal-push (ms)  wal-fetch (ms)   median of 5 x 16 MiB, lz4, debug build"
+            .to_string(),
+    ];
+    let mut backends: Vec<(String, Settings)> =
+        vec![("file".into(), file_settings(&work.path.join("archive")))];
     for kind in Kind::ALL {
         let pairs = emus.settings_for(kind, "timings").context("emulator")?;
-        backends.push((kind.name().into(), pairs.into_iter().map(|(k, v)| (k, json!(v))).collect()));
+        backends.push((
+            kind.name().into(),
+            pairs.into_iter().map(|(k, v)| (k, json!(v))).collect(),
+        ));
     }
     for (label, mut settings) in backends {
         settings.insert("WALG_UPLOAD_CONCURRENCY".into(), json!(1));
@@ -666,9 +1016,16 @@ pub fn storage_timings(built: &Path, emus: &crate::emulators::Emulators) -> Resu
             let out = w.run(&["wal-fetch", n, &dest.display().to_string()])?;
             fetch.push(t.elapsed().as_secs_f64() * 1000.0);
             ensure!(out.status.success(), "{label}: fetch {n}: {}", text(&out));
-            ensure!(fs::read(&dest)? == fs::read(segs.join(n))?, "{label}: {n} came back different");
+            ensure!(
+                fs::read(&dest)? == fs::read(segs.join(n))?,
+                "{label}: {n} came back different"
+            );
         }
-        lines.push(format!("{label:<9} {:>13.0}  {:>14.0}", median(push), median(fetch)));
+        lines.push(format!(
+            "{label:<9} {:>13.0}  {:>14.0}",
+            median(push),
+            median(fetch)
+        ));
     }
     let report = lines.join("\n");
     println!("{report}");

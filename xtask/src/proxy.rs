@@ -93,7 +93,11 @@ pub struct Proxy {
 
 impl std::fmt::Debug for Proxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Proxy").field("port", &self.inner.port).field("upstream", &self.inner.upstream).field("mode", &self.inner.mode()).finish()
+        f.debug_struct("Proxy")
+            .field("port", &self.inner.port)
+            .field("upstream", &self.inner.upstream)
+            .field("mode", &self.inner.mode())
+            .finish()
     }
 }
 
@@ -123,9 +127,14 @@ impl Proxy {
         });
         let accept = {
             let inner = inner.clone();
-            std::thread::Builder::new().name("proxy-accept".into()).spawn(move || accept_loop(inner, listener))?
+            std::thread::Builder::new()
+                .name("proxy-accept".into())
+                .spawn(move || accept_loop(inner, listener))?
         };
-        Ok(Proxy { inner, accept: Some(accept) })
+        Ok(Proxy {
+            inner,
+            accept: Some(accept),
+        })
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -138,7 +147,13 @@ impl Proxy {
     pub fn set_mode(&self, mode: Mode) -> Result<()> {
         self.inner.mode.store(mode.to_u8(), Ordering::SeqCst);
         if mode == Mode::Refuse {
-            for c in self.inner.conns.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            for c in self
+                .inner
+                .conns
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+            {
                 let _ = c.client.shutdown(Shutdown::Both);
                 if let Some(u) = &c.upstream {
                     let _ = u.shutdown(Shutdown::Both);
@@ -157,12 +172,20 @@ impl Proxy {
 
     /// Every request seen so far, in arrival order.
     pub fn requests(&self) -> Vec<Request> {
-        self.inner.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.inner
+            .log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// A position in the request log, for [`Proxy::since`].
     pub fn mark(&self) -> usize {
-        self.inner.log.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.inner
+            .log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 
     /// The requests after `mark`.
@@ -170,13 +193,18 @@ impl Proxy {
         let log = self.inner.log.lock().unwrap_or_else(|e| e.into_inner());
         log[mark.min(log.len())..].to_vec()
     }
-
 }
 
 impl Drop for Proxy {
     fn drop(&mut self) {
         self.inner.stop.store(true, Ordering::SeqCst);
-        for c in self.inner.conns.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for c in self
+            .inner
+            .conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
             let _ = c.client.shutdown(Shutdown::Both);
             if let Some(u) = &c.upstream {
                 let _ = u.shutdown(Shutdown::Both);
@@ -212,9 +240,13 @@ fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
         match l.accept() {
             Ok((client, _)) => {
                 let inner = inner.clone();
-                let _ = std::thread::Builder::new().name("proxy-conn".into()).spawn(move || handle(inner, client));
+                let _ = std::thread::Builder::new()
+                    .name("proxy-conn".into())
+                    .spawn(move || handle(inner, client));
             }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(2)),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(2))
+            }
             Err(_) => std::thread::sleep(Duration::from_millis(10)),
         }
     }
@@ -242,21 +274,41 @@ fn handle(inner: Arc<Inner>, client: TcpStream) {
     let poisoned = Arc::new(AtomicBool::new(upstream.is_none()));
     if let Ok(c) = client.try_clone() {
         let u = upstream.as_ref().and_then(|u| u.try_clone().ok());
-        inner.conns.lock().unwrap_or_else(|e| e.into_inner()).push(Conn { id, client: c, upstream: u });
+        inner
+            .conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Conn {
+                id,
+                client: c,
+                upstream: u,
+            });
     }
     let s2c = upstream.as_ref().and_then(|u| {
         let (u, c) = (u.try_clone().ok()?, client.try_clone().ok()?);
         let (inner, poisoned) = (inner.clone(), poisoned.clone());
-        std::thread::Builder::new().name("proxy-s2c".into()).spawn(move || server_to_client(&inner, u, c, &poisoned)).ok()
+        std::thread::Builder::new()
+            .name("proxy-s2c".into())
+            .spawn(move || server_to_client(&inner, u, c, &poisoned))
+            .ok()
     });
     client_to_server(&inner, client, upstream, &poisoned);
     if let Some(h) = s2c {
         let _ = h.join();
     }
-    inner.conns.lock().unwrap_or_else(|e| e.into_inner()).retain(|c| c.id != id);
+    inner
+        .conns
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|c| c.id != id);
 }
 
-fn client_to_server(inner: &Inner, mut client: TcpStream, mut upstream: Option<TcpStream>, poisoned: &AtomicBool) {
+fn client_to_server(
+    inner: &Inner,
+    mut client: TcpStream,
+    mut upstream: Option<TcpStream>,
+    poisoned: &AtomicBool,
+) {
     let mut parser = Parser::default();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -270,7 +322,11 @@ fn client_to_server(inner: &Inner, mut client: TcpStream, mut upstream: Option<T
         if !seen.is_empty() {
             let mut log = inner.log.lock().unwrap_or_else(|e| e.into_inner());
             for (method, target) in seen {
-                log.push(Request { method, target, mode });
+                log.push(Request {
+                    method,
+                    target,
+                    mode,
+                });
             }
         }
         match mode {
@@ -299,7 +355,12 @@ fn client_to_server(inner: &Inner, mut client: TcpStream, mut upstream: Option<T
     }
 }
 
-fn server_to_client(inner: &Inner, mut upstream: TcpStream, mut client: TcpStream, poisoned: &AtomicBool) {
+fn server_to_client(
+    inner: &Inner,
+    mut upstream: TcpStream,
+    mut client: TcpStream,
+    poisoned: &AtomicBool,
+) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match upstream.read(&mut buf) {
@@ -383,11 +444,15 @@ impl Parser {
                     let mut length = 0u64;
                     let mut chunked = false;
                     for line in lines {
-                        let Some((k, v)) = line.split_once(':') else { continue };
+                        let Some((k, v)) = line.split_once(':') else {
+                            continue;
+                        };
                         let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
                         if k == "content-length" {
                             length = v.parse().unwrap_or(0);
-                        } else if k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked") {
+                        } else if k == "transfer-encoding"
+                            && v.to_ascii_lowercase().contains("chunked")
+                        {
                             chunked = true;
                         }
                     }
@@ -411,7 +476,9 @@ impl Parser {
                     };
                 }
                 State::ChunkSize => {
-                    let Some(p) = find(&self.buf, b"\r\n") else { return };
+                    let Some(p) = find(&self.buf, b"\r\n") else {
+                        return;
+                    };
                     let line = String::from_utf8_lossy(&self.buf[..p]).into_owned();
                     self.buf.drain(..p + 2);
                     let hex = line.split(';').next().unwrap_or("").trim();
@@ -422,7 +489,9 @@ impl Parser {
                     }
                 }
                 State::Trailer => {
-                    let Some(p) = find(&self.buf, b"\r\n") else { return };
+                    let Some(p) = find(&self.buf, b"\r\n") else {
+                        return;
+                    };
                     self.buf.drain(..p + 2);
                     if p == 0 {
                         self.state = State::Head;
@@ -446,6 +515,14 @@ mod tests {
             p.feed(chunk, &mut out);
         }
         let got: Vec<String> = out.iter().map(|(m, t)| format!("{m} {t}")).collect();
-        assert_eq!(got, ["PUT /b/wal_005/x", "HEAD /b/y", "POST /c", "DELETE /b/walg_failover_check/1"]);
+        assert_eq!(
+            got,
+            [
+                "PUT /b/wal_005/x",
+                "HEAD /b/y",
+                "POST /c",
+                "DELETE /b/walg_failover_check/1"
+            ]
+        );
     }
 }

@@ -10,7 +10,11 @@ use anyhow::{bail, Result};
 use crate::pg;
 
 fn have(cmd: &str) -> bool {
-    Command::new("sh").arg("-c").arg(format!("command -v {cmd} >/dev/null 2>&1")).status().is_ok_and(|s| s.success())
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {cmd} >/dev/null 2>&1"))
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Installs Debian packages (only when something is missing).
@@ -19,16 +23,35 @@ pub fn apt(packages: &[&str]) -> Result<()> {
         return Ok(());
     }
     if !pg::is_root() {
-        bail!("missing packages {packages:?}: install them (apt-get install {})", packages.join(" "));
+        bail!(
+            "missing packages {packages:?}: install them (apt-get install {})",
+            packages.join(" ")
+        );
     }
     println!("installing {} ...", packages.join(" "));
     let env = [("DEBIAN_FRONTEND", "noninteractive")];
-    let ok = |args: &[&str]| Command::new("apt-get").args(args).envs(env).status().is_ok_and(|s| s.success());
-    if !ok(&["install", "-y", "-q", "--no-install-recommends"].iter().copied().chain(packages.iter().copied()).collect::<Vec<_>>()) {
+    let ok = |args: &[&str]| {
+        Command::new("apt-get")
+            .args(args)
+            .envs(env)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !ok(&["install", "-y", "-q", "--no-install-recommends"]
+        .iter()
+        .copied()
+        .chain(packages.iter().copied())
+        .collect::<Vec<_>>())
+    {
         if !ok(&["update", "-q"]) {
             bail!("apt-get update failed");
         }
-        if !ok(&["install", "-y", "-q", "--no-install-recommends"].iter().copied().chain(packages.iter().copied()).collect::<Vec<_>>()) {
+        if !ok(&["install", "-y", "-q", "--no-install-recommends"]
+            .iter()
+            .copied()
+            .chain(packages.iter().copied())
+            .collect::<Vec<_>>())
+        {
             bail!("apt-get install {} failed", packages.join(" "));
         }
     }

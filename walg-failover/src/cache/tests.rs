@@ -28,19 +28,39 @@ fn read_json(path: &Path) -> BTreeMap<String, Entry> {
 }
 
 fn mode(path: &Path) -> u32 {
-    fs::symlink_metadata(path).expect("stat").permissions().mode() & 0o777
+    fs::symlink_metadata(path)
+        .expect("stat")
+        .permissions()
+        .mode()
+        & 0o777
 }
 
 #[test]
 fn default_cache_path_prefers_xdg_state_then_home_and_never_tmp() {
     fn check(xdg: Option<&str>, home: Option<&str>, expected: Option<&str>) {
         let got = default_cache_path(xdg.map(Path::new), home.map(Path::new));
-        assert_eq!(got.as_deref(), expected.map(Path::new), "xdg={xdg:?} home={home:?}");
+        assert_eq!(
+            got.as_deref(),
+            expected.map(Path::new),
+            "xdg={xdg:?} home={home:?}"
+        );
     }
     check(Some("/s"), Some("/h"), Some("/s/walg/storage_status.json"));
-    check(None, Some("/h"), Some("/h/.local/state/walg/storage_status.json"));
-    check(Some(""), Some("/h"), Some("/h/.local/state/walg/storage_status.json"));
-    check(Some("relative"), Some("/h"), Some("/h/.local/state/walg/storage_status.json"));
+    check(
+        None,
+        Some("/h"),
+        Some("/h/.local/state/walg/storage_status.json"),
+    );
+    check(
+        Some(""),
+        Some("/h"),
+        Some("/h/.local/state/walg/storage_status.json"),
+    );
+    check(
+        Some("relative"),
+        Some("/h"),
+        Some("/h/.local/state/walg/storage_status.json"),
+    );
     check(None, Some("relative"), None);
     check(None, Some(""), None);
     check(None, None, None);
@@ -52,7 +72,13 @@ fn verdicts_expire_per_storage_after_the_lifetime() {
     let cache = StatusCache::new(None, LIFE, clock.clone());
     cache.record("a", "fa", Observation::Used, true, None);
     clock.advance(Duration::from_secs(60));
-    cache.record("b", "fb", Observation::Checked, false, Some("unavailable: boom"));
+    cache.record(
+        "b",
+        "fb",
+        Observation::Checked,
+        false,
+        Some("unavailable: boom"),
+    );
     assert_eq!(cache.verdict("a", "fa"), Verdict::Alive);
     assert_eq!(cache.verdict("b", "fb"), Verdict::Dead);
 
@@ -68,15 +94,27 @@ fn verdicts_expire_per_storage_after_the_lifetime() {
     // A later use refreshes the verdict.
     cache.record("a", "fa", Observation::Used, true, None);
     assert_eq!(cache.verdict("a", "fa"), Verdict::Alive);
-    assert_eq!(cache.entry("b", "fb").and_then(|e| e.error), Some("unavailable: boom".to_string()));
+    assert_eq!(
+        cache.entry("b", "fb").and_then(|e| e.error),
+        Some("unavailable: boom".to_string())
+    );
 }
 
 #[test]
 fn another_fingerprint_does_not_reuse_a_verdict() {
     let cache = StatusCache::new(None, LIFE, clock());
-    cache.record("default", "s3://old-bucket", Observation::Used, false, Some("down"));
+    cache.record(
+        "default",
+        "s3://old-bucket",
+        Observation::Used,
+        false,
+        Some("down"),
+    );
     assert_eq!(cache.verdict("default", "s3://old-bucket"), Verdict::Dead);
-    assert_eq!(cache.verdict("default", "s3://new-bucket"), Verdict::Unknown);
+    assert_eq!(
+        cache.verdict("default", "s3://new-bucket"),
+        Verdict::Unknown
+    );
     assert_eq!(cache.entry("default", "s3://new-bucket"), None);
 }
 
@@ -90,7 +128,10 @@ fn transitions_are_reported_once() {
     use Transition::*;
     assert_eq!(seen, [Unchanged, Unchanged, Down, Unchanged, Up, Unchanged]);
     // A storage first seen dead is news too.
-    assert_eq!(cache.record("b", "f", Observation::Checked, false, Some("e")), Down);
+    assert_eq!(
+        cache.record("b", "f", Observation::Checked, false, Some("e")),
+        Down
+    );
 }
 
 #[test]
@@ -103,14 +144,20 @@ fn first_run_creates_a_private_file_without_warning() {
     assert_eq!(cache.verdict("a", "fa"), Verdict::Unknown);
     assert!(!cache.needs_flush(), "nothing learned, nothing to write");
     cache.flush();
-    assert!(!path.exists(), "the file is created only once something is learned");
+    assert!(
+        !path.exists(),
+        "the file is created only once something is learned"
+    );
 
     cache.record("a", "fa", Observation::Used, true, None);
     cache.flush();
     assert!(cache.warnings().is_empty(), "{:?}", cache.warnings());
     assert!(cache.is_persistent());
     assert_eq!(mode(&path), 0o600);
-    assert_eq!(mode(&path.with_file_name(format!("{FILE_NAME}.lock"))), 0o600);
+    assert_eq!(
+        mode(&path.with_file_name(format!("{FILE_NAME}.lock"))),
+        0o600
+    );
     assert_eq!(mode(path.parent().expect("parent")), 0o700);
     let raw: serde_json::Value =
         serde_json::from_slice(&fs::read(&path).expect("read")).expect("json");
@@ -137,12 +184,21 @@ fn torn_empty_garbage_and_foreign_files_warn_once_and_are_rewritten() {
     let cases: &[(&str, &[u8])] = &[
         ("empty", b""),
         ("whitespace", b"  \n"),
-        ("torn", br#"{"format":"walg-storage-status","version":1,"storages":{"a":{"fingerp"#),
+        (
+            "torn",
+            br#"{"format":"walg-storage-status","version":1,"storages":{"a":{"fingerp"#,
+        ),
         ("garbage", &[0xff, 0x00, 0x13, 0x37, 0xfe]),
         ("foreign json", br#"{"hello":"world"}"#),
         ("json array", b"[1,2,3]"),
-        ("other version", br#"{"format":"walg-storage-status","version":99,"storages":{}}"#),
-        ("malformed entry", br#"{"format":"walg-storage-status","version":1,"storages":{"a":{"alive":"yes"}}}"#),
+        (
+            "other version",
+            br#"{"format":"walg-storage-status","version":99,"storages":{}}"#,
+        ),
+        (
+            "malformed entry",
+            br#"{"format":"walg-storage-status","version":1,"storages":{"a":{"alive":"yes"}}}"#,
+        ),
     ];
     for (what, content) in cases {
         let dir = temp();
@@ -155,7 +211,10 @@ fn torn_empty_garbage_and_foreign_files_warn_once_and_are_rewritten() {
         assert_eq!(cache.warnings().len(), 1, "{what}: {:?}", cache.warnings());
         assert!(cache.warnings()[0].contains("will be rewritten"), "{what}");
         assert_eq!(cache.verdict("a", "fa"), Verdict::Unknown, "{what}");
-        assert!(cache.is_persistent(), "{what}: a bad file is not a bad location");
+        assert!(
+            cache.is_persistent(),
+            "{what}: a bad file is not a bad location"
+        );
 
         // Rewritten even though nothing was learned.
         assert!(cache.needs_flush(), "{what}");
@@ -181,9 +240,15 @@ fn unusable_locations_degrade_to_memory_with_one_warning() {
     let is_dir = dir.path().join("is-a-dir");
     fs::create_dir(&is_dir).expect("mkdir");
     let cases: Vec<(&str, PathBuf)> = vec![
-        ("parent is a regular file", file.join("walg").join(FILE_NAME)),
+        (
+            "parent is a regular file",
+            file.join("walg").join(FILE_NAME),
+        ),
         ("path is a directory", is_dir.clone()),
-        ("under /proc", PathBuf::from("/proc/walg-test-no-such/storage_status.json")),
+        (
+            "under /proc",
+            PathBuf::from("/proc/walg-test-no-such/storage_status.json"),
+        ),
     ];
     for (what, path) in cases {
         let clock = clock();
@@ -219,7 +284,13 @@ fn a_symlink_at_the_path_is_not_followed() {
         assert_eq!(cache.warnings().len(), 1, "{what}: {:?}", cache.warnings());
         assert!(cache.warnings()[0].contains("symbolic link"), "{what}");
         assert!(!cache.is_persistent(), "{what}");
-        assert!(fs::symlink_metadata(&path).expect("lstat").file_type().is_symlink(), "{what}");
+        assert!(
+            fs::symlink_metadata(&path)
+                .expect("lstat")
+                .file_type()
+                .is_symlink(),
+            "{what}"
+        );
     }
     assert_eq!(fs::read(&target).expect("read"), b"do not touch");
     assert!(!dangling.exists());
@@ -230,14 +301,18 @@ fn a_symlink_at_the_lock_path_is_not_followed() {
     let dir = temp();
     let path = dir.path().join(FILE_NAME);
     let target = dir.path().join("elsewhere");
-    std::os::unix::fs::symlink(&target, dir.path().join(format!("{FILE_NAME}.lock"))).expect("symlink");
+    std::os::unix::fs::symlink(&target, dir.path().join(format!("{FILE_NAME}.lock")))
+        .expect("symlink");
     let cache = cache_at(&path, &clock());
     cache.load();
     cache.record("a", "fa", Observation::Used, true, None);
     cache.flush();
     assert_eq!(cache.warnings().len(), 1, "{:?}", cache.warnings());
     assert!(!cache.is_persistent());
-    assert!(!target.exists(), "the lock must not be created through the link");
+    assert!(
+        !target.exists(),
+        "the lock must not be created through the link"
+    );
     assert!(!path.exists());
 }
 
@@ -359,7 +434,13 @@ fn sixteen_concurrent_writers_keep_a_valid_file_and_the_newest_verdicts() {
                     let cache = StatusCache::new(Some(path.clone()), Duration::ZERO, clock);
                     cache.load();
                     let err = (!alive(k, r)).then_some("down");
-                    cache.record(&format!("s{}", k % 4), "f", Observation::Used, alive(k, r), err);
+                    cache.record(
+                        &format!("s{}", k % 4),
+                        "f",
+                        Observation::Used,
+                        alive(k, r),
+                        err,
+                    );
                     cache.record("shared", "f", Observation::Checked, alive(k, r), err);
                     cache.flush();
                     assert!(cache.warnings().is_empty(), "{:?}", cache.warnings());
@@ -375,7 +456,11 @@ fn sixteen_concurrent_writers_keep_a_valid_file_and_the_newest_verdicts() {
 
     let on_disk = read_json(&path);
     let newest = |ks: &[u64]| {
-        let (k, r) = ks.iter().map(|&k| (k, ROUNDS - 1)).max_by_key(|&(k, r)| at(k, r)).expect("some");
+        let (k, r) = ks
+            .iter()
+            .map(|&k| (k, ROUNDS - 1))
+            .max_by_key(|&(k, r)| at(k, r))
+            .expect("some");
         (unix_ms(at(k, r)), alive(k, r))
     };
     let mut expected = BTreeMap::new();
@@ -383,9 +468,14 @@ fn sixteen_concurrent_writers_keep_a_valid_file_and_the_newest_verdicts() {
         let ks: Vec<u64> = (0..WRITERS).filter(|k| k % 4 == s).collect();
         expected.insert(format!("s{s}"), newest(&ks));
     }
-    expected.insert("shared".to_string(), newest(&(0..WRITERS).collect::<Vec<_>>()));
-    let got: BTreeMap<String, (u64, bool)> =
-        on_disk.iter().map(|(n, e)| (n.clone(), (e.observed_at_ms(), e.alive))).collect();
+    expected.insert(
+        "shared".to_string(),
+        newest(&(0..WRITERS).collect::<Vec<_>>()),
+    );
+    let got: BTreeMap<String, (u64, bool)> = on_disk
+        .iter()
+        .map(|(n, e)| (n.clone(), (e.observed_at_ms(), e.alive)))
+        .collect();
     assert_eq!(got, expected);
     assert_eq!(mode(&path), 0o600);
     let leftovers: Vec<_> = fs::read_dir(dir.path())

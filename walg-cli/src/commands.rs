@@ -6,7 +6,7 @@ use std::time::{Instant, SystemTime};
 use anyhow::{bail, Context, Result};
 use walg_core::ahead::{AheadDir, Marker};
 use walg_core::fetch::{fetch_file, FetchError, FetchOptions};
-use walg_core::push::{push_file, validate_local, PushOptions, PushOutcome};
+use walg_core::push::{push_file, push_validated, validate_local, PushOptions, PushOutcome};
 use walg_core::store::Store;
 use walg_core::ErrorKind;
 
@@ -94,7 +94,7 @@ async fn wal_push(cli: &Cli, path: &Path) -> Result<()> {
         .as_ref()
         .map(|a| a.ready_files(&name, cfg.upload_concurrency - 1))
         .unwrap_or_default();
-    let main = push_file(store.as_ref(), path, &opts);
+    let main = push_validated(store.as_ref(), path, &name, len, &opts);
     let side = futures::future::join_all(others.iter().map(|(n, p)| {
         let store = store.clone();
         async move { (n, p, push_file(store.as_ref(), p, &opts).await) }

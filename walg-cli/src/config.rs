@@ -17,6 +17,7 @@ use figment::providers::{Env, Format, Json, Toml, Yaml};
 use figment::Figment;
 use serde_json::Value;
 use walg_core::Compression;
+use walg_failover::{FailoverConfig, WritePolicy};
 use walg_storage::{Settings, StorageSpec};
 
 /// Prefixes of environment variables that are ours or WAL-G's storage settings.
@@ -293,18 +294,6 @@ fn storage_from(name: &str, raw: &Raw, where_: &str) -> Result<Option<StorageSpe
     Ok(Some(spec))
 }
 
-/// Failover settings, as the failover layer takes them.
-#[derive(Debug, Clone)]
-pub struct FailoverSettings {
-    pub check: bool,
-    pub check_timeout: Duration,
-    pub check_size: u64,
-    pub cache_lifetime: Duration,
-    pub cache_file: Option<PathBuf>,
-    pub write_all: bool,
-    pub target: Option<String>,
-}
-
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -315,7 +304,10 @@ pub struct Config {
     pub upload_concurrency: usize,
     pub download_concurrency: usize,
     pub prefetch_dir: Option<PathBuf>,
-    pub failover: FailoverSettings,
+    /// `cache_path` is only the `WALG_FAILOVER_STORAGES_CACHE_FILE`
+    /// override here; the per-user default is resolved when the storages are
+    /// opened.
+    pub failover: FailoverConfig,
     pub warnings: Vec<String>,
 }
 
@@ -405,7 +397,7 @@ impl Config {
                 .unwrap_or_else(|| "lz4".into()),
         )?;
         let has_failovers = storages.len() > 1;
-        let failover = FailoverSettings {
+        let failover = FailoverConfig {
             check: raw.bool("WALG_FAILOVER_STORAGES_CHECK", has_failovers)?,
             check_timeout: raw.duration(
                 "WALG_FAILOVER_STORAGES_CHECK_TIMEOUT",
@@ -419,17 +411,17 @@ impl Config {
                 "WALG_FAILOVER_STORAGES_CACHE_LIFETIME",
                 Duration::from_secs(15 * 60),
             )?,
-            cache_file: raw
+            cache_path: raw
                 .get("WALG_FAILOVER_STORAGES_CACHE_FILE")
                 .map(PathBuf::from),
-            write_all: match raw
+            write_policy: match raw
                 .get("WALG_FAILOVER_STORAGES_WRITE_POLICY")
                 .as_deref()
                 .map(str::to_ascii_lowercase)
                 .as_deref()
             {
-                None | Some("first") | Some("first-alive") => false,
-                Some("all") => true,
+                None | Some("first") | Some("first-alive") => WritePolicy::FirstAlive,
+                Some("all") => WritePolicy::All,
                 Some(other) => {
                     bail!("WALG_FAILOVER_STORAGES_WRITE_POLICY={other:?} is not one of first, all")
                 }

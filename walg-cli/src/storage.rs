@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use walg_core::store::DynStore;
-use walg_failover::{default_cache_path, FailoverConfig, FailoverStore, Member, WritePolicy};
+use walg_failover::{default_cache_path, FailoverConfig, FailoverStore, Member};
 use walg_storage::{Registry, StorageSpec};
 
 use crate::config::Config;
@@ -67,7 +67,7 @@ fn passwd_home() -> Option<PathBuf> {
 /// Where the status cache lives: the override, else a per-user state
 /// directory; never a predictable name in a shared /tmp.
 pub fn cache_path(cfg: &Config) -> Option<PathBuf> {
-    if let Some(p) = &cfg.failover.cache_file {
+    if let Some(p) = &cfg.failover.cache_path {
         return Some(p.clone());
     }
     let xdg = std::env::var_os("XDG_STATE_HOME").map(PathBuf::from);
@@ -109,17 +109,10 @@ pub fn open(cfg: &Config) -> Result<Opened> {
         });
     }
     let config = FailoverConfig {
-        check: cfg.failover.check,
-        check_timeout: cfg.failover.check_timeout,
-        check_size: cfg.failover.check_size,
-        cache_lifetime: cfg.failover.cache_lifetime,
         cache_path: cache_path(cfg),
-        write_policy: if cfg.failover.write_all {
-            WritePolicy::All
-        } else {
-            WritePolicy::FirstAlive
-        },
+        // The target was applied above by building only that member.
         target: None,
+        ..cfg.failover.clone()
     };
     let failover =
         Arc::new(FailoverStore::new(members, config).context("configure failover storages")?);

@@ -136,6 +136,19 @@ pub async fn push_file(
     opts: &PushOptions,
 ) -> Result<PushOutcome, PushError> {
     let (name, len) = validate_local(path)?;
+    push_validated(store, path, &name, len, opts).await
+}
+
+/// Pushes a file already checked by [`validate_local`], which returned
+/// `name` and `len`; callers that validate first do not pay for it twice.
+pub async fn push_validated(
+    store: &dyn Store,
+    path: &Path,
+    name: &WalName,
+    len: u64,
+    opts: &PushOptions,
+) -> Result<PushOutcome, PushError> {
+    let name = *name;
     let key = wal_key(&name, opts.compression);
     let body = FileBody::new(path, opts.compression, len);
     match store

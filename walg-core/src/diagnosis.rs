@@ -505,8 +505,9 @@ fn wal_rate(files: &[StatusFile], segsz: u64, now: f64) -> Option<f64> {
         return None;
     }
     times.sort_by(f64::total_cmp);
-    let span = times[times.len() - 1] - times[0];
-    // Bursts closer than a second tell nothing about a rate.
+    // Up to now, not to the newest file: a burst followed by silence is not
+    // a sustained rate.
+    let span = now.max(times[times.len() - 1]) - times[0];
     (span >= 1.0).then(|| (times.len() - 1) as f64 * segsz as f64 / span)
 }
 

@@ -55,16 +55,13 @@ fn gen(c: &Cluster, n: usize) -> Result<Vec<String>> {
 /// code and the parsed report.
 fn wal_status(f: &Fixture, online: bool, extra: &[&str]) -> Result<(i32, Value)> {
     let mut cmd = as_postgres(&f.walg);
-    cmd.args([
-        "wal-status",
-        "--json",
-        "--fs-free-warn",
-        "0.5",
-        "--fs-free-crit",
-        "0.1",
-    ])
-    .args(extra)
-    .env("HOME", &f.work.path);
+    // The file system is the machine's: its free space, and how soon a
+    // test's burst of WAL would fill it, are not what a scenario asserts.
+    cmd.args(["wal-status", "--json"])
+        .args(["--fs-free-warn", "0.5", "--fs-free-crit", "0.1"])
+        .args(["--full-warn", "1m", "--full-crit", "30s"])
+        .args(extra)
+        .env("HOME", &f.work.path);
     if online {
         cmd.env("PGHOST", &f.cluster.dir)
             .env("PGPORT", f.cluster.port.to_string())
@@ -194,9 +191,12 @@ pub fn stuck_on_one(built: &Path) -> Result<()> {
     let first = gen(&f.cluster, 1)?;
     f.cluster
         .wait_archived(&first[0], Duration::from_secs(30))?;
+    // After a switch the position sits on the boundary, which
+    // pg_walfile_name attributes to the previous segment: write first.
+    f.cluster.sql("insert into t values (1)")?;
     let current = f
         .cluster
-        .sql("select pg_walfile_name(pg_current_wal_lsn())")?;
+        .sql("select pg_walfile_name(pg_current_wal_insert_lsn())")?;
     std::fs::write(f.archive.join(format!("refuse.{current}")), "")?;
     let names = gen(&f.cluster, 4)?;
     ensure!(names[0] == current, "{names:?} {current}");
@@ -372,7 +372,7 @@ pub fn standby_always(built: &Path) -> Result<()> {
     let sb_dir = f.work.path.join("standby");
     std::fs::create_dir_all(&sb_dir)?;
     pg::chown_postgres(&sb_dir)?;
-    let backup = f.work.path.join("standby-backup");
+    let backup = f.work.owned_dir("standby-backup")?;
     pg::run(
         as_postgres(&f.cluster.bindir.join("pg_basebackup"))
             .arg("-h")

@@ -638,9 +638,12 @@ pub fn diagnose(o: &Observation, t: &Thresholds) -> Report {
             status: Status::Unknown,
             summary: format!("could not read {area}: {msg}"),
             evidence: vec![],
-            remedy: Some(
-                "run walg wal-status as a role with pg_monitor, or as the postgres OS user with --pgdata".into(),
-            ),
+            remedy: {
+                let m = msg.to_ascii_lowercase();
+                (m.contains("permission denied") || m.contains("hidden from this role")).then(|| {
+                    "run walg wal-status as a role with pg_monitor, or as the postgres OS user with --pgdata".into()
+                })
+            },
         });
     }
 

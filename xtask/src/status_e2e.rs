@@ -215,7 +215,15 @@ pub fn stuck_on_one(built: &Path) -> Result<()> {
     );
     ensure!(res.1["archiver"]["last_archived_wal"] == first[0].as_str());
     ensure!(res.1["archiver"]["last_failed_wal"] == current.as_str());
-    stop_for_offline(&mut f)
+    stop_for_offline(&mut f)?;
+    let res = wal_status(&f, false, &[])?;
+    expect(&res, "CRITICAL", "archive_failing", "offline")?;
+    ensure!(
+        res.1["cause"]["segment"] == current.as_str(),
+        "{}",
+        res.1["cause"]
+    );
+    Ok(())
 }
 
 /// A slow command, no failures: a backlog.
@@ -305,6 +313,12 @@ pub fn logical_slot_pinned(built: &Path) -> Result<()> {
         summary.contains("pinned by an old transaction"),
         "{summary}"
     );
+    // On disk the slot still holds its old restart_lsn.
+    let mut f = f;
+    stop_for_offline(&mut f)?;
+    let res = wal_status(&f, false, &["--ready-count-warn", "100"])?;
+    expect(&res, "WARNING", "replication_slot", "offline")?;
+    ensure!(res.1["cause"]["slot"] == "l1" && res.1["slots"][0]["type"] == "logical");
     Ok(())
 }
 
@@ -402,9 +416,18 @@ pub fn standby_always(built: &Path) -> Result<()> {
         cluster: standby,
         archive: f.archive.clone(),
     };
+    let mut sb = sb;
     let res = wal_status(&sb, true, &[])?;
     expect(&res, "CRITICAL", "archive_failing", "online")?;
     ensure!(res.1["server"]["in_recovery"] == true);
+    stop_for_offline(&mut sb)?;
+    let res = wal_status(&sb, false, &[])?;
+    expect(&res, "CRITICAL", "archive_failing", "offline")?;
+    ensure!(
+        res.1["server"]["in_recovery"] == true,
+        "{}",
+        res.1["server"]
+    );
     // The primary itself is fine.
     let res = wal_status(&f, true, &["--ready-count-warn", "100"])?;
     if res.1["cause"]["kind"] != "none" {

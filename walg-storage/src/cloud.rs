@@ -82,6 +82,18 @@ fn finish(
     put_mode: PutMode,
     atomic: bool,
 ) -> Result<DynStore, StorageError> {
+    finish_with(spec, setting, url, op, put_mode, atomic, |s| s)
+}
+
+fn finish_with(
+    spec: &StorageSpec,
+    setting: &str,
+    url: String,
+    op: Result<Operator, opendal::Error>,
+    put_mode: PutMode,
+    atomic: bool,
+    adjust: impl FnOnce(OpendalStore) -> OpendalStore,
+) -> Result<DynStore, StorageError> {
     let secrets = secrets(spec);
     let op = op.map_err(|e| {
         spec.config_error(
@@ -92,8 +104,9 @@ fn finish(
             ),
         )
     })?;
-    let store =
-        OpendalStore::new(&spec.name, url.clone(), op, put_mode, atomic, secrets).checking_bucket();
+    let store = adjust(
+        OpendalStore::new(&spec.name, url.clone(), op, put_mode, atomic, secrets).checking_bucket(),
+    );
     Ok(Guarded::wrap(
         Arc::new(store),
         url,
@@ -223,18 +236,28 @@ pub fn open_gcs(spec: &StorageSpec) -> Result<DynStore, StorageError> {
         }
     }
     let url = url_of("gs", bucket, &root);
-    // Single-request uploads: fake-gcs-server rejects resumable ones, and a
-    // WAL segment is small enough for one request. fake-gcs-server also
-    // ignores ifGenerationMatch=0, so behind an endpoint override
-    // create-if-absent is checked with a stat first.
+    // Streamed like every backend, so a 1 GiB segment never sits in memory.
+    // A create-if-absent write (every wal-push) is a resumable upload with
+    // ifGenerationMatch=0 in 8 MiB pieces; a plain overwrite is one request
+    // up to one chunk and an XML multipart upload above. fake-gcs-server
+    // takes resumable uploads but ignores ifGenerationMatch=0, so behind an
+    // endpoint override create-if-absent is checked with a stat first, and
+    // the condition is still sent so the emulator gets the same protocol as
+    // GCS.
     let atomic = endpoint.is_none();
-    finish(
+    finish_with(
         spec,
         SETTING,
         url,
         Operator::new(b),
-        PutMode::SingleRequest,
+        // 8 MiB, opendal's resumable piece: a larger chunk would sit in
+        // its pending queue next to the piece being sent (peak RSS of a
+        // 1 GiB push 72 MiB with 16 MiB chunks).
+        PutMode::Chunked {
+            chunk: UPLOAD_CHUNK / 2,
+        },
         atomic,
+        OpendalStore::sending_if_not_exists,
     )
 }
 

@@ -15,12 +15,12 @@
 //! link(2) is not atomic (some FUSE mounts), or cleaning up temp files left by
 //! a crash (they are hidden from `list` and harmless).
 
+use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use tokio::io::AsyncWriteExt;
 use walg_core::error::{ErrorKind, StoreError};
 use walg_core::store::{Body, ByteStream, ObjectMeta, PutOptions, Store};
 
@@ -142,26 +142,52 @@ impl FileStore {
         target: &Path,
         opts: PutOptions,
     ) -> Result<(), StoreError> {
-        let mut file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(tmp)
-            .await
-            .map_err(|e| self.io_err("put", key, "create temp file", tmp, &e))?;
+        // One blocking thread writes and fsyncs the temp file; chunks move
+        // to it without a copy (tokio::fs would copy each chunk into its own
+        // buffer and hop to the blocking pool once per write).
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
+        let tmp_owned = tmp.to_path_buf();
+        let writer =
+            tokio::task::spawn_blocking(move || -> Result<(), (&'static str, std::io::Error)> {
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&tmp_owned)
+                    .map_err(|e| ("create temp file", e))?;
+                while let Some(chunk) = rx.blocking_recv() {
+                    file.write_all(&chunk).map_err(|e| ("write", e))?;
+                }
+                file.sync_all().map_err(|e| ("fsync", e))
+            });
         let mut stream = body.open();
+        let mut body_error = None;
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk?;
-            file.write_all(&chunk)
-                .await
-                .map_err(|e| self.io_err("put", key, "write", tmp, &e))?;
+            match chunk {
+                Ok(chunk) => {
+                    if tx.send(chunk).await.is_err() {
+                        break; // the writer failed; its error says why
+                    }
+                }
+                Err(e) => {
+                    body_error = Some(e);
+                    break;
+                }
+            }
         }
-        file.flush()
-            .await
-            .map_err(|e| self.io_err("put", key, "write", tmp, &e))?;
-        file.sync_all()
-            .await
-            .map_err(|e| self.io_err("put", key, "fsync", tmp, &e))?;
-        drop(file);
+        drop(tx);
+        let written = writer.await.map_err(|e| {
+            self.io_err(
+                "put",
+                key,
+                "write",
+                tmp,
+                &std::io::Error::other(e.to_string()),
+            )
+        })?;
+        if let Some(e) = body_error {
+            return Err(e);
+        }
+        written.map_err(|(what, e)| self.io_err("put", key, what, tmp, &e))?;
 
         if opts.if_not_exists {
             // link(2) refuses an existing name atomically: of two concurrent

@@ -33,12 +33,10 @@ pub(crate) fn install_http_transport() {
 pub(crate) enum PutMode {
     /// Stream through an opendal writer that buffers `chunk` bytes before
     /// sending a part; an object no larger than one chunk goes in a single
-    /// request.
+    /// request. Every backend uploads this way, so memory is bounded by a
+    /// few chunks whatever the segment size: S3 multipart, Azure blocks,
+    /// GCS resumable chunks (create-if-absent) or XML multipart (otherwise).
     Chunked { chunk: usize },
-    /// Collect the whole body (without copying its chunks) and send it in one
-    /// request. For services that refuse multipart or resumable uploads
-    /// (fake-gcs-server rejects resumable ones).
-    SingleRequest,
 }
 
 /// Chunk size of streamed uploads: a default-sized WAL segment goes in one
@@ -64,6 +62,11 @@ pub(crate) struct OpendalStore {
     check_bucket: bool,
     /// The bucket was seen to exist; NotFound now means the object.
     bucket_ok: AtomicBool,
+    /// Ask the service for create-if-absent even where it is not trusted to
+    /// honour it (after the `stat` check). On GCS this selects opendal's
+    /// resumable writer, the one real GCS gets, so an emulator that ignores
+    /// the condition still exercises the same upload protocol.
+    send_if_not_exists: bool,
 }
 
 impl fmt::Debug for OpendalStore {
@@ -97,7 +100,15 @@ impl OpendalStore {
             secrets: secrets.into_iter().filter(|s| !s.is_empty()).collect(),
             check_bucket: false,
             bucket_ok: AtomicBool::new(false),
+            send_if_not_exists: false,
         }
+    }
+
+    /// Sends create-if-absent to the service even when it is not atomic
+    /// there (see the field).
+    pub(crate) fn sending_if_not_exists(mut self) -> Self {
+        self.send_if_not_exists = true;
+        self
     }
 
     /// Makes the first NotFound of this store check that the bucket exists,
@@ -182,23 +193,6 @@ impl OpendalStore {
         }
         Ok(())
     }
-
-    async fn put_single(
-        &self,
-        key: &str,
-        body: &dyn Body,
-        native_ine: bool,
-    ) -> Result<(), StoreError> {
-        // The chunks are kept as they are (an opendal Buffer can be made of
-        // many Bytes), so this holds the object once, not twice.
-        let chunks: Vec<Bytes> = body.open().try_collect().await?;
-        self.op
-            .write_with(key, opendal::Buffer::from(chunks))
-            .if_not_exists(native_ine)
-            .await
-            .map_err(|e| self.error("put", key, &e))?;
-        Ok(())
-    }
 }
 
 #[async_trait]
@@ -212,7 +206,8 @@ impl Store for OpendalStore {
     }
 
     async fn put(&self, key: &str, body: &dyn Body, opts: PutOptions) -> Result<(), StoreError> {
-        let native_ine = opts.if_not_exists && self.atomic_if_not_exists;
+        let native_ine =
+            opts.if_not_exists && (self.atomic_if_not_exists || self.send_if_not_exists);
         if opts.if_not_exists && !self.atomic_if_not_exists {
             // Not atomic: a concurrent writer can still slip in between the
             // stat and the write. `atomic_if_not_exists()` tells callers so.
@@ -232,7 +227,6 @@ impl Store for OpendalStore {
         }
         let result = match self.put_mode {
             PutMode::Chunked { chunk } => self.put_chunked(key, body, chunk, native_ine).await,
-            PutMode::SingleRequest => self.put_single(key, body, native_ine).await,
         };
         match result {
             Ok(()) => {

@@ -99,6 +99,18 @@ pub fn round_trip(
     settings: &Settings,
     quiet: bool,
 ) -> Result<RoundTrip> {
+    round_trip_with(built, label, settings, quiet, &[])
+}
+
+/// [`round_trip`] with extra `initdb` arguments for the source cluster
+/// (`--wal-segsize=64`: large segments through the same streaming path).
+pub fn round_trip_with(
+    built: &Path,
+    label: &str,
+    settings: &Settings,
+    quiet: bool,
+    initdb_args: &[&str],
+) -> Result<RoundTrip> {
     let started = Instant::now();
     let work = Workdir::new(label)?;
     let walg = Walg::new(&work, built, "walg.json", settings)?;
@@ -112,7 +124,7 @@ pub fn round_trip(
         "archive_mode = on\narchive_command = '{}'\narchive_timeout = 0\n",
         walg.archive_command()
     );
-    let mut source = Cluster::init(&work.path.join("source"), &archive_conf, &[])?;
+    let mut source = Cluster::init(&work.path.join("source"), &archive_conf, initdb_args)?;
     source.start()?;
     say(&format!(
         "source cluster on port {} archiving through walg",

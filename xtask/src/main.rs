@@ -13,6 +13,7 @@ mod bench;
 mod e2e;
 mod emulators;
 mod failover_e2e;
+mod memory_e2e;
 mod pg;
 mod proxy;
 mod setup;
@@ -53,6 +54,21 @@ fn build_walg(repo: &Path, release: bool) -> Result<PathBuf> {
     Ok(target_dir(repo)
         .join(if release { "release" } else { "debug" })
         .join("walg"))
+}
+
+/// An emulator's walg settings under `prefix`, as config-file values.
+fn emulator_settings(
+    emus: &emulators::Emulators,
+    kind: emulators::Kind,
+    prefix: &str,
+) -> Result<e2e::Settings> {
+    let pairs = emus
+        .settings_for(kind, &format!("{prefix}/{}", kind.name()))
+        .context("emulator not running")?;
+    Ok(pairs
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::Value::String(v)))
+        .collect())
 }
 
 fn usage() -> ! {
@@ -277,6 +293,65 @@ fn run_e2e(repo: &Path, emus: Arc<emulators::Emulators>, args: &[String]) -> Res
         tests.push((
             "failover",
             Box::new(move || failover_e2e::run(&walg, &emus)),
+        ));
+    }
+    // Large segments (issue 14): 64 MiB segments archived and restored over
+    // the S3 and GCS emulators; peak memory of a 1 GiB segment's push and
+    // fetch on file storage and S3.
+    for kind in [emulators::Kind::S3, emulators::Kind::Gcs] {
+        let walg = walg.clone();
+        let emus = emus.clone();
+        let name: &'static str = match kind {
+            emulators::Kind::Gcs => "gcs_segsize_64_archive_and_recover",
+            _ => "s3_segsize_64_archive_and_recover",
+        };
+        tests.push((
+            name,
+            Box::new(move || {
+                let settings = emulator_settings(&emus, kind, "e2e-seg64")?;
+                let label = format!("{}-seg64", kind.name());
+                e2e::round_trip_with(&walg, &label, &settings, true, &["--wal-segsize=64"])
+                    .map(|_| ())
+            }),
+        ));
+    }
+    {
+        let walg = walg.clone();
+        tests.push((
+            "file_1gib_segment_memory",
+            Box::new(move || {
+                let work = pg::Workdir::new("mem-file")?;
+                let archive = work.owned_dir("archive")?;
+                let peaks = memory_e2e::large_segment_memory(
+                    &walg,
+                    "mem-file",
+                    &e2e::file_settings(&archive),
+                    &["none", "lz4"],
+                )?;
+                println!("  file storage, 1 GiB segment, peak RSS (KiB): {peaks:?}");
+                Ok(())
+            }),
+        ));
+    }
+    for kind in [emulators::Kind::S3, emulators::Kind::Gcs] {
+        let walg = walg.clone();
+        let emus = emus.clone();
+        let name: &'static str = match kind {
+            emulators::Kind::Gcs => "gcs_1gib_segment_memory",
+            _ => "s3_1gib_segment_memory",
+        };
+        tests.push((
+            name,
+            Box::new(move || {
+                let settings = emulator_settings(&emus, kind, "e2e-mem")?;
+                let label = format!("mem-{}", kind.name());
+                let peaks = memory_e2e::large_segment_memory(&walg, &label, &settings, &["none"])?;
+                println!(
+                    "  {}, 1 GiB segment, peak RSS (KiB): {peaks:?}",
+                    kind.name()
+                );
+                Ok(())
+            }),
         ));
     }
     if let Some(f) = filter {

@@ -58,7 +58,7 @@ pub fn apt(packages: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// PostgreSQL server binaries, the postgres OS user, lz4 and zstd.
+/// PostgreSQL server binaries, the postgres OS user, lz4, zstd and GNU time.
 pub fn postgres() -> Result<()> {
     let mut missing = Vec::new();
     if pg::bindir().is_err() {
@@ -72,6 +72,10 @@ pub fn postgres() -> Result<()> {
     }
     if !have("zstd") {
         missing.push("zstd");
+    }
+    // Peak memory of a child (`/usr/bin/time -f %M`) in the memory tests.
+    if !std::path::Path::new("/usr/bin/time").is_file() {
+        missing.push("time");
     }
     apt(&missing)?;
     pg::bindir()?;

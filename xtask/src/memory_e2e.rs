@@ -1,0 +1,173 @@
+//! Memory bounds of large segments: one `wal-push` and one `wal-fetch` of a
+//! 1 GiB WAL segment (`initdb --wal-segsize=1024`) must each peak below
+//! [`RSS_LIMIT_KIB`], whatever the storage. The peak is the child's own
+//! `ru_maxrss` (GNU time's `%M`, from `wait4(2)`), never a timing.
+//!
+//! The segment is a sparse file: a valid long page header and zeros, so the
+//! test costs no disk for its source. It is pushed with compression `none`,
+//! so the full gibibyte crosses the storage path (a store that buffered the
+//! object would need over 1 GiB), and on file storage also with `lz4`, so
+//! the codec threads are measured too. The fetched copy is compared with
+//! `cmp`.
+//!
+//! What this module does not do: run PostgreSQL (the header is all
+//! `wal-push` checks), or time anything.
+
+use std::ffi::OsStr;
+use std::fs::{self, File};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{ensure, Context, Result};
+use serde_json::json;
+
+use crate::e2e::{Settings, Walg};
+use crate::pg::Workdir;
+
+/// The bound the issue sets: 64 MiB of peak resident memory per process.
+pub const RSS_LIMIT_KIB: u64 = 64 * 1024;
+/// `initdb --wal-segsize=1024`.
+const SEGMENT_SIZE: u64 = 1 << 30;
+/// Segment 2 of log 0 with 1 GiB segments starts at LSN 0/80000000.
+const SEGMENT_NAME: &str = "000000010000000000000002";
+
+/// A child's exit and its peak resident set.
+#[derive(Debug)]
+pub struct Measured {
+    pub success: bool,
+    pub code: i32,
+    pub max_rss_kib: u64,
+    pub stderr: String,
+}
+
+/// Runs `program args` to completion under GNU time and reads the child's
+/// own peak RSS (`%M`, from its `wait4(2)` rusage). Output goes to files
+/// under `dir` so a chatty child cannot block on a pipe.
+pub fn run_measured(program: &Path, args: &[&OsStr], dir: &Path, label: &str) -> Result<Measured> {
+    let rss_path = dir.join(format!("{label}.rss"));
+    let err_path = dir.join(format!("{label}.stderr"));
+    let status = Command::new("/usr/bin/time")
+        .arg("-f")
+        .arg("%M")
+        .arg("-o")
+        .arg(&rss_path)
+        .arg(program)
+        .args(args)
+        .stdout(File::create(dir.join(format!("{label}.stdout")))?)
+        .stderr(File::create(&err_path)?)
+        .status()
+        .with_context(|| format!("run {label} under /usr/bin/time (apt-get install time)"))?;
+    let text = fs::read_to_string(&rss_path).unwrap_or_default();
+    // With a failing child GNU time writes "Command exited with non-zero
+    // status N" before the figure: the figure is the last line.
+    let max_rss_kib = text
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse::<u64>().ok())
+        .with_context(|| format!("{label}: no peak RSS from /usr/bin/time in {text:?}"))?;
+    Ok(Measured {
+        success: status.success(),
+        code: status.code().unwrap_or(-1),
+        max_rss_kib,
+        stderr: fs::read_to_string(&err_path).unwrap_or_default(),
+    })
+}
+
+/// Writes a sparse 1 GiB segment with a valid long page header.
+fn write_sparse_segment(path: &Path) -> Result<()> {
+    let mut header = [0u8; 40];
+    header[0..2].copy_from_slice(&0xD110u16.to_le_bytes()); // PostgreSQL 15 magic
+    header[2..4].copy_from_slice(&0x0002u16.to_le_bytes()); // XLP_LONG_HEADER
+    header[4..8].copy_from_slice(&1u32.to_le_bytes()); // timeline
+    header[8..16].copy_from_slice(&(2 * SEGMENT_SIZE).to_le_bytes()); // page address
+    header[24..32].copy_from_slice(&7u64.to_le_bytes()); // system identifier
+    header[32..36].copy_from_slice(&(SEGMENT_SIZE as u32).to_le_bytes());
+    header[36..40].copy_from_slice(&8192u32.to_le_bytes()); // block size
+    let f = File::create(path)?;
+    f.write_all_at(&header, 0)?;
+    f.set_len(SEGMENT_SIZE)?;
+    Ok(())
+}
+
+/// One push and one fetch of a 1 GiB segment per compression in
+/// `compressions`, each below [`RSS_LIMIT_KIB`]; returns the peaks as
+/// `(what, KiB)` for reports.
+pub fn large_segment_memory(
+    built: &Path,
+    label: &str,
+    settings: &Settings,
+    compressions: &[&str],
+) -> Result<Vec<(String, u64)>> {
+    let work = Workdir::new(label)?;
+    let pg_wal = work.path.join("pg_wal");
+    fs::create_dir_all(&pg_wal)?;
+    let segment = pg_wal.join(SEGMENT_NAME);
+    write_sparse_segment(&segment)?;
+    let mut peaks = Vec::new();
+    for &compression in compressions {
+        let mut settings = settings.clone();
+        settings.insert("WALG_COMPRESSION_METHOD".into(), json!(compression));
+        // Prefetch would start a background process per call; only the
+        // call's own memory is under test.
+        settings.insert("WALG_DOWNLOAD_CONCURRENCY".into(), json!("1"));
+        let walg = Walg::new(&work, built, &format!("walg-{compression}.json"), &settings)?;
+        let config = walg.config.as_os_str();
+        let push = run_measured(
+            &walg.bin,
+            &[
+                OsStr::new("--config"),
+                config,
+                OsStr::new("wal-push"),
+                segment.as_os_str(),
+            ],
+            &work.path,
+            &format!("push-{compression}"),
+        )?;
+        ensure!(
+            push.success,
+            "{label}: wal-push of a 1 GiB segment ({compression}) exited {}: {}",
+            push.code,
+            push.stderr
+        );
+        let dest: PathBuf = work.path.join(format!("restored-{compression}"));
+        let fetch = run_measured(
+            &walg.bin,
+            &[
+                OsStr::new("--config"),
+                config,
+                OsStr::new("wal-fetch"),
+                OsStr::new(SEGMENT_NAME),
+                dest.as_os_str(),
+            ],
+            &work.path,
+            &format!("fetch-{compression}"),
+        )?;
+        ensure!(
+            fetch.success,
+            "{label}: wal-fetch of a 1 GiB segment ({compression}) exited {}: {}",
+            fetch.code,
+            fetch.stderr
+        );
+        let same = Command::new("cmp")
+            .arg(&segment)
+            .arg(&dest)
+            .status()
+            .context("run cmp")?;
+        ensure!(
+            same.success(),
+            "{label}: the fetched 1 GiB segment ({compression}) differs from the pushed one"
+        );
+        fs::remove_file(&dest)?;
+        for (what, m) in [("wal-push", &push), ("wal-fetch", &fetch)] {
+            ensure!(
+                m.max_rss_kib < RSS_LIMIT_KIB,
+                "{label}: {what} of a 1 GiB segment ({compression}) peaked at {} KiB, above the {} KiB bound",
+                m.max_rss_kib,
+                RSS_LIMIT_KIB
+            );
+            peaks.push((format!("{what} {compression}"), m.max_rss_kib));
+        }
+    }
+    Ok(peaks)
+}

@@ -1648,6 +1648,14 @@ fn headline(
         .filter(|s| *s < ctx.t.full_warn_seconds)
         .map(|s| format!(" (disk full in about {})", human_secs(s)))
         .unwrap_or_default();
+    if status == Status::Unknown {
+        let why = checks
+            .iter()
+            .find(|c| c.id == "read")
+            .map(|c| c.summary.clone())
+            .unwrap_or_else(|| "no source answered".into());
+        return format!("nothing could be read: {why}");
+    }
     let lead = match cause.kind {
         CauseKind::None => {
             let worst = checks.first().filter(|c| c.status != Status::Ok);

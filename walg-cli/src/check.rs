@@ -73,11 +73,11 @@ pub struct Report {
 impl Report {
     fn new(config_file: Option<PathBuf>, checks: Vec<Check>) -> Report {
         let status = checks.iter().map(|c| c.status).max().unwrap_or(Status::Ok);
-        let summary = match checks.iter().find(|c| c.status == status && status != Status::Ok) {
-            None => format!(
-                "all is well: {} checks passed",
-                checks.len()
-            ),
+        let summary = match checks
+            .iter()
+            .find(|c| c.status == status && status != Status::Ok)
+        {
+            None => format!("all is well: {} checks passed", checks.len()),
             Some(c) if status == Status::Fail => format!("FAILED: {}: {}", c.name, c.message),
             Some(c) => format!("no failures, but look at {}: {}", c.name, c.message),
         };
@@ -102,7 +102,12 @@ impl Report {
     pub fn render(&self) -> String {
         let mut out = format!("walg check: {}\n", self.summary);
         for c in &self.checks {
-            out.push_str(&format!("{:<5} {:<16} {}\n", c.status.label(), c.name, c.message));
+            out.push_str(&format!(
+                "{:<5} {:<16} {}\n",
+                c.status.label(),
+                c.name,
+                c.message
+            ));
         }
         out
     }
@@ -262,7 +267,10 @@ fn check_cache(path: Option<&Path>, persistent: bool, warnings: &[String], used:
         return check(name, bad, "no location: HOME is not set; set WALG_FAILOVER_STORAGES_CACHE_FILE to a file in a private directory");
     };
     if !persistent {
-        let why = warnings.last().cloned().unwrap_or_else(|| "unusable".into());
+        let why = warnings
+            .last()
+            .cloned()
+            .unwrap_or_else(|| "unusable".into());
         return check(
             name,
             bad,
@@ -299,13 +307,25 @@ fn check_cache(path: Option<&Path>, persistent: bool, warnings: &[String], used:
         }
     }
     if problems.is_empty() {
-        let note = if used { "" } else { " (used by the st commands; wal-push with one storage does not need it)" };
-        check(name, Status::Ok, format!("{}: private and writable{note}", path.display()))
+        let note = if used {
+            ""
+        } else {
+            " (used by the st commands; wal-push with one storage does not need it)"
+        };
+        check(
+            name,
+            Status::Ok,
+            format!("{}: private and writable{note}", path.display()),
+        )
     } else {
         check(
             name,
             bad,
-            format!("{}: {}; other users could change which storage walg writes to", path.display(), problems.join("; ")),
+            format!(
+                "{}: {}; other users could change which storage walg writes to",
+                path.display(),
+                problems.join("; ")
+            ),
         )
     }
 }
@@ -349,11 +369,17 @@ fn program_problem(program: &str) -> Option<String> {
         std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
     };
     if program.contains('/') {
-        return (!runnable(Path::new(program))).then(|| format!("{program} does not exist or is not executable"));
+        return (!runnable(Path::new(program)))
+            .then(|| format!("{program} does not exist or is not executable"));
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     let found = std::env::split_paths(&path).any(|d| runnable(&d.join(program)));
-    (!found).then(|| format!("{program} is not in this PATH ({}); write the full path, such as /usr/bin/walg", path.to_string_lossy()))
+    (!found).then(|| {
+        format!(
+            "{program} is not in this PATH ({}); write the full path, such as /usr/bin/walg",
+            path.to_string_lossy()
+        )
+    })
 }
 
 fn check_command(
@@ -372,7 +398,11 @@ fn check_command(
             } else {
                 "restore_command = '/usr/bin/walg wal-fetch %f %p'"
             };
-            return check(name, Status::Fail, format!("{value:?}: {problem}; set {example}"));
+            return check(
+                name,
+                Status::Fail,
+                format!("{value:?}: {problem}; set {example}"),
+            );
         }
     };
     if let Some(p) = program_problem(&call.program) {
@@ -389,7 +419,11 @@ fn check_command(
             Some(p) => format!("the same config ({})", p.display()),
             None => "no config file, like this check (settings from the environment: make sure the server's environment has them)".to_string(),
         };
-        check(name, Status::Ok, format!("{value:?} calls walg {subcommand} with {what}"))
+        check(
+            name,
+            Status::Ok,
+            format!("{value:?} calls walg {subcommand} with {what}"),
+        )
     } else {
         let ours_shown = ours.map_or("no config file".to_string(), |p| p.display().to_string());
         check(
@@ -411,7 +445,11 @@ fn check_server(ours: Option<&Path>, server: Result<ServerSettings, String>) -> 
             )]
         }
     };
-    let mut checks = vec![check("postgresql", Status::Ok, format!("connected, PostgreSQL {}", s.version))];
+    let mut checks = vec![check(
+        "postgresql",
+        Status::Ok,
+        format!("connected, PostgreSQL {}", s.version),
+    )];
     checks.push(match archiving_enabled(&s.wal_level, &s.archive_mode) {
         Ok(()) => check(
             "archiving",
@@ -428,7 +466,14 @@ fn check_server(ours: Option<&Path>, server: Result<ServerSettings, String>) -> 
             format!("archive_library = {:?} is set, so archive_command is not used; set archive_library = '' and archive_command = '/usr/bin/walg wal-push %p'", s.archive_library),
         ));
     } else {
-        checks.push(check_command("archive_command", &s.archive_command, "wal-push", &["%p"], ours, data));
+        checks.push(check_command(
+            "archive_command",
+            &s.archive_command,
+            "wal-push",
+            &["%p"],
+            ours,
+            data,
+        ));
     }
     if s.restore_command.trim().is_empty() {
         checks.push(check(
@@ -437,7 +482,14 @@ fn check_server(ours: Option<&Path>, server: Result<ServerSettings, String>) -> 
             "not set (needed only on a cluster being restored or a standby: restore_command = '/usr/bin/walg wal-fetch %f %p')",
         ));
     } else {
-        checks.push(check_command("restore_command", &s.restore_command, "wal-fetch", &["%f", "%p"], ours, data));
+        checks.push(check_command(
+            "restore_command",
+            &s.restore_command,
+            "wal-fetch",
+            &["%f", "%p"],
+            ours,
+            data,
+        ));
     }
     checks
 }
@@ -470,23 +522,46 @@ mod tests {
         // /bin/sh stands in for an installed walg: same checks, a real file.
         let walg = dir.path().join("walg");
         std::os::unix::fs::symlink("/bin/sh", &walg).expect("symlink");
-        let cmd = |config: &Path| format!("{} --config {} wal-push %p", walg.display(), config.display());
+        let cmd = |config: &Path| {
+            format!(
+                "{} --config {} wal-push %p",
+                walg.display(),
+                config.display()
+            )
+        };
 
         let got = check_server(Some(&cfg), Ok(server(&cmd(&cfg))));
         assert_eq!(
             statuses(&got),
-            [("postgresql", Status::Ok), ("archiving", Status::Ok), ("archive_command", Status::Ok), ("restore_command", Status::Ok)]
+            [
+                ("postgresql", Status::Ok),
+                ("archiving", Status::Ok),
+                ("archive_command", Status::Ok),
+                ("restore_command", Status::Ok)
+            ]
         );
 
         let got = check_server(Some(&cfg), Ok(server(&cmd(&other))));
         assert_eq!(got[2].status, Status::Fail);
-        assert!(got[2].message.contains("this check read"), "{}", got[2].message);
+        assert!(
+            got[2].message.contains("this check read"),
+            "{}",
+            got[2].message
+        );
 
         let got = check_server(Some(&cfg), Ok(server("/nonexistent/walg wal-push %p")));
-        assert!(got[2].message.contains("does not exist"), "{}", got[2].message);
+        assert!(
+            got[2].message.contains("does not exist"),
+            "{}",
+            got[2].message
+        );
 
         let got = check_server(Some(&cfg), Ok(server("cp %p /archive/%f")));
-        assert!(got[2].message.contains("does not call walg"), "{}", got[2].message);
+        assert!(
+            got[2].message.contains("does not call walg"),
+            "{}",
+            got[2].message
+        );
 
         let mut s = server(&cmd(&cfg));
         s.archive_mode = "off".into();
@@ -507,23 +582,36 @@ mod tests {
             ],
         );
         assert_eq!(r.exit_code(), 1);
-        assert!(r.render().starts_with("walg check: FAILED: storage default: permission denied\n"));
+        assert!(r
+            .render()
+            .starts_with("walg check: FAILED: storage default: permission denied\n"));
         let r = Report::new(None, vec![check("config", Status::Ok, "fine")]);
-        assert_eq!((r.exit_code(), r.summary.as_str()), (0, "all is well: 1 checks passed"));
+        assert_eq!(
+            (r.exit_code(), r.summary.as_str()),
+            (0, "all is well: 1 checks passed")
+        );
     }
 
     #[test]
     fn cache_privacy() {
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
+            .expect("chmod");
         let file = dir.path().join("status.json");
         std::fs::write(&file, "{}").expect("write");
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         assert_eq!(check_cache(Some(&file), true, &[], true).status, Status::Ok);
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
         let c = check_cache(Some(&file), true, &[], true);
-        assert!(c.status == Status::Fail && c.message.contains("0644"), "{}", c.message);
-        assert_eq!(check_cache(Some(&file), true, &[], false).status, Status::Warn);
+        assert!(
+            c.status == Status::Fail && c.message.contains("0644"),
+            "{}",
+            c.message
+        );
+        assert_eq!(
+            check_cache(Some(&file), true, &[], false).status,
+            Status::Warn
+        );
         assert_eq!(check_cache(None, false, &[], true).status, Status::Fail);
     }
 }

@@ -36,7 +36,9 @@ pub async fn run(cli: Cli) -> u8 {
         } => crate::prefetch::run(&cli, name, pg_wal, destination_name, *segment_size).await,
         Command::St { command } => st(&cli, command).await,
         Command::DistAssets { dir } => crate::dist_assets::run(dir),
-        Command::Check { json } => return crate::check::command(cli.config.as_deref(), *json).await,
+        Command::Check { json } => {
+            return crate::check::command(cli.config.as_deref(), *json).await
+        }
     };
     match result {
         Ok(()) => 0,

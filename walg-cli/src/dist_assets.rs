@@ -35,7 +35,11 @@ pub fn run(dir: &Path) -> Result<()> {
 }
 
 fn write_man(cmd: &clap::Command, name: &str, dir: &Path) -> Result<()> {
-    let cmd = cmd.clone().name(name.to_string());
+    // clap takes a static name (without its `string` feature); this
+    // one-shot command writes a handful of pages.
+    let cmd = cmd
+        .clone()
+        .name(&*Box::leak(name.to_string().into_boxed_str()));
     let mut out = Vec::new();
     clap_mangen::Man::new(cmd)
         .render(&mut out)

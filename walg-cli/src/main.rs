@@ -73,8 +73,10 @@ enum Command {
     },
     /// Pre-flight: config, storages (real write probe), status cache, and
     /// the running server's archive_command / restore_command and settings.
-    #[command(after_help = "Run it as the user PostgreSQL runs as, on the database server:\n  sudo -u postgres walg check\n  sudo -u postgres walg check --json\n\nExit codes: 0 all is well; 1 something fails (the first line says what); \
-2 nothing fails but something could not be verified (PostgreSQL not reachable) or needs a look.")]
+    #[command(
+        after_help = "Run it as the user PostgreSQL runs as, on the database server:\n  sudo -u postgres walg check\n  sudo -u postgres walg check --json\n\nExit codes: 0 all is well; 1 something fails (the first line says what); \
+2 nothing fails but something could not be verified (PostgreSQL not reachable) or needs a look."
+    )]
     Check {
         /// Print the report as JSON (schema in the README).
         #[arg(long)]

@@ -59,7 +59,9 @@ impl fmt::Display for CommandProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CommandProblem::Empty => write!(f, "it is empty"),
-            CommandProblem::NotWalg { programs } if programs.iter().any(|p| basename(p) == "wal-g") => {
+            CommandProblem::NotWalg { programs }
+                if programs.iter().any(|p| basename(p) == "wal-g") =>
+            {
                 write!(f, "it runs WAL-G ({}), not walg", programs.join(", "))
             }
             CommandProblem::NotWalg { programs } => {
@@ -278,11 +280,20 @@ pub fn archiving_enabled(wal_level: &str, archive_mode: &str) -> Result<(), Stri
 mod tests {
     use super::*;
 
-    fn check(cmd: &str, subcommand: &str, placeholders: &[&str], expected: Result<(&str, Option<&str>), &str>) {
+    fn check(
+        cmd: &str,
+        subcommand: &str,
+        placeholders: &[&str],
+        expected: Result<(&str, Option<&str>), &str>,
+    ) {
         let got = check_walg_call(cmd, subcommand, placeholders);
         match (got, expected) {
             (Ok(call), Ok((program, config))) => {
-                assert_eq!((call.program.as_str(), call.config()), (program, config), "{cmd}")
+                assert_eq!(
+                    (call.program.as_str(), call.config()),
+                    (program, config),
+                    "{cmd}"
+                )
             }
             (Err(problem), Err(text)) => {
                 let shown = problem.to_string();
@@ -301,21 +312,36 @@ mod tests {
             "/usr/bin/walg --config /etc/walg/walg.json wal-push %p",
             Ok(("/usr/bin/walg", Some("/etc/walg/walg.json"))),
         );
-        push("walg wal-push --config=/a.json %p", Ok(("walg", Some("/a.json"))));
+        push(
+            "walg wal-push --config=/a.json %p",
+            Ok(("walg", Some("/a.json"))),
+        );
         push(
             "WALG_CONFIG_PATH='/etc/my walg.json' walg wal-push \"%p\"",
             Ok(("walg", Some("/etc/my walg.json"))),
         );
-        push("env WALG_LOG_LEVEL=warn walg wal-push %p", Ok(("walg", None)));
+        push(
+            "env WALG_LOG_LEVEL=warn walg wal-push %p",
+            Ok(("walg", None)),
+        );
         push(
             "test ! -f /stop && /opt/walg wal-push %p",
             Ok(("/opt/walg", None)),
         );
         push("", Err("empty"));
-        push("cp %p /mnt/archive/%f", Err("does not call walg (it runs cp)"));
-        push("envdir /etc/wal-g.d/env wal-g wal-push %p", Err("does not call walg"));
+        push(
+            "cp %p /mnt/archive/%f",
+            Err("does not call walg (it runs cp)"),
+        );
+        push(
+            "envdir /etc/wal-g.d/env wal-g wal-push %p",
+            Err("does not call walg"),
+        );
         push("wal-g wal-push %p", Err("runs WAL-G"));
-        push("walg wal-fetch %f %p", Err("calls walg wal-fetch, expected walg wal-push"));
+        push(
+            "walg wal-fetch %f %p",
+            Err("calls walg wal-fetch, expected walg wal-push"),
+        );
         push("walg wal-push", Err("does not pass %p"));
     }
 
@@ -340,6 +366,9 @@ mod tests {
         assert!(archiving_enabled("replica", "on").is_ok());
         assert!(archiving_enabled("logical", "always").is_ok());
         let err = archiving_enabled("minimal", "off").expect_err("both wrong");
-        assert!(err.contains("wal_level = replica") && err.contains("archive_mode = on"), "{err}");
+        assert!(
+            err.contains("wal_level = replica") && err.contains("archive_mode = on"),
+            "{err}"
+        );
     }
 }

@@ -41,7 +41,9 @@ fn registry() -> Registry {
             "none" => {}
             "down" => store.set_fault(Fault::Fail(ErrorKind::Unavailable)),
             other => {
-                return Err(spec.config_error("FLAKY", format!("expected none or down, got {other:?}")))
+                return Err(
+                    spec.config_error("FLAKY", format!("expected none or down, got {other:?}"))
+                )
             }
         }
         Ok(Arc::new(store) as DynStore)
@@ -56,12 +58,17 @@ fn main() -> Result<(), Box<dyn Error>> {
         .map(PathBuf::from)
         .unwrap_or_else(|| scratch.path().to_path_buf());
     let location = |sub: &str| -> Result<String, Box<dyn Error>> {
-        Ok(dir.join(sub).to_str().ok_or("directory is not UTF-8")?.to_string())
+        Ok(dir
+            .join(sub)
+            .to_str()
+            .ok_or("directory is not UTF-8")?
+            .to_string())
     };
 
     // The two members, opened through the registry by URL, as a config would.
     let registry = registry();
-    let mut primary = StorageSpec::from_url("default", &format!("flaky://{}", location("primary")?));
+    let mut primary =
+        StorageSpec::from_url("default", &format!("flaky://{}", location("primary")?));
     primary.settings.set("FLAKY", "down");
     let backup = StorageSpec::from_url("backup", &format!("file://{}", location("backup")?));
     let members = vec![
@@ -79,26 +86,44 @@ fn main() -> Result<(), Box<dyn Error>> {
     let wal = dir.join("pg_wal");
     std::fs::create_dir_all(&wal)?;
     let path = wal.join(name.to_string());
-    std::fs::write(&path, synthetic_segment(&segment, 1 << 20, 7_000_000_000, 1))?;
+    std::fs::write(
+        &path,
+        synthetic_segment(&segment, 1 << 20, 7_000_000_000, 1),
+    )?;
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
         let outcome = push_file(&store, &path, &PushOptions::default()).await?;
-        let PushOutcome::Stored { key, storage, source_bytes, stored_bytes } = outcome else {
+        let PushOutcome::Stored {
+            key,
+            storage,
+            source_bytes,
+            stored_bytes,
+        } = outcome
+        else {
             return Err(format!("expected a new copy, got {outcome:?}").into());
         };
         println!("pushed {name} as {key} to {storage:?}: {source_bytes} -> {stored_bytes} bytes");
         if storage != "backup" {
-            return Err(format!("expected the push to fail over to \"backup\", it went to {storage:?}").into());
+            return Err(format!(
+                "expected the push to fail over to \"backup\", it went to {storage:?}"
+            )
+            .into());
         }
         for s in store.status().await {
             println!("storage {}: alive={:?}", s.name, s.alive);
         }
 
         let restored = wal.join("RECOVERYXLOG");
-        let got = fetch_file(&store, &name.to_string(), &restored, &FetchOptions::default()).await?;
+        let got = fetch_file(
+            &store,
+            &name.to_string(),
+            &restored,
+            &FetchOptions::default(),
+        )
+        .await?;
         if std::fs::read(&restored)? != std::fs::read(&path)? {
             return Err("the fetched segment differs from the pushed one".into());
         }

@@ -94,11 +94,9 @@ fn version_of(walg: &Path) -> Result<String> {
 /// and returns its path.
 pub fn build_deb(walg: &Path, out_dir: &Path, compression: Compression) -> Result<PathBuf> {
     let version = version_of(walg)?;
-    let arch = String::from_utf8(
-        run(Command::new("dpkg").arg("--print-architecture"))?.stdout,
-    )?
-    .trim()
-    .to_string();
+    let arch = String::from_utf8(run(Command::new("dpkg").arg("--print-architecture"))?.stdout)?
+        .trim()
+        .to_string();
     fs::create_dir_all(out_dir)?;
     let stage = tempfile::Builder::new()
         .prefix("walg-deb-")
@@ -120,7 +118,11 @@ pub fn build_deb(walg: &Path, out_dir: &Path, compression: Compression) -> Resul
     let mut pages = 0;
     for entry in fs::read_dir(assets.join("man"))? {
         let path = entry?.path();
-        let name = path.file_name().context("no name")?.to_string_lossy().into_owned();
+        let name = path
+            .file_name()
+            .context("no name")?
+            .to_string_lossy()
+            .into_owned();
         gzip_into(&path, &root.join(format!("usr/share/man/man1/{name}.gz")))?;
         pages += 1;
     }

@@ -45,7 +45,11 @@ pub fn package_install(built: &Path) -> Result<()> {
     let work = Workdir::new("deb")?;
     let deb = build_deb(built, &work.path.join("dist"), Compression::Fast)?;
     let size = fs::metadata(&deb)?.len();
-    println!("  package {} ({:.1} MiB, debug build without debug info)", deb.display(), size as f64 / 1048576.0);
+    println!(
+        "  package {} ({:.1} MiB, debug build without debug info)",
+        deb.display(),
+        size as f64 / 1048576.0
+    );
 
     // What the package holds, with the config's owner and mode.
     let listing = pg::run(Command::new("dpkg-deb").arg("--contents").arg(&deb))?;
@@ -59,7 +63,10 @@ pub fn package_install(built: &Path) -> Result<()> {
         "./usr/share/fish/vendor_completions.d/walg.fish",
         "./etc/walg/walg.json",
     ] {
-        ensure!(listing.contains(want), "the package lacks {want}:\n{listing}");
+        ensure!(
+            listing.contains(want),
+            "the package lacks {want}:\n{listing}"
+        );
     }
     let config_line = listing
         .lines()
@@ -85,7 +92,10 @@ pub fn package_install(built: &Path) -> Result<()> {
     let walg = root.join("usr/bin/walg");
     let out = pg::run(Command::new(&walg).arg("--version"))?;
     let version = String::from_utf8_lossy(&out.stdout).into_owned();
-    ensure!(version.starts_with("walg "), "--version printed {version:?}");
+    ensure!(
+        version.starts_with("walg "),
+        "--version printed {version:?}"
+    );
     let man = pg::run(Command::new("sh").arg("-c").arg(format!(
         "gzip -dc {} | head -c 4096",
         root.join("usr/share/man/man1/walg.1.gz").display()
@@ -110,7 +120,11 @@ pub fn package_install(built: &Path) -> Result<()> {
         pg::run(Command::new("chgrp").arg("postgres").arg(&config))?;
     }
 
-    let archive_command = format!("{} --config {} wal-push %p", walg.display(), config.display());
+    let archive_command = format!(
+        "{} --config {} wal-push %p",
+        walg.display(),
+        config.display()
+    );
     let mut cluster = Cluster::init(
         &work.path.join("pg"),
         &format!("archive_mode = on\narchive_command = '{archive_command}'\n"),
@@ -121,17 +135,37 @@ pub fn package_install(built: &Path) -> Result<()> {
     cluster.sql("create table t as select generate_series(1, 1000) as i")?;
     cluster
         .switch_and_wait_archived(Duration::from_secs(60))
-        .with_context(|| format!("archiving through the installed walg\n{}", pg::tail(&cluster.log_text(), 20)))?;
+        .with_context(|| {
+            format!(
+                "archiving through the installed walg\n{}",
+                pg::tail(&cluster.log_text(), 20)
+            )
+        })?;
 
     // Healthy: exit 0, and the first line says so.
     let out = check(&walg, &config, &cluster, false)?;
     println!("{}", String::from_utf8_lossy(&out.stdout).trim_end());
-    ensure!(out.status.code() == Some(0), "walg check on a healthy setup:\n{}", text(&out));
+    ensure!(
+        out.status.code() == Some(0),
+        "walg check on a healthy setup:\n{}",
+        text(&out)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    ensure!(stdout.starts_with("walg check: all is well"), "{}", text(&out));
-    for line in ["storage default", "status cache", "archiving", "archive_command"] {
+    ensure!(
+        stdout.starts_with("walg check: all is well"),
+        "{}",
+        text(&out)
+    );
+    for line in [
+        "storage default",
+        "status cache",
+        "archiving",
+        "archive_command",
+    ] {
         ensure!(
-            stdout.lines().any(|l| l.starts_with("ok") && l.contains(line)),
+            stdout
+                .lines()
+                .any(|l| l.starts_with("ok") && l.contains(line)),
             "no ok line for {line}:\n{stdout}"
         );
     }
@@ -149,8 +183,16 @@ pub fn package_install(built: &Path) -> Result<()> {
     let out = check(&walg, &config, &cluster, false)?;
     fs::set_permissions(&archive, fs::Permissions::from_mode(0o755))?;
     println!("{}", String::from_utf8_lossy(&out.stdout).trim_end());
-    ensure!(out.status.code() == Some(1), "walg check with an unwritable storage:\n{}", text(&out));
-    let first = String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or("").to_string();
+    ensure!(
+        out.status.code() == Some(1),
+        "walg check with an unwritable storage:\n{}",
+        text(&out)
+    );
+    let first = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string();
     ensure!(
         first.starts_with("walg check: FAILED: storage default")
             && first.contains(&archive.display().to_string())
@@ -165,7 +207,8 @@ pub fn package_install(built: &Path) -> Result<()> {
     fs::set_permissions(&other, fs::Permissions::from_mode(0o644))?;
     let out = check(&walg, &other, &cluster, false)?;
     ensure!(
-        out.status.code() == Some(1) && String::from_utf8_lossy(&out.stdout).contains("archive_command"),
+        out.status.code() == Some(1)
+            && String::from_utf8_lossy(&out.stdout).contains("archive_command"),
         "a config mismatch should fail on archive_command:\n{}",
         text(&out)
     );

@@ -158,7 +158,14 @@ fn test(args: &[String]) -> Result<()> {
     // The downstream-tool example (built by cargo test above) must also run.
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(&repo)
-        .args(["run", "--quiet", "-p", "walg-failover", "--example", "downstream_tool"])
+        .args([
+            "run",
+            "--quiet",
+            "-p",
+            "walg-failover",
+            "--example",
+            "downstream_tool",
+        ])
         .status()?;
     if !status.success() {
         bail!("the example downstream_tool failed");

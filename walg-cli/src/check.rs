@@ -136,10 +136,10 @@ pub struct ServerSettings {
     pub data_directory: Option<PathBuf>,
 }
 
-/// `walg check [--json]`: runs the checks, prints the report, returns the
-/// exit code.
-pub async fn command(config: Option<&Path>, json: bool) -> u8 {
-    let server = server_settings().await;
+/// `walg check [--json] [--conninfo ...]`: runs the checks, prints the
+/// report, returns the exit code.
+pub async fn command(config: Option<&Path>, json: bool, conninfo: Option<String>) -> u8 {
+    let server = server_settings(conninfo).await;
     let report = run(config, server).await;
     if json {
         match serde_json::to_string_pretty(&report) {
@@ -155,9 +155,49 @@ pub async fn command(config: Option<&Path>, json: bool) -> u8 {
     report.exit_code()
 }
 
-/// Reads the settings of the running server.
-async fn server_settings() -> Result<ServerSettings, String> {
-    Err("no PostgreSQL connection support in this build yet".to_string())
+/// How long the settings query may take.
+const QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads the settings of the running server through libpq-style settings
+/// (`--conninfo`, `PGHOST`, ...; by default the local socket).
+async fn server_settings(conninfo: Option<String>) -> Result<ServerSettings, String> {
+    let target = crate::pgconn::config(&crate::pgconn::ConnSource::from_env(conninfo))
+        .map_err(|e| format!("{e:#}"))?;
+    let client = crate::pgconn::connect(&target)
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    // pg_settings hides what this role may not read instead of failing.
+    let sql = "select name, setting from pg_settings where name in ('server_version', 'wal_level', \
+               'archive_mode', 'archive_command', 'archive_library', 'restore_command', 'data_directory')";
+    let rows = tokio::time::timeout(QUERY_TIMEOUT, client.query(sql, &[]))
+        .await
+        .map_err(|_| format!("query the settings of {}: no answer within {QUERY_TIMEOUT:?}", target.description))?
+        .map_err(|e| format!("query the settings of {}: {e}", target.description))?;
+    let mut s = ServerSettings::default();
+    let mut seen = Vec::new();
+    for row in rows {
+        let name: String = row.try_get(0).map_err(|e| e.to_string())?;
+        let value: Option<String> = row.try_get(1).map_err(|e| e.to_string())?;
+        let value = value.unwrap_or_default();
+        match name.as_str() {
+            "server_version" => s.version = value,
+            "wal_level" => s.wal_level = value,
+            "archive_mode" => s.archive_mode = value,
+            "archive_command" => s.archive_command = value,
+            "archive_library" => s.archive_library = value,
+            "restore_command" => s.restore_command = value,
+            "data_directory" => s.data_directory = Some(PathBuf::from(value)),
+            _ => {}
+        }
+        seen.push(name);
+    }
+    if !seen.iter().any(|n| n == "archive_command") {
+        return Err(format!(
+            "connected to {}, but this role cannot read archive_command (run walg check as postgres, or grant pg_read_all_settings)",
+            target.description
+        ));
+    }
+    Ok(s)
 }
 
 /// Runs every check. `server` is what was read from PostgreSQL, or why it

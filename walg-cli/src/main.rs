@@ -9,8 +9,10 @@ mod check;
 mod commands;
 mod config;
 mod dist_assets;
+mod pgconn;
 mod prefetch;
 mod storage;
+mod wal_status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -81,10 +83,21 @@ enum Command {
         /// Print the report as JSON (schema in the README).
         #[arg(long)]
         json: bool,
+        /// Connection string (key=value or postgresql:// URI); else PGHOST,
+        /// PGPORT, PGUSER, ... as libpq, by default the local socket.
+        #[arg(long, value_name = "CONNINFO")]
+        conninfo: Option<String>,
     },
     /// Writes man pages and shell completions into DIR (for packaging).
     #[command(name = "dist-assets", hide = true)]
     DistAssets { dir: PathBuf },
+    /// Why pg_wal grows: archiver, slots, wal_keep_size, checkpoints, disk.
+    ///
+    /// Inspects one cluster (through libpq settings or --conninfo, and/or
+    /// --pgdata, which also works with the server down) and prints the
+    /// binding cause first, then every check with its remedy. Read-only.
+    #[command(name = "wal-status")]
+    WalStatus(wal_status::Args),
     /// Storage status and maintenance (failover storages).
     St {
         #[command(subcommand)]

@@ -5,11 +5,14 @@
 //!   end-to-end tests with a real PostgreSQL and the storage emulators.
 //! - `e2e`: only the end-to-end tests.
 //! - `setup`: installs what the tests need (Debian packages, emulators).
+//! - `dist`: the release binary and a Debian package (`target/dist/`).
 //!
 //! Every task installs its own prerequisites, so a fresh machine needs no
 //! manual step.
 
 mod bench;
+mod dist;
+mod dist_e2e;
 mod e2e;
 mod emulators;
 mod failover_e2e;
@@ -56,7 +59,7 @@ fn build_walg(repo: &Path, release: bool) -> Result<PathBuf> {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: cargo xtask <demo|test|e2e|setup>");
+    eprintln!("usage: cargo xtask <demo|test|e2e|setup|bench|dist>");
     std::process::exit(2)
 }
 
@@ -68,6 +71,7 @@ fn main() {
         Some("e2e") => e2e(&args[1..]),
         Some("setup") => setup::all(&repo_root()),
         Some("bench") => bench::run(&args[1..]),
+        Some("dist") => dist::run_dist(&repo_root()),
         _ => usage(),
     };
     if let Err(e) = result {
@@ -159,6 +163,21 @@ fn test(args: &[String]) -> Result<()> {
     if !status.success() {
         bail!("cargo test --workspace failed");
     }
+    // The downstream-tool example (built by cargo test above) must also run.
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(&repo)
+        .args([
+            "run",
+            "--quiet",
+            "-p",
+            "walg-failover",
+            "--example",
+            "downstream_tool",
+        ])
+        .status()?;
+    if !status.success() {
+        bail!("the example downstream_tool failed");
+    }
     run_e2e(&repo, emus, args)
 }
 
@@ -190,6 +209,13 @@ fn run_e2e(repo: &Path, emus: Arc<emulators::Emulators>, args: &[String]) -> Res
     {
         let walg = walg.clone();
         tests.push(("cli_contract", Box::new(move || e2e::cli_contract(&walg))));
+    }
+    {
+        let walg = walg.clone();
+        tests.push((
+            "package_install",
+            Box::new(move || dist_e2e::package_install(&walg)),
+        ));
     }
     {
         let walg = walg.clone();

@@ -11,6 +11,7 @@
 
 pub mod ahead;
 pub mod codec;
+pub mod crypto;
 pub mod error;
 pub mod fetch;
 pub mod layout;

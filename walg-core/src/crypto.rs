@@ -98,7 +98,7 @@ pub enum KeyError {
     UnknownTransform(String),
     #[error("the key is empty")]
     Empty,
-    #[error("key length must not be less than 25, got {0} (with the `none` transform; a key made by `openssl rand -hex 32` needs WALG_LIBSODIUM_KEY_TRANSFORM=hex)")]
+    #[error("key length must not be less than 25, got {0}")]
     TooShort(usize),
     #[error("while hex decoding key: {0}")]
     Hex(String),

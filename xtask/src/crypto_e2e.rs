@@ -716,7 +716,12 @@ fn recover(
     last: &str,
     digest: &str,
 ) -> Result<()> {
-    let conf = format!("restore_command = '{}'\n", walg.restore_command());
+    // No archiving from the recovered cluster: its new timeline would
+    // change what the next recovery from the same archive follows.
+    let conf = format!(
+        "restore_command = '{}'\narchive_mode = off\n",
+        walg.restore_command()
+    );
     let mut restored = Cluster::from_backup(backup, &work.path.join(label), &conf)?;
     fs::write(restored.data.join("recovery.signal"), "")?;
     pg::chown_postgres(&restored.data)?;

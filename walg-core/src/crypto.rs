@@ -181,7 +181,7 @@ fn decode_base64(text: &[u8]) -> Result<Vec<u8>, String> {
         .filter(|(_, c)| *c != b'\r' && *c != b'\n')
         .collect();
     let illegal = |i: usize| format!("illegal base64 data at input byte {i}");
-    if symbols.len() % 4 != 0 {
+    if !symbols.len().is_multiple_of(4) {
         return Err(illegal(symbols.last().map_or(0, |(i, _)| *i)));
     }
     let mut out = Vec::with_capacity(symbols.len() / 4 * 3);
@@ -438,18 +438,14 @@ impl<R: Read> Decryptor<R> {
         match &mut self.0 {
             DecryptorInner::None(_) => Ok(()),
             DecryptorInner::Sodium(r) => {
-                let mut sink = [0u8; 4096];
-                loop {
-                    match r.read(&mut sink)? {
-                        0 => return Ok(()),
-                        // Plaintext the decompressor did not want: the object
-                        // holds more than one compressed stream.
-                        _ => {
-                            return Err(r.fail(
-                                "decrypted data continues after the end of the compressed stream",
-                            ))
-                        }
-                    }
+                let mut sink = [0u8; 1];
+                match r.read(&mut sink)? {
+                    0 => Ok(()),
+                    // Plaintext the decompressor did not want: the object
+                    // holds more than one compressed stream.
+                    _ => Err(
+                        r.fail("decrypted data continues after the end of the compressed stream")
+                    ),
                 }
             }
         }

@@ -11,15 +11,20 @@
 
 pub mod ahead;
 pub mod codec;
+pub mod control;
+pub mod crc32c;
 pub mod crypto;
+pub mod diagnosis;
 pub mod error;
 pub mod fetch;
 pub mod layout;
 pub mod lz4frame;
 pub mod memory;
 pub mod page;
+pub mod pgconf;
 pub mod prefetch;
 pub mod push;
+pub mod slot;
 pub mod store;
 pub mod stream;
 pub mod wal;

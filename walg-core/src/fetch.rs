@@ -234,7 +234,9 @@ async fn restore(
     };
     writer.flush().map_err(io_err)?;
     validate_segment(wal, &writer.head, writer.len).map_err(|mut reason| {
-        if encryption.is_none() && compression == Compression::None {
+        // Random bytes can pass for a short brotli stream: an encrypted
+        // object read without a key may decode and only fail here.
+        if encryption.is_none() {
             reason.push_str(crate::crypto::ENCRYPTED_HINT);
         }
         FetchError::Corrupt {

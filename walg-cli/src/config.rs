@@ -408,6 +408,11 @@ impl Config {
                     source: raw.source.clone(),
                 };
                 for k in sub.values.keys() {
+                    // A key in one section only would leave the other
+                    // storages (and a reader of any of them) in clear text.
+                    if is_encryption_setting(k) || UNSUPPORTED_ENCRYPTION.contains(&k.as_str()) {
+                        bail!("WALG_FAILOVER_STORAGES.{name} sets {k}: encryption is global, like compression (every storage gets the same bytes); set it at the top level instead");
+                    }
                     let storage_key = PREFIX_SETTINGS.iter().any(|(p, _)| p == k)
                         || [
                             "AWS_",
@@ -860,6 +865,13 @@ mod tests {
                 )),
             );
         }
+        check_keys(
+            &[(
+                "WALG_FAILOVER_STORAGES",
+                json!({"b": {"WALG_FILE_PREFIX": "/b", "WALG_LIBSODIUM_KEY": "TEST_LIBSODIUM_KEY_______"}}),
+            )],
+            Err("WALG_FAILOVER_STORAGES.b sets WALG_LIBSODIUM_KEY: encryption is global"),
+        );
         let raw = Raw::from_pairs(&[("WALG_LIBSODIUM_KEY", json!("TEST_LIBSODIUM_KEY_______"))]);
         assert!(!format!("{raw:?}").contains("TEST_LIBSODIUM"));
     }

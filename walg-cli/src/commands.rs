@@ -82,6 +82,7 @@ async fn wal_push(cli: &Cli, path: &Path) -> Result<()> {
     let Opened { store, .. } = storage::open(&cfg)?;
     let opts = PushOptions {
         compression: cfg.compression,
+        encryption: cfg.encryption.clone(),
         prevent_overwrite: cfg.prevent_overwrite,
     };
     let ahead = if cfg.upload_concurrency > 1 {
@@ -109,10 +110,11 @@ async fn wal_push(cli: &Cli, path: &Path) -> Result<()> {
         .as_ref()
         .map(|a| a.ready_files(&name, cfg.upload_concurrency - 1))
         .unwrap_or_default();
-    let main = push_validated(store.as_ref(), path, &name, len, &opts);
+    let opts = &opts;
+    let main = push_validated(store.as_ref(), path, &name, len, opts);
     let side = futures::future::join_all(others.iter().map(|(n, p)| {
         let store = store.clone();
-        async move { (n, p, push_file(store.as_ref(), p, &opts).await) }
+        async move { (n, p, push_file(store.as_ref(), p, opts).await) }
     }));
     let (outcome, side) = tokio::join!(main, side);
 
@@ -192,10 +194,15 @@ async fn wal_push(cli: &Cli, path: &Path) -> Result<()> {
             stored_bytes,
         } => {
             tracing::info!(
-                "pushed {name} to {key} on {storage:?}: {} -> {} {}, {ms} ms{extra}",
+                "pushed {name} to {key} on {storage:?}: {} -> {} {}{}, {ms} ms{extra}",
                 mib(source_bytes),
                 mib(stored_bytes),
-                cfg.compression
+                cfg.compression,
+                if cfg.encryption.is_none() {
+                    String::new()
+                } else {
+                    format!(" + {}", cfg.encryption.name())
+                }
             );
         }
         PushOutcome::AlreadyStored { key } => {
@@ -226,6 +233,7 @@ async fn wal_fetch(cli: &Cli, name: &str, dest: &Path) -> Result<()> {
     let Opened { store, .. } = storage::open(&cfg)?;
     let opts = FetchOptions {
         compression: cfg.compression,
+        encryption: cfg.encryption.clone(),
     };
     let got = fetch_file(store.as_ref(), name, dest, &opts).await?;
     crate::prefetch::spawn(cli, &cfg, &wal, dest);

@@ -48,6 +48,7 @@ pub mod ahead;
 pub mod codec;
 pub mod control;
 pub mod crc32c;
+pub mod crypto;
 pub mod diagnosis;
 pub mod error;
 pub mod fetch;

@@ -13,6 +13,8 @@
 mod bench;
 mod dist;
 mod dist_e2e;
+mod crypto_bench;
+mod crypto_e2e;
 mod e2e;
 mod emulators;
 mod failover_e2e;
@@ -70,6 +72,9 @@ fn main() {
         Some("test") => test(&args[1..]),
         Some("e2e") => e2e(&args[1..]),
         Some("setup") => setup::all(&repo_root()),
+        Some("bench") if args.get(1).map(String::as_str) == Some("encryption") => {
+            crypto_bench::run()
+        }
         Some("bench") => bench::run(&args[1..]),
         Some("dist") => dist::run_dist(&repo_root()),
         _ => usage(),
@@ -303,6 +308,29 @@ fn run_e2e(repo: &Path, emus: Arc<emulators::Emulators>, args: &[String]) -> Res
         tests.push((
             "failover",
             Box::new(move || failover_e2e::run(&walg, &emus)),
+        ));
+    }
+    {
+        let walg = walg.clone();
+        let repo = repo.to_path_buf();
+        tests.push((
+            "libsodium_interop",
+            Box::new(move || crypto_e2e::libsodium_interop(&walg, &repo)),
+        ));
+    }
+    {
+        let walg = walg.clone();
+        tests.push((
+            "encryption_bad_input",
+            Box::new(move || crypto_e2e::bad_input(&walg)),
+        ));
+    }
+    {
+        let walg = walg.clone();
+        let repo = repo.to_path_buf();
+        tests.push((
+            "libsodium_failover_rotation",
+            Box::new(move || crypto_e2e::failover_rotation(&walg, &repo)),
         ));
     }
     if let Some(f) = filter {

@@ -171,7 +171,12 @@ async fn server_settings(conninfo: Option<String>) -> Result<ServerSettings, Str
                'archive_mode', 'archive_command', 'archive_library', 'restore_command', 'data_directory')";
     let rows = tokio::time::timeout(QUERY_TIMEOUT, client.query(sql, &[]))
         .await
-        .map_err(|_| format!("query the settings of {}: no answer within {QUERY_TIMEOUT:?}", target.description))?
+        .map_err(|_| {
+            format!(
+                "query the settings of {}: no answer within {QUERY_TIMEOUT:?}",
+                target.description
+            )
+        })?
         .map_err(|e| format!("query the settings of {}: {e}", target.description))?;
     let mut s = ServerSettings::default();
     let mut seen = Vec::new();

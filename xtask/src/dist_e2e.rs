@@ -179,9 +179,11 @@ pub fn package_install(built: &Path) -> Result<()> {
     );
 
     // Unwritable storage: a clear error and a non-zero exit.
-    fs::set_permissions(&archive, fs::Permissions::from_mode(0o555))?;
-    let out = check(&walg, &config, &cluster, false)?;
-    fs::set_permissions(&archive, fs::Permissions::from_mode(0o755))?;
+    // Every directory of it: the probe writes below the top one.
+    pg::run(Command::new("chmod").args(["-R", "a-w"]).arg(&archive))?;
+    let out = check(&walg, &config, &cluster, false);
+    pg::run(Command::new("chmod").args(["-R", "u+w"]).arg(&archive))?;
+    let out = out?;
     println!("{}", String::from_utf8_lossy(&out.stdout).trim_end());
     ensure!(
         out.status.code() == Some(1),

@@ -14,7 +14,7 @@ use crate::config::{Config, Raw};
 use crate::storage::{self, Opened};
 use crate::{Cli, Command, StCommand, EXIT_NOT_FOUND};
 
-fn load_config(cli: &Cli) -> Result<Config> {
+pub(crate) fn load_config(cli: &Cli) -> Result<Config> {
     let raw = Raw::load(cli.config.as_deref())?;
     let cfg = Config::from_raw(&raw)?;
     for w in &cfg.warnings {
@@ -35,6 +35,7 @@ pub async fn run(cli: Cli) -> u8 {
             segment_size,
         } => crate::prefetch::run(&cli, name, pg_wal, destination_name, *segment_size).await,
         Command::St { command } => st(&cli, command).await,
+        Command::Archive(command) => return crate::archive::run(&cli, command).await,
     };
     match result {
         Ok(()) => 0,

@@ -5,6 +5,7 @@
 //! storages through the registry and calls the pipelines in `walg-core`.
 //! Exit codes are decided here and only here.
 
+mod archive;
 mod commands;
 mod config;
 mod prefetch;
@@ -68,6 +69,8 @@ enum Command {
         destination_name: PathBuf,
         segment_size: u64,
     },
+    #[command(flatten)]
+    Archive(archive::ArchiveCommand),
     /// Storage status and maintenance (failover storages).
     St {
         #[command(subcommand)]

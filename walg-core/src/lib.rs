@@ -10,21 +10,25 @@
 //! configuration files or logging subscribers.
 
 pub mod ahead;
+pub mod archive;
 pub mod codec;
 pub mod error;
 pub mod fetch;
+pub mod history;
 pub mod layout;
 pub mod lz4frame;
 pub mod memory;
 pub mod page;
 pub mod prefetch;
+pub mod prune;
 pub mod push;
 pub mod store;
 pub mod stream;
+pub mod verify;
 pub mod wal;
 
 pub use codec::Compression;
 pub use error::{ErrorKind, StoreError};
 pub use layout::WAL_PREFIX;
-pub use store::{Body, ByteStream, ObjectMeta, PutOptions, Store};
+pub use store::{Body, ByteStream, ListPages, ObjectMeta, PutOptions, Store};
 pub use wal::{Lsn, WalName};

@@ -9,6 +9,8 @@
 //! Every task installs its own prerequisites, so a fresh machine needs no
 //! manual step.
 
+mod archive_bench;
+mod archive_e2e;
 mod bench;
 mod e2e;
 mod emulators;
@@ -249,6 +251,22 @@ fn run_e2e(repo: &Path, emus: Arc<emulators::Emulators>, args: &[String]) -> Res
         tests.push((
             "failover",
             Box::new(move || failover_e2e::run(&walg, &emus)),
+        ));
+    }
+    {
+        let walg = walg.clone();
+        let emus = emus.clone();
+        tests.push((
+            "archive_verify_repair",
+            Box::new(move || archive_e2e::verify_repair(&walg, &emus)),
+        ));
+    }
+    {
+        let walg = walg.clone();
+        let emus = emus.clone();
+        tests.push((
+            "archive_prune",
+            Box::new(move || archive_e2e::prune(&walg, &emus)),
         ));
     }
     if let Some(f) = filter {

@@ -381,8 +381,11 @@ fn print_show(r: &ShowReport) {
             gaps.len()
         ));
     }
+    let primary = r.storages.first().map(|s| s.name.as_str());
     for (s, o) in &r.only_on {
-        head.push_str(&format!("; {} only on {s:?}", o.count));
+        if Some(s.as_str()) != primary {
+            head.push_str(&format!("; {} only on {s:?}", o.count));
+        }
     }
     println!("{head}");
     println!();
@@ -425,7 +428,11 @@ fn print_show(r: &ShowReport) {
         "STORAGE", "TLI", "SEGMENTS", "START SEGMENT", "END SEGMENT", "GAPS"
     );
     for t in &r.timelines {
-        for (name, s) in &t.storages {
+        for (name, s) in r
+            .storages
+            .iter()
+            .filter_map(|l| t.storages.get(&l.name).map(|s| (&l.name, s)))
+        {
             println!(
                 "{:<16} {:<4} {:>8} {:<24} {:<24} {:>5}",
                 name,
@@ -462,7 +469,11 @@ fn print_show(r: &ShowReport) {
             println!("  backup   {b}");
         }
     }
-    for (s, o) in &r.only_on {
+    for (s, o) in r
+        .only_on
+        .iter()
+        .filter(|(s, _)| Some(s.as_str()) != primary)
+    {
         println!();
         let shown: Vec<&str> = o.segments.iter().take(10).map(String::as_str).collect();
         let more = if o.count as usize > shown.len() {
@@ -551,7 +562,9 @@ async fn wal_verify(
                 format!(", {} uploading", report.union.uploading.len())
             }
         );
-        for (name, c) in &report.storages {
+        let mut storages: Vec<_> = report.storages.iter().collect();
+        storages.sort_by_key(|(_, c)| c.role != "primary");
+        for (name, c) in storages {
             println!(
                 "{:<9} {} {} ({} present, {} missing, {} only here)",
                 format!("{name}:"),

@@ -3,13 +3,13 @@
 //! real `walg` binary, the S3 emulator as the primary storage and a file
 //! storage as the failover.
 //!
-//! - `archive_verify_repair`: an S3 outage (a refusing proxy) sends
+//! - `wal_verify_repair`: an S3 outage (a refusing proxy) sends
 //!   segments to the failover; `wal-verify` says WARNING and names exactly
 //!   those; a segment removed from the only storage that held it makes it
 //!   FAILURE naming that segment; `wal-repair` (dry run, then `--confirm`)
 //!   copies them home and `wal-verify` says OK; a cluster restored from the
 //!   backup promotes to timeline 2 and `wal-verify` follows it.
-//! - `archive_prune`: three `pg_basebackup`s with WAL between them (written
+//! - `wal_prune`: three `pg_basebackup`s with WAL between them (written
 //!   to both storages), then `wal-prune --retain-backups 2 --confirm`
 //!   deletes exactly the files before the second-newest backup's start on
 //!   both storages; that backup restores to the same data through

@@ -257,7 +257,7 @@ fn run_e2e(repo: &Path, emus: Arc<emulators::Emulators>, args: &[String]) -> Res
         let walg = walg.clone();
         let emus = emus.clone();
         tests.push((
-            "archive_verify_repair",
+            "wal_verify_repair",
             Box::new(move || archive_e2e::verify_repair(&walg, &emus)),
         ));
     }
@@ -265,7 +265,7 @@ fn run_e2e(repo: &Path, emus: Arc<emulators::Emulators>, args: &[String]) -> Res
         let walg = walg.clone();
         let emus = emus.clone();
         tests.push((
-            "archive_prune",
+            "wal_prune",
             Box::new(move || archive_e2e::prune(&walg, &emus)),
         ));
     }

@@ -32,8 +32,10 @@ use crate::commands::{load_config, mib};
 use crate::config::Config;
 use crate::Cli;
 
-/// The archive commands (flattened into walg's command list).
+/// The archive commands (flattened into walg's command list, where their
+/// names are `wal-*` like the others).
 #[derive(Debug, Subcommand)]
+#[allow(clippy::enum_variant_names)]
 pub enum ArchiveCommand {
     /// Timelines, segment ranges, gaps, .partial and .backup files, for the
     /// union of all storages and for each storage.

@@ -341,12 +341,12 @@ mod tests {
     fn refusals() {
         let m = map(&[(0, "000000010000000000000001")]);
         assert_eq!(
-            prune_plan(&m, &Retention::Backups(1)).unwrap_err(),
+            prune_plan(&m, &Retention::Backups(1)).expect_err("refused"),
             PruneError::NoBackups
         );
         let m = map(ARCHIVE);
         assert_eq!(
-            prune_plan(&m, &Retention::Backups(0)).unwrap_err(),
+            prune_plan(&m, &Retention::Backups(0)).expect_err("refused"),
             PruneError::RetainZero
         );
         let after = WalName::parse("000000020000000000000007").expect("name");

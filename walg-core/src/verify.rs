@@ -289,7 +289,7 @@ pub fn verify(map: &ArchiveMap, opts: &VerifyOptions) -> VerifyReport {
             if !consistent(anc, &records) {
                 problems.push(format!(
                     "timelines contradict each other: {} does not begin like {}",
-                    WalName::History { timeline }.to_string(),
+                    WalName::History { timeline },
                     WalName::History {
                         timeline: r.timeline
                     }
@@ -781,7 +781,7 @@ mod tests {
         let r = check(
             Case::new(16 * MIB)
                 .segs(0, 1, 1..=6)
-                .from_seg("000000010000000000000002")
+                .starting_at("000000010000000000000002")
                 .server(1, "00000001000000000000000A"),
             Status::Failure,
             &["000000010000000000000007"],
@@ -819,7 +819,7 @@ mod tests {
     }
 
     impl Case {
-        fn from_seg(mut self, s: &'static str) -> Case {
+        fn starting_at(mut self, s: &'static str) -> Case {
             self.from = Some(s);
             self
         }

@@ -333,8 +333,47 @@ struct Server {
     segment_size: u64,
 }
 
-async fn server_position(_conninfo: Option<String>) -> Result<Server> {
-    bail!("--connect needs the shared PostgreSQL connection module, which this build lacks")
+/// Asks the server where it writes: its timeline, its current segment
+/// (of `lsn - 1`, as WAL-G does, so a segment just switched away from still
+/// counts as in flight) and its segment size. On a standby the position is
+/// the last received (or replayed) LSN.
+async fn server_position(conninfo: Option<String>) -> Result<Server> {
+    let target = crate::pgconn::config(&crate::pgconn::ConnSource::from_env(conninfo))?;
+    let client = crate::pgconn::connect(&target).await?;
+    // pg_control_checkpoint().timeline_id lags right after a promotion;
+    // the current WAL file name does not.
+    let sql = "select (select setting from pg_settings where name = 'wal_segment_size'),                case when pg_is_in_recovery()                  then coalesce(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::text                  else pg_current_wal_lsn()::text end,                case when pg_is_in_recovery()                  then coalesce((select received_tli from pg_stat_wal_receiver),                                (select timeline_id from pg_control_checkpoint()))::text                  else ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int::text end";
+    let row = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        client.query_one(sql, &[]),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("query {}: no answer within 30s", target.description))?
+    .with_context(|| format!("query the WAL position of {}", target.description))?;
+    let size: String = row.get(0);
+    let lsn: String = row.get(1);
+    let tli: String = row.get(2);
+    let segment_size: u64 = size
+        .parse()
+        .with_context(|| format!("wal_segment_size {size:?} from {}", target.description))?;
+    if !walg_core::wal::is_valid_segment_size(segment_size) {
+        bail!(
+            "{} reports wal_segment_size {segment_size}, not a valid segment size",
+            target.description
+        );
+    }
+    let lsn: walg_core::Lsn = lsn
+        .parse()
+        .with_context(|| format!("LSN {lsn:?} from {}", target.description))?;
+    let timeline: u32 = tli
+        .parse()
+        .with_context(|| format!("timeline {tli:?} from {}", target.description))?;
+    let current = walg_core::Lsn(lsn.0.saturating_sub(1)).segment(timeline, segment_size);
+    Ok(Server {
+        timeline,
+        current,
+        segment_size,
+    })
 }
 
 fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {

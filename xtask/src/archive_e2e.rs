@@ -91,6 +91,10 @@ fn settings(
 /// Runs walg directly with a status cache of its own (the server's file
 /// belongs to the `postgres` user).
 fn walg(w: &Walg, work: &Workdir, args: &[&str]) -> Result<Output> {
+    walg_env(w, work, args, &[])
+}
+
+fn walg_env(w: &Walg, work: &Workdir, args: &[&str], env: &[(&str, String)]) -> Result<Output> {
     let out = std::process::Command::new(&w.bin)
         .arg("--config")
         .arg(&w.config)
@@ -99,8 +103,23 @@ fn walg(w: &Walg, work: &Workdir, args: &[&str]) -> Result<Output> {
             "WALG_FAILOVER_STORAGES_CACHE_FILE",
             work.path.join("cli-cache.json"),
         )
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .output()?;
     Ok(out)
+}
+
+/// `wal-verify --connect --json` against `c` through libpq variables.
+fn verify_connected(w: &Walg, work: &Workdir, c: &Cluster) -> Result<Value> {
+    let env = [
+        ("PGHOST", c.dir.display().to_string()),
+        ("PGPORT", c.port.to_string()),
+        ("PGUSER", "postgres".to_string()),
+        ("PGDATABASE", "postgres".to_string()),
+    ];
+    let args = ["wal-verify", "--connect", "--json"];
+    let o = walg_env(w, work, &args, &env)?;
+    ensure!(code(&o) == 0, "expected exit 0: {}", describe(&args, &o));
+    serde_json::from_slice(&o.stdout).with_context(|| describe(&args, &o))
 }
 
 fn code(o: &Output) -> i32 {

@@ -29,6 +29,19 @@ use walg_core::wal::{Segment, WalName, DEFAULT_SEGMENT_SIZE};
 use walg_core::{ErrorKind, PutOptions};
 
 use crate::commands::{load_config, mib};
+
+/// `println!` that does not panic when stdout is a closed pipe
+/// (`walg wal-verify | head`).
+macro_rules! out {
+    () => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout());
+    }};
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
 use crate::config::Config;
 use crate::Cli;
 
@@ -377,7 +390,7 @@ async fn server_position(conninfo: Option<String>) -> Result<Server> {
 }
 
 fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    out!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 
@@ -394,7 +407,12 @@ async fn show(cli: &Cli, json: bool, walg_json: bool) -> Result<u8> {
     let report = map.show(size, &hist);
     if walg_json {
         // WAL-G prints one compact array without a trailing newline.
-        print!("{}", serde_json::to_string(&report.walg_json(&hist))?);
+        use std::io::Write as _;
+        let _ = write!(
+            std::io::stdout(),
+            "{}",
+            serde_json::to_string(&report.walg_json(&hist))?
+        );
         return Ok(0);
     }
     if json {
@@ -428,9 +446,9 @@ fn print_show(r: &ShowReport) {
             head.push_str(&format!("; {} only on {s:?}", o.count));
         }
     }
-    println!("{head}");
-    println!();
-    println!(
+    out!("{head}");
+    out!();
+    out!(
         "{:<4} {:<6} {:<12} {:<24} {:<24} {:>7} {:>8} {:>5} {:>7} {:>7}  STATUS",
         "TLI",
         "PARENT",
@@ -444,7 +462,7 @@ fn print_show(r: &ShowReport) {
         "BACKUPS"
     );
     for t in &r.timelines {
-        println!(
+        out!(
             "{:<4} {:<6} {:<12} {:<24} {:<24} {:>7} {:>8} {:>5} {:>7} {:>7}  {}",
             t.timeline,
             t.parent.map_or("-".into(), |p| p.to_string()),
@@ -463,18 +481,24 @@ fn print_show(r: &ShowReport) {
             }
         );
     }
-    println!();
-    println!(
+    out!();
+    out!(
         "{:<16} {:<4} {:>8} {:<24} {:<24} {:>5}",
-        "STORAGE", "TLI", "SEGMENTS", "START SEGMENT", "END SEGMENT", "GAPS"
+        "STORAGE",
+        "TLI",
+        "SEGMENTS",
+        "START SEGMENT",
+        "END SEGMENT",
+        "GAPS"
     );
     for t in &r.timelines {
         for (name, s) in r
             .storages
             .iter()
             .filter_map(|l| t.storages.get(&l.name).map(|s| (&l.name, s)))
+            .filter(|(_, s)| s.segments > 0)
         {
-            println!(
+            out!(
                 "{:<16} {:<4} {:>8} {:<24} {:<24} {:>5}",
                 name,
                 t.timeline,
@@ -487,27 +511,28 @@ fn print_show(r: &ShowReport) {
     }
     for s in &r.storages {
         if let Some(e) = &s.error {
-            println!("{:<16} could not be listed: {e}", s.name);
+            out!("{:<16} could not be listed: {e}", s.name);
         } else if s.foreign > 0 {
-            println!(
+            out!(
                 "{:<16} {} object(s) under wal_005/ that are not WAL files walg reads",
-                s.name, s.foreign
+                s.name,
+                s.foreign
             );
         }
     }
     for t in &r.timelines {
         if !t.gaps.is_empty() || !t.partials.is_empty() || !t.backups.is_empty() {
-            println!();
-            println!("timeline {}:", t.timeline);
+            out!();
+            out!("timeline {}:", t.timeline);
         }
         for g in &t.gaps {
-            println!("  gap      {} .. {} ({} segment(s))", g.from, g.to, g.count);
+            out!("  gap      {} .. {} ({} segment(s))", g.from, g.to, g.count);
         }
         for p in &t.partials {
-            println!("  partial  {p}");
+            out!("  partial  {p}");
         }
         for b in &t.backups {
-            println!("  backup   {b}");
+            out!("  backup   {b}");
         }
     }
     for (s, o) in r
@@ -515,14 +540,14 @@ fn print_show(r: &ShowReport) {
         .iter()
         .filter(|(s, _)| Some(s.as_str()) != primary)
     {
-        println!();
+        out!();
         let shown: Vec<&str> = o.segments.iter().take(10).map(String::as_str).collect();
         let more = if o.count as usize > shown.len() {
             format!(" and {} more", o.count as usize - shown.len())
         } else {
             String::new()
         };
-        println!("only on {s:?}: {}{more}", shown.join(", "));
+        out!("only on {s:?}: {}{more}", shown.join(", "));
     }
 }
 
@@ -577,10 +602,10 @@ async fn wal_verify(
     if json {
         print_json(&report)?;
     } else {
-        println!("{}", report.summary);
-        println!();
+        out!("{}", report.summary);
+        out!();
         let r = &report.range;
-        println!(
+        out!(
             "range:    {} .. {} on timeline {} ({} segments of {})",
             r.from.as_deref().unwrap_or("-"),
             r.to.as_deref().unwrap_or("-"),
@@ -588,12 +613,24 @@ async fn wal_verify(
             report.segments_checked,
             mib(report.segment_size)
         );
-        println!("from:     {}", r.from_source);
-        println!("to:       {}", r.to_source);
+        out!("from:     {}", r.from_source);
+        out!("to:       {}", r.to_source);
         for s in &report.timelines {
-            println!("follows:  {s}");
+            let name = |n| Segment::from_number(s.timeline, n, report.segment_size);
+            match s.last {
+                Some(l) if s.first == 0 => {
+                    out!("follows:  timeline {} up to {}", s.timeline, name(l))
+                }
+                Some(l) => out!(
+                    "follows:  timeline {} from {} to {}",
+                    s.timeline,
+                    name(s.first),
+                    name(l)
+                ),
+                None => out!("follows:  timeline {} from {}", s.timeline, name(s.first)),
+            }
         }
-        println!(
+        out!(
             "union:    {} ({} missing{})",
             report.union.status.as_str(),
             report.union.missing_count,
@@ -606,7 +643,7 @@ async fn wal_verify(
         let mut storages: Vec<_> = report.storages.iter().collect();
         storages.sort_by_key(|(_, c)| c.role != "primary");
         for (name, c) in storages {
-            println!(
+            out!(
                 "{:<9} {} {} ({} present, {} missing, {} only here)",
                 format!("{name}:"),
                 c.status,
@@ -617,16 +654,16 @@ async fn wal_verify(
             );
         }
         for m in report.union.missing.iter().take(20) {
-            println!("missing everywhere: {m}");
+            out!("missing everywhere: {m}");
         }
         if report.union.missing_count > 20 {
-            println!(
+            out!(
                 "missing everywhere: ... {} more",
                 report.union.missing_count - 20
             );
         }
         for p in &report.problems {
-            println!("problem:  {p}");
+            out!("problem:  {p}");
         }
     }
     Ok(report.status.exit_code())
@@ -671,16 +708,16 @@ async fn repair(cli: &Cli, confirm: bool, json: bool) -> Result<u8> {
                 already_present: 0,
             })?;
         } else if plan.is_empty() {
-            println!("nothing to repair: the primary storage {:?} holds every WAL file the other storages hold", primary.0);
+            out!("nothing to repair: the primary storage {:?} holds every WAL file the other storages hold", primary.0);
         } else {
-            println!(
+            out!(
                 "dry run: would copy {} file(s), {}, to the primary storage {:?}; add --confirm to copy",
                 plan.len(),
                 mib(bytes),
                 primary.0
             );
             for c in &plan {
-                println!("  {} from {:?} ({} bytes)", c.key, c.source, c.size);
+                out!("  {} from {:?} ({} bytes)", c.key, c.source, c.size);
             }
         }
         return Ok(0);
@@ -753,7 +790,7 @@ async fn repair(cli: &Cli, confirm: bool, json: bool) -> Result<u8> {
             already_present: present,
         })?;
     } else {
-        println!(
+        out!(
             "repaired: copied {copied} file(s), {}, to the primary storage {:?}, each verified byte for byte{}",
             mib(bytes),
             primary.0,
@@ -844,22 +881,22 @@ async fn prune(
     }
     let boundary = plan.boundary.as_deref().unwrap_or("-");
     if plan.boundary.is_none() {
-        println!("nothing to prune: {}", plan.boundary_source);
+        out!("nothing to prune: {}", plan.boundary_source);
         return Ok(0);
     }
     if confirm {
-        println!(
+        out!(
             "pruned: deleted {deleted} object(s), {}, before {boundary} ({})",
             mib(bytes),
             plan.boundary_source
         );
     } else if total == 0 {
-        println!(
+        out!(
             "nothing to prune before {boundary} ({})",
             plan.boundary_source
         );
     } else {
-        println!(
+        out!(
             "dry run: would delete {total} object(s), {}, before {boundary} ({}); add --confirm to delete",
             mib(bytes),
             plan.boundary_source
@@ -867,10 +904,10 @@ async fn prune(
     }
     for (name, s) in &plan.storages {
         if s.objects == 0 {
-            println!("  {name}: nothing");
+            out!("  {name}: nothing");
             continue;
         }
-        println!(
+        out!(
             "  {name}: {} object(s) ({} segment(s), {} .partial, {} .backup), {}, {} .. {}",
             s.objects,
             s.segments,
@@ -881,12 +918,12 @@ async fn prune(
             s.last.as_deref().unwrap_or("-")
         );
     }
-    println!(
+    out!(
         "  kept: every .history file ({}), every file from {boundary} on",
         plan.histories_kept
     );
     for s in unlisted {
-        println!("  {s}: could not be listed; nothing deleted there");
+        out!("  {s}: could not be listed; nothing deleted there");
     }
     Ok(0)
 }

@@ -3,13 +3,13 @@
 //! real `walg` binary, the S3 emulator as the primary storage and a file
 //! storage as the failover.
 //!
-//! - `wal_verify_repair`: an S3 outage (a refusing proxy) sends
+//! - `archive_health_verify_repair`: an S3 outage (a refusing proxy) sends
 //!   segments to the failover; `wal-verify` says WARNING and names exactly
 //!   those; a segment removed from the only storage that held it makes it
 //!   FAILURE naming that segment; `wal-repair` (dry run, then `--confirm`)
 //!   copies them home and `wal-verify` says OK; a cluster restored from the
 //!   backup promotes to timeline 2 and `wal-verify` follows it.
-//! - `wal_prune`: three `pg_basebackup`s with WAL between them (written
+//! - `archive_health_prune`: three `pg_basebackup`s with WAL between them (written
 //!   to both storages), then `wal-prune --retain-backups 2 --confirm`
 //!   deletes exactly the files before the second-newest backup's start on
 //!   both storages; that backup restores to the same data through
@@ -356,6 +356,19 @@ pub fn verify_repair(built: &Path, emus: &Emulators) -> Result<()> {
         "wal-repair --confirm copied {} segment(s); wal-verify OK",
         outage.len()
     ));
+    let v = verify_connected(&w, &work, &source)?;
+    ensure!(
+        v["status"] == "OK"
+            && v["range"]["timeline"] == 1
+            && v["range"]["to_source"]
+                .as_str()
+                .is_some_and(|s| s.contains("server")),
+        "wal-verify --connect: {v:#}"
+    );
+    say(&format!(
+        "wal-verify --connect: OK up to {} ({})",
+        v["range"]["to"], v["range"]["to_source"]
+    ));
 
     // Promotion: a cluster restored from the backup starts timeline 2.
     let digest = table_digest(&source, "archive_data")?;
@@ -384,6 +397,11 @@ pub fn verify_repair(built: &Path, emus: &Emulators) -> Result<()> {
     ensure!(
         t2_last.starts_with("00000002"),
         "promoted to {t2_last}, tli {tli}"
+    );
+    let v = verify_connected(&w, &work, &promoted)?;
+    ensure!(
+        v["status"] == "OK" && v["range"]["timeline"] == 2,
+        "wal-verify --connect on timeline 2: {v:#}"
     );
     promoted.stop()?;
     let v = walg_json(&w, &work, &["wal-verify", "--json"], 0)?;

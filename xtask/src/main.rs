@@ -285,7 +285,7 @@ fn run_e2e(repo: &Path, emus: Arc<emulators::Emulators>, args: &[String]) -> Res
         let walg = walg.clone();
         let emus = emus.clone();
         tests.push((
-            "wal_verify_repair",
+            "archive_health_verify_repair",
             Box::new(move || archive_e2e::verify_repair(&walg, &emus)),
         ));
     }
@@ -293,7 +293,7 @@ fn run_e2e(repo: &Path, emus: Arc<emulators::Emulators>, args: &[String]) -> Res
         let walg = walg.clone();
         let emus = emus.clone();
         tests.push((
-            "wal_prune",
+            "archive_health_prune",
             Box::new(move || archive_e2e::prune(&walg, &emus)),
         ));
     }

@@ -28,7 +28,7 @@ use walg_core::verify::{verify, ServerPosition, Status, VerifyOptions};
 use walg_core::wal::{Segment, WalName, DEFAULT_SEGMENT_SIZE};
 use walg_core::{ErrorKind, PutOptions};
 
-use crate::commands::{load_config, mib};
+use crate::commands::load_config;
 
 /// `println!` that does not panic when stdout is a closed pipe
 /// (`walg wal-verify | head`).
@@ -214,6 +214,21 @@ impl Progress {
             eprint!("\r\x1b[2K");
         }
     }
+}
+
+/// Bytes for people: `812 bytes`, `13.7 KiB`, `1.2 MiB`, `3.4 GiB`.
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} bytes");
+    }
+    let mut v = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
 }
 
 /// Every configured storage, primary first.
@@ -611,7 +626,7 @@ async fn wal_verify(
             r.to.as_deref().unwrap_or("-"),
             r.timeline.map_or("-".into(), |t| t.to_string()),
             report.segments_checked,
-            mib(report.segment_size)
+            human(report.segment_size)
         );
         out!("from:     {}", r.from_source);
         out!("to:       {}", r.to_source);
@@ -713,7 +728,7 @@ async fn repair(cli: &Cli, confirm: bool, json: bool) -> Result<u8> {
             out!(
                 "dry run: would copy {} file(s), {}, to the primary storage {:?}; add --confirm to copy",
                 plan.len(),
-                mib(bytes),
+                human(bytes),
                 primary.0
             );
             for c in &plan {
@@ -792,7 +807,7 @@ async fn repair(cli: &Cli, confirm: bool, json: bool) -> Result<u8> {
     } else {
         out!(
             "repaired: copied {copied} file(s), {}, to the primary storage {:?}, each verified byte for byte{}",
-            mib(bytes),
+            human(bytes),
             primary.0,
             if present > 0 {
                 format!("; {present} appeared there meanwhile")
@@ -887,7 +902,7 @@ async fn prune(
     if confirm {
         out!(
             "pruned: deleted {deleted} object(s), {}, before {boundary} ({})",
-            mib(bytes),
+            human(bytes),
             plan.boundary_source
         );
     } else if total == 0 {
@@ -898,7 +913,7 @@ async fn prune(
     } else {
         out!(
             "dry run: would delete {total} object(s), {}, before {boundary} ({}); add --confirm to delete",
-            mib(bytes),
+            human(bytes),
             plan.boundary_source
         );
     }
@@ -913,7 +928,7 @@ async fn prune(
             s.segments,
             s.partials,
             s.backups,
-            mib(s.bytes),
+            human(s.bytes),
             s.first.as_deref().unwrap_or("-"),
             s.last.as_deref().unwrap_or("-")
         );

@@ -118,6 +118,10 @@ fn demo() -> Result<()> {
         }
     );
     println!("  restored data            identical ({})", report.rows);
+    println!(
+        "  time                     {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
     if let Some(status) = &report.status {
         println!();
         println!("walg wal-status of the source cluster, just before it stopped:");
@@ -125,10 +129,6 @@ fn demo() -> Result<()> {
             println!("  {line}");
         }
     }
-    println!(
-        "  time                     {:.1}s",
-        started.elapsed().as_secs_f64()
-    );
     Ok(())
 }
 

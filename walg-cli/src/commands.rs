@@ -14,7 +14,7 @@ use crate::config::{Config, Raw};
 use crate::storage::{self, Opened};
 use crate::{Cli, Command, StCommand, EXIT_NOT_FOUND};
 
-fn load_config(cli: &Cli) -> Result<Config> {
+pub(crate) fn load_config(cli: &Cli) -> Result<Config> {
     let raw = Raw::load(cli.config.as_deref())?;
     let cfg = Config::from_raw(&raw)?;
     for w in &cfg.warnings {
@@ -49,6 +49,7 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Check { json, conninfo } => {
             return crate::check::command(cli.config.as_deref(), *json, conninfo.clone()).await
         }
+        Command::Archive(command) => return crate::archive::run(&cli, command).await,
         Command::WalStatus(_) => Ok(()),
     };
     match result {

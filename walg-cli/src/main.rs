@@ -6,6 +6,7 @@
 //! Exit codes are decided here and only here.
 
 mod check;
+mod archive;
 mod commands;
 mod config;
 mod dist_assets;
@@ -91,6 +92,8 @@ enum Command {
     /// Writes man pages and shell completions into DIR (for packaging).
     #[command(name = "dist-assets", hide = true)]
     DistAssets { dir: PathBuf },
+    #[command(flatten)]
+    Archive(archive::ArchiveCommand),
     /// Why pg_wal grows: archiver, slots, wal_keep_size, checkpoints, disk.
     ///
     /// Inspects one cluster (through libpq settings or --conninfo, and/or

@@ -45,6 +45,7 @@
 //! configuration files or logging subscribers.
 
 pub mod ahead;
+pub mod archive;
 pub mod codec;
 pub mod control;
 pub mod crc32c;
@@ -52,6 +53,7 @@ pub mod crypto;
 pub mod diagnosis;
 pub mod error;
 pub mod fetch;
+pub mod history;
 pub mod layout;
 pub mod lz4frame;
 pub mod memory;
@@ -59,14 +61,16 @@ pub mod page;
 pub mod pgconf;
 pub mod prefetch;
 pub mod preflight;
+pub mod prune;
 pub mod push;
 pub mod slot;
 pub mod store;
 pub mod stream;
+pub mod verify;
 pub mod wal;
 
 pub use codec::Compression;
 pub use error::{ErrorKind, StoreError};
 pub use layout::WAL_PREFIX;
-pub use store::{Body, ByteStream, ObjectMeta, PutOptions, Store};
+pub use store::{Body, ByteStream, ListPages, ObjectMeta, PutOptions, Store};
 pub use wal::{Lsn, WalName};

@@ -276,6 +276,26 @@ impl Store for FileStore {
         Ok(objects)
     }
 
+    fn list_pages<'a>(&'a self, prefix: &'a str) -> walg_core::store::ListPages<'a> {
+        use futures::StreamExt;
+        if prefix.split('/').any(|c| c == "..") {
+            let err = StoreError::new(
+                ErrorKind::Other,
+                "list",
+                self.name(),
+                prefix,
+                "invalid prefix: `..`",
+            );
+            return Box::pin(futures::stream::once(async move { Err(err) }));
+        }
+        Box::pin(self.inner.list_pages(prefix).map(|page| {
+            page.map(|mut objects| {
+                objects.retain(|o| !o.key.contains(TMP_MARK));
+                objects
+            })
+        }))
+    }
+
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.path_of("delete", key)?;
         self.inner.delete(key).await

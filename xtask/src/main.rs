@@ -10,6 +10,8 @@
 //! Every task installs its own prerequisites, so a fresh machine needs no
 //! manual step.
 
+mod archive_bench;
+mod archive_e2e;
 mod bench;
 mod dist;
 mod dist_e2e;
@@ -331,6 +333,22 @@ fn run_e2e(repo: &Path, emus: Arc<emulators::Emulators>, args: &[String]) -> Res
         tests.push((
             "libsodium_failover_rotation",
             Box::new(move || crypto_e2e::failover_rotation(&walg, &repo)),
+        ));
+    }
+    {
+        let walg = walg.clone();
+        let emus = emus.clone();
+        tests.push((
+            "archive_health_verify_repair",
+            Box::new(move || archive_e2e::verify_repair(&walg, &emus)),
+        ));
+    }
+    {
+        let walg = walg.clone();
+        let emus = emus.clone();
+        tests.push((
+            "archive_health_prune",
+            Box::new(move || archive_e2e::prune(&walg, &emus)),
         ));
     }
     if let Some(f) = filter {

@@ -13,6 +13,7 @@ pub mod ahead;
 pub mod codec;
 pub mod error;
 pub mod fetch;
+pub mod identity;
 pub mod layout;
 pub mod lz4frame;
 pub mod memory;

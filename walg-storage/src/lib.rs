@@ -11,9 +11,11 @@
 //! (the CLI builds the `StorageSpec`), or fail over between storages
 //! (`walg-failover`).
 
+pub mod clean;
 pub mod cloud;
 pub mod fs;
 pub mod guard;
+mod multipart;
 mod opendal_store;
 pub mod registry;
 pub mod spec;

@@ -13,6 +13,7 @@ mod bench;
 mod e2e;
 mod emulators;
 mod failover_e2e;
+mod hardening_e2e;
 mod pg;
 mod proxy;
 mod setup;
@@ -249,6 +250,41 @@ fn run_e2e(repo: &Path, emus: Arc<emulators::Emulators>, args: &[String]) -> Res
         tests.push((
             "failover",
             Box::new(move || failover_e2e::run(&walg, &emus)),
+        ));
+    }
+    {
+        let walg = walg.clone();
+        tests.push((
+            "unopenable_primary",
+            Box::new(move || hardening_e2e::unopenable_primary(&walg)),
+        ));
+    }
+    {
+        let walg = walg.clone();
+        tests.push((
+            "archive_identity",
+            Box::new(move || hardening_e2e::archive_identity(&walg)),
+        ));
+    }
+    {
+        let walg = walg.clone();
+        tests.push((
+            "status_cache_processes",
+            Box::new(move || hardening_e2e::status_cache_processes(&walg)),
+        ));
+    }
+    {
+        let walg = walg.clone();
+        tests.push((
+            "no_hardlink_filesystem",
+            Box::new(move || hardening_e2e::no_hardlink_filesystem(&walg)),
+        ));
+    }
+    {
+        let walg = walg.clone();
+        tests.push((
+            "sigkill_archiving",
+            Box::new(move || hardening_e2e::sigkill_archiving(&walg).map(|_| ())),
         ));
     }
     if let Some(f) = filter {

@@ -670,6 +670,85 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn every_create_method_keeps_the_first_object() {
+        let opts = PutOptions {
+            if_not_exists: true,
+        };
+        for method in METHODS {
+            let tmp = tempfile::tempdir().expect("tempdir");
+            let store = open(tmp.path());
+            store.force_create_method(method);
+            store
+                .put("w/k", &Bytes::from_static(b"first"), opts)
+                .await
+                .expect("first put");
+            let err = store
+                .put("w/k", &Bytes::from_static(b"second"), opts)
+                .await
+                .expect_err("second put");
+            assert_eq!(err.kind, ErrorKind::Conflict, "{method:?}: {err}");
+            assert_eq!(std::fs::read(tmp.path().join("w/k")).expect("read"), b"first");
+            assert_eq!(store.create_method(), method, "no fallback on a full file system");
+            let left = std::fs::read_dir(tmp.path().join(TMP_DIR)).expect("tmp dir").count();
+            assert_eq!(left, 0, "{method:?} left temp files");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stale_empty_placeholder_is_replaced_a_fresh_one_is_not() {
+        let opts = PutOptions {
+            if_not_exists: true,
+        };
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = open(tmp.path());
+        store.force_create_method(CreateMethod::Exclusive);
+        std::fs::create_dir_all(tmp.path().join("w")).expect("mkdir");
+        let target = tmp.path().join("w/k");
+        std::fs::File::create(&target).expect("placeholder");
+        let err = store
+            .put("w/k", &Bytes::from_static(b"data"), opts)
+            .await
+            .expect_err("a fresh placeholder is another writer's");
+        assert_eq!(err.kind, ErrorKind::Conflict);
+        let old = std::time::SystemTime::now() - PLACEHOLDER_STALE * 2;
+        std::fs::File::options()
+            .write(true)
+            .open(&target)
+            .and_then(|f| f.set_modified(old))
+            .expect("age the placeholder");
+        store
+            .put("w/k", &Bytes::from_static(b"data"), opts)
+            .await
+            .expect("a stale placeholder is replaced");
+        assert_eq!(std::fs::read(&target).expect("read"), b"data");
+    }
+
+    #[test]
+    fn temp_names_tell_the_writer() {
+        let me = Writer::me();
+        let path = tmp_path(Path::new("/r"), Path::new("/r/wal_005/x.lz4"));
+        let name = path.file_name().expect("name").to_string_lossy().into_owned();
+        assert_eq!(Writer::of(&name).as_ref(), Some(me), "{name}");
+        assert!(!me.is_dead(), "we are alive");
+        let reused = Writer {
+            start: me.start + 1,
+            ..me.clone()
+        };
+        assert!(reused.is_dead(), "same pid, other start time: another process");
+        let elsewhere = Writer {
+            host: "elsewhere".into(),
+            pid: u32::MAX,
+            ..me.clone()
+        };
+        assert!(!elsewhere.is_dead(), "another host's writer is never judged");
+        assert_eq!(Writer::of(".x.walg-tmp-123-4"), None, "legacy names carry no writer");
+        assert_eq!(
+            parse_start_time("1 (a) b) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 777 19"),
+            Some(777)
+        );
+    }
+
+    #[tokio::test]
     async fn a_failing_body_leaves_nothing_under_the_key() {
         struct Broken;
         impl Body for Broken {

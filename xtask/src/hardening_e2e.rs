@@ -611,8 +611,8 @@ impl Drop for Mount {
     }
 }
 
-/// Create-if-absent on a file system without hard links (a loop-mounted
-/// vfat image): the file storage notices link(2) is refused and uses the
+/// Create-if-absent on a file system without hard links (a vfat image,
+/// loop-mounted, or through FUSE where the kernel has no vfat driver): the file storage notices link(2) is refused and uses the
 /// next method; re-pushing is idempotent, eight processes racing on one
 /// segment all succeed with one object stored, a different copy is refused.
 pub fn no_hardlink_filesystem(built: &Path) -> Result<()> {
@@ -622,9 +622,32 @@ pub fn no_hardlink_filesystem(built: &Path) -> Result<()> {
     let mnt = work.path.join("mnt");
     fs::create_dir_all(&mnt)?;
     pg::run(std::process::Command::new("truncate").args(["-s", "64M"]).arg(&img))?;
-    pg::run(std::process::Command::new("mkfs.vfat").arg("-q").arg(&img))
+    pg::run(std::process::Command::new("mkfs.vfat").arg(&img))
         .context("mkfs.vfat (package dosfstools)")?;
-    pg::run(std::process::Command::new("mount").args(["-o", "loop"]).arg(&img).arg(&mnt))?;
+    // The kernel's vfat driver if it has one, else the same image through
+    // FUSE (fusefat): neither has hard links.
+    let kernel = std::process::Command::new("mount")
+        .args(["-t", "vfat", "-o", "loop"])
+        .arg(&img)
+        .arg(&mnt)
+        .output()?;
+    let how = if kernel.status.success() {
+        "loop-mounted vfat"
+    } else {
+        pg::run(
+            std::process::Command::new("fusefat")
+                .args(["-o", "rw+"])
+                .arg(&img)
+                .arg(&mnt),
+        )
+        .with_context(|| {
+            format!(
+                "mount the vfat image: the kernel refused ({}) and fusefat failed (package fusefat)",
+                String::from_utf8_lossy(&kernel.stderr).trim()
+            )
+        })?;
+        "vfat image through fusefat"
+    };
     let _mounted = Mount(mnt.clone());
     let archive = mnt.join("archive");
     let mut s = file_settings(&archive);
@@ -645,10 +668,13 @@ pub fn no_hardlink_filesystem(built: &Path) -> Result<()> {
     ensure!(out.status.success(), "push on vfat: {log}");
     let method = log
         .lines()
-        .find(|l| l.contains("is not supported under"))
-        .map(str::trim)
-        .unwrap_or("")
-        .to_string();
+        .filter(|l| l.contains("is not supported under"))
+        .filter_map(|l| {
+            let (what, rest) = l.trim().trim_start_matches("DEBUG ").split_once(" is not")?;
+            Some(format!("{what} refused, {}", rest.rsplit("; ").next()?))
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
     ensure!(
         !method.is_empty(),
         "link(2) should be refused on vfat and another method chosen: {log}"
@@ -707,7 +733,7 @@ pub fn no_hardlink_filesystem(built: &Path) -> Result<()> {
         stderr(&out)
     );
     say(&format!(
-        "vfat: {method}; idempotent re-push, 8 racing pushes -> 1 object, different copy refused"
+        "{how}: {method}; idempotent re-push, 8 racing pushes -> 1 object, different copy refused"
     ));
     Ok(())
 }

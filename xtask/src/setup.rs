@@ -78,6 +78,10 @@ pub fn postgres() -> Result<()> {
     if !have("mkfs.vfat") {
         missing.push("dosfstools");
     }
+    // Mounts the vfat image where the kernel has no vfat driver.
+    if !have("fusefat") {
+        missing.push("fusefat");
+    }
     apt(&missing)?;
     pg::bindir()?;
     pg::ensure_postgres_user()

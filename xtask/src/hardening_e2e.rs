@@ -350,7 +350,8 @@ echo run >> {counts}/runs
 pid=$!
 streak=$(cat {counts}/streak-$f 2>/dev/null || echo 0)
 if [ $((RANDOM % 3)) -eq 0 ] && [ "$streak" -lt 2 ]; then
-  sleep 0.$(printf %03d $((RANDOM % 60)))
+  echo "$f" >> {counts}/chosen
+  sleep 0.$(printf %03d $((RANDOM % 40)))
   if kill -9 $pid 2>/dev/null; then
     echo "$f" >> {counts}/kills
     echo $((streak + 1)) > {counts}/streak-$f
@@ -409,9 +410,26 @@ exit $rc
     let digest = pg::table_digest(&src, "pgbench_accounts")?;
     let last = src.switch_and_wait_archived(Duration::from_secs(180))?;
     src.stop()?;
+    let swept = src
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("left by a wal-push that was killed"))
+        .count();
 
     let runs = fs::read_to_string(counts.join("runs")).unwrap_or_default().lines().count();
     let kills = fs::read_to_string(counts.join("kills")).unwrap_or_default().lines().count();
+    let chosen = fs::read_to_string(counts.join("chosen")).unwrap_or_default().lines().count();
+    let push_ms: Vec<u64> = {
+        let log = src.log_text();
+        let mut v: Vec<u64> = log
+            .lines()
+            .filter(|l| l.contains("pushed "))
+            .filter_map(|l| l[..l.rfind(" ms")?].rsplit(", ").next()?.trim().parse().ok())
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    let median_ms = push_ms.get(push_ms.len() / 2).copied().unwrap_or(0);
     ensure!(kills > 0, "no push was killed in {runs} runs");
     let stored: BTreeSet<String> = stored_segments(&primary)
         .union(&stored_segments(&backup))
@@ -452,8 +470,9 @@ exit $rc
     ensure!(got == digest, "restored data differs: {digest} vs {got}");
     restored.stop()?;
     let summary = format!(
-        "{kills} of {runs} wal-push runs SIGKILLed; {} segments {first}..{last} all stored ({on_backup} on the failover); \
-         {leftover_before} temp file(s) left for st clean after the pushes' own sweeps, 0 after; restore identical",
+        "{kills} of {runs} wal-push runs SIGKILLed mid-run ({chosen} chosen at random for a kill 0-40 ms after start; \
+         the others had finished; median push {median_ms} ms); {} segments {first}..{last} all stored ({on_backup} on the failover); \
+         {swept} temp file(s) of killed pushes removed by later pushes, {leftover_before} left for st clean, 0 after; restore identical",
         last_no - first_no + 1
     );
     say(&summary);

@@ -27,8 +27,7 @@ pub fn host() -> String {
 /// The verified-identity cache: next to the storage status cache, trusted
 /// for the status cache's lifetime.
 pub fn cache(cfg: &Config) -> IdentityCache {
-    let path = storage::cache_path(cfg)
-        .and_then(|p| p.parent().map(|d| d.join(CACHE_FILE_NAME)));
+    let path = storage::cache_path(cfg).and_then(|p| p.parent().map(|d| d.join(CACHE_FILE_NAME)));
     IdentityCache::new(path, cfg.failover.cache_lifetime)
 }
 
@@ -114,9 +113,9 @@ pub async fn st_identity(cfg: &Config, adopt: Option<u64>, confirm: bool) -> Res
                         id.host
                     );
                 }
-                Ok(None) => println!(
-                    "{name}: no identity yet (the next wal-push claims it) at {location}"
-                ),
+                Ok(None) => {
+                    println!("{name}: no identity yet (the next wal-push claims it) at {location}")
+                }
                 Err(e) => {
                     println!("{name}: unknown: {e}");
                     failed.push(name.to_string());
@@ -146,8 +145,11 @@ pub async fn st_identity(cfg: &Config, adopt: Option<u64>, confirm: bool) -> Res
         }
     }
     if !failed.is_empty() {
-        return Err(anyhow::anyhow!("storages not reached: {}", failed.join(", ")))
-            .context("archive identity");
+        return Err(anyhow::anyhow!(
+            "storages not reached: {}",
+            failed.join(", ")
+        ))
+        .context("archive identity");
     }
     Ok(())
 }

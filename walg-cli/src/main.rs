@@ -104,10 +104,12 @@ enum StCommand {
     },
     /// Find, and with --confirm remove, what killed uploads left behind:
     /// temp files on file storage, incomplete multipart uploads on S3.
-    #[command(after_help = "A temp file of a dead walg process on this host is removed whatever its age; \
+    #[command(
+        after_help = "A temp file of a dead walg process on this host is removed whatever its age; \
 other leftovers only when older than --older-than. A live writer's temp file is never touched.\n\n\
 Examples:\n  walg st clean                        # dry run\n  walg st clean --older-than 6h --confirm\n  walg st clean --json\n\n\
-Exit codes: 0 done (or nothing to do); 1 a storage could not be cleaned or a removal failed.")]
+Exit codes: 0 done (or nothing to do); 1 a storage could not be cleaned or a removal failed."
+    )]
     Clean {
         /// Leftovers younger than this are kept (a duration: 30m, 6h, 2d).
         #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
@@ -122,7 +124,9 @@ Exit codes: 0 done (or nothing to do); 1 a storage could not be cleaned or a rem
     /// Which cluster's WAL each storage holds (the system identifier a
     /// wal-push checks every segment against); --adopt hands the archive to
     /// a deliberate new cluster.
-    #[command(after_help = "Examples:\n  walg st identity\n  walg st identity --adopt 7301234567890123456            # dry run\n  walg st identity --adopt 7301234567890123456 --confirm")]
+    #[command(
+        after_help = "Examples:\n  walg st identity\n  walg st identity --adopt 7301234567890123456            # dry run\n  walg st identity --adopt 7301234567890123456 --confirm"
+    )]
     Identity {
         /// Make every storage the archive of this system identifier (as
         /// `pg_controldata` prints it); the old one is kept as previous.

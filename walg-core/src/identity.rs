@@ -563,9 +563,12 @@ mod tests {
         let store = MemoryStore::new("mem");
         let none = IdentityCache::new(None, Duration::from_secs(60));
         put(&guard(&store, 7, &none), SEG).await.expect("claim");
-        let id = ArchiveIdentity::parse(&store.object(IDENTITY_KEY).expect("identity"))
-            .expect("valid");
-        assert_eq!((id.system_identifier.as_str(), id.host.as_str()), ("7", "host-a"));
+        let id =
+            ArchiveIdentity::parse(&store.object(IDENTITY_KEY).expect("identity")).expect("valid");
+        assert_eq!(
+            (id.system_identifier.as_str(), id.host.as_str()),
+            ("7", "host-a")
+        );
 
         let other = "wal_005/000000010000001000000001.lz4";
         let err = put(&guard(&store, 12345678901234567890, &none), other)
@@ -625,13 +628,18 @@ mod tests {
         let dry = adopt(&store, 8, "h", false).await.expect("dry run");
         assert!(dry.changed && dry.before.as_deref() == Some("7"));
         assert_eq!(
-            read_identity(&store).await.expect("read").map(|i| i.system_identifier),
+            read_identity(&store)
+                .await
+                .expect("read")
+                .map(|i| i.system_identifier),
             Some("7".to_string())
         );
         adopt(&store, 8, "h", true).await.expect("adopt");
         let id = read_identity(&store).await.expect("read").expect("some");
         assert!(id.knows(8) && id.knows(7) && !id.knows(9), "{id:?}");
-        put(&guard(&store, 8, &none), SEG).await.expect("new cluster");
+        put(&guard(&store, 8, &none), SEG)
+            .await
+            .expect("new cluster");
         assert!(!adopt(&store, 8, "h", true).await.expect("again").changed);
     }
 
@@ -642,7 +650,10 @@ mod tests {
             assert!(err.contains(needle), "{raw}: {err}");
         };
         check("", "not valid JSON");
-        check(r#"{"format":"x","version":1,"system_identifier":"1","since_unix":0}"#, "format");
+        check(
+            r#"{"format":"x","version":1,"system_identifier":"1","since_unix":0}"#,
+            "format",
+        );
         check(
             r#"{"format":"walg-archive-identity","version":2,"system_identifier":"1","since_unix":0}"#,
             "version 2",

@@ -80,12 +80,10 @@ pub async fn clean(
                     .into(),
             )
         }
-        "azure" | "az" | "azblob" => {
-            report.note = Some(
-                "nothing to clean: uncommitted Azure blocks are discarded by the service after a week"
-                    .into(),
-            )
-        }
+        "azure" | "az" | "azblob" => report.note = Some(
+            "nothing to clean: uncommitted Azure blocks are discarded by the service after a week"
+                .into(),
+        ),
         other => report.note = Some(format!("nothing to clean on a {other:?} storage")),
     }
     Ok(report)
@@ -140,12 +138,8 @@ mod tests {
         let me = crate::fs::Writer::me();
         let tmp = dir.path().join(crate::fs::TMP_DIR);
         std::fs::create_dir_all(&tmp).expect("mkdir");
-        let name = |pid: u32, start: u64| {
-            format!(
-                "x{TMP_MARK}{}_{}_{pid}_{start}_0",
-                me.host, me.pid_ns
-            )
-        };
+        let name =
+            |pid: u32, start: u64| format!("x{TMP_MARK}{}_{}_{pid}_{start}_0", me.host, me.pid_ns);
         // Ours (alive), a dead pid of this host, an old file of another host,
         // a fresh file of another host, an old-style name next to a target.
         let live = tmp.join(name(me.pid, me.start));

@@ -687,9 +687,18 @@ mod tests {
                 .await
                 .expect_err("second put");
             assert_eq!(err.kind, ErrorKind::Conflict, "{method:?}: {err}");
-            assert_eq!(std::fs::read(tmp.path().join("w/k")).expect("read"), b"first");
-            assert_eq!(store.create_method(), method, "no fallback on a full file system");
-            let left = std::fs::read_dir(tmp.path().join(TMP_DIR)).expect("tmp dir").count();
+            assert_eq!(
+                std::fs::read(tmp.path().join("w/k")).expect("read"),
+                b"first"
+            );
+            assert_eq!(
+                store.create_method(),
+                method,
+                "no fallback on a full file system"
+            );
+            let left = std::fs::read_dir(tmp.path().join(TMP_DIR))
+                .expect("tmp dir")
+                .count();
             assert_eq!(left, 0, "{method:?} left temp files");
         }
     }
@@ -727,21 +736,35 @@ mod tests {
     fn temp_names_tell_the_writer() {
         let me = Writer::me();
         let path = tmp_path(Path::new("/r"), Path::new("/r/wal_005/x.lz4"));
-        let name = path.file_name().expect("name").to_string_lossy().into_owned();
+        let name = path
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
         assert_eq!(Writer::of(&name).as_ref(), Some(me), "{name}");
         assert!(!me.is_dead(), "we are alive");
         let reused = Writer {
             start: me.start + 1,
             ..me.clone()
         };
-        assert!(reused.is_dead(), "same pid, other start time: another process");
+        assert!(
+            reused.is_dead(),
+            "same pid, other start time: another process"
+        );
         let elsewhere = Writer {
             host: "elsewhere".into(),
             pid: u32::MAX,
             ..me.clone()
         };
-        assert!(!elsewhere.is_dead(), "another host's writer is never judged");
-        assert_eq!(Writer::of(".x.walg-tmp-123-4"), None, "legacy names carry no writer");
+        assert!(
+            !elsewhere.is_dead(),
+            "another host's writer is never judged"
+        );
+        assert_eq!(
+            Writer::of(".x.walg-tmp-123-4"),
+            None,
+            "legacy names carry no writer"
+        );
         assert_eq!(
             parse_start_time("1 (a) b) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 777 19"),
             Some(777)

@@ -87,7 +87,10 @@ fn parse_iso(s: &str) -> Option<i64> {
     let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
     let (y, m, day) = (d.next()??, d.next()??, d.next()??);
     let mut t = time.trim_end_matches('Z').split(':');
-    let (hh, mm) = (t.next()?.parse::<i64>().ok()?, t.next()?.parse::<i64>().ok()?);
+    let (hh, mm) = (
+        t.next()?.parse::<i64>().ok()?,
+        t.next()?.parse::<i64>().ok()?,
+    );
     let ss = t.next()?.split('.').next()?.parse::<i64>().ok()?;
     // Days from civil (inverse of `ymd`).
     let y2 = if m <= 2 { y - 1 } else { y };
@@ -123,7 +126,8 @@ impl S3 {
         if bucket.is_empty() {
             return Err(spec.config_error(SETTING, "no bucket"));
         }
-        let (Some(key_id), Some(secret)) = (s.get("AWS_ACCESS_KEY_ID"), s.get("AWS_SECRET_ACCESS_KEY"))
+        let (Some(key_id), Some(secret)) =
+            (s.get("AWS_ACCESS_KEY_ID"), s.get("AWS_SECRET_ACCESS_KEY"))
         else {
             return Ok(Err(
                 "listing incomplete multipart uploads needs static keys (AWS_ACCESS_KEY_ID, \
@@ -134,16 +138,19 @@ impl S3 {
         };
         let region = s.get("AWS_REGION").unwrap_or("us-east-1").to_string();
         let endpoint = s.get("AWS_ENDPOINT");
-        let path_style = match s.get("AWS_S3_FORCE_PATH_STYLE").map(str::to_ascii_lowercase) {
+        let path_style = match s
+            .get("AWS_S3_FORCE_PATH_STYLE")
+            .map(str::to_ascii_lowercase)
+        {
             Some(v) => ["true", "1", "yes", "on"].contains(&v.as_str()),
             None => endpoint.is_some(),
         };
         let base = endpoint
             .map(|e| e.trim_end_matches('/').to_string())
             .unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
-        let (scheme, host) = base
-            .split_once("://")
-            .ok_or_else(|| spec.config_error("AWS_ENDPOINT", "expected an http:// or https:// URL"))?;
+        let (scheme, host) = base.split_once("://").ok_or_else(|| {
+            spec.config_error("AWS_ENDPOINT", "expected an http:// or https:// URL")
+        })?;
         let (host, bucket_path) = if path_style {
             (host.to_string(), format!("/{}", encode(bucket, false)))
         } else {
@@ -231,7 +238,10 @@ impl S3 {
         } else {
             format!("{}{path}?{query}", self.origin)
         };
-        let mut req = self.client.request(method, url).header("authorization", auth);
+        let mut req = self
+            .client
+            .request(method, url)
+            .header("authorization", auth);
         for (k, v) in &headers {
             if k != "host" {
                 req = req.header(k.as_str(), v.as_str());
@@ -332,7 +342,9 @@ pub async fn clean(
         if tag(&body, "IsTruncated") != Some("true") {
             break;
         }
-        key_marker = tag(&body, "NextKeyMarker").map(unescape).unwrap_or_default();
+        key_marker = tag(&body, "NextKeyMarker")
+            .map(unescape)
+            .unwrap_or_default();
         id_marker = tag(&body, "NextUploadIdMarker")
             .map(unescape)
             .unwrap_or_default();
@@ -350,10 +362,7 @@ mod tests {
     #[test]
     fn signs_like_the_aws_reference() {
         // The signing-key example of the AWS SigV4 documentation.
-        let mut k = hmac(
-            b"AWS4wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
-            b"20120215",
-        );
+        let mut k = hmac(b"AWS4wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", b"20120215");
         for part in ["us-east-1", "iam", "aws4_request"] {
             k = hmac(&k, part.as_bytes());
         }

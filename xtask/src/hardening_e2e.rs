@@ -132,7 +132,9 @@ pub fn unopenable_primary(built: &Path) -> Result<()> {
     let out = alone.run(&["wal-push", &seg.display().to_string()])?;
     let msg = stderr(&out);
     ensure!(
-        code(&out) == 1 && msg.contains("open storage \"default\"") && msg.contains("Not a directory"),
+        code(&out) == 1
+            && msg.contains("open storage \"default\"")
+            && msg.contains("Not a directory"),
         "a lone unopenable storage: expected exit 1 naming it: {msg}"
     );
     say("without a failover: exit 1, open storage \"default\" ... Not a directory");
@@ -211,7 +213,9 @@ pub fn archive_identity(built: &Path) -> Result<()> {
         ident.contains(&format!("\"{a_id}\"")),
         "the identity should name cluster {a_id}: {ident}"
     );
-    say(&format!("cluster A ({a_id}) archived {a_seg} and claimed the archive"));
+    say(&format!(
+        "cluster A ({a_id}) archived {a_seg} and claimed the archive"
+    ));
 
     let mut b = Cluster::init(&work.path.join("b"), &conf, &["--wal-segsize=1"])?;
     pg::run(
@@ -221,7 +225,10 @@ pub fn archive_identity(built: &Path) -> Result<()> {
     )?;
     b.start()?;
     let b_id = system_id(&b)?;
-    ensure!(a_id != b_id, "two initdb runs gave the same system identifier");
+    ensure!(
+        a_id != b_id,
+        "two initdb runs gave the same system identifier"
+    );
     b.sql("create table t (x text); insert into t select md5(g::text) from generate_series(1, 1000) g")?;
     let b_seg = b.sql("select pg_walfile_name(pg_switch_wal())")?;
     b.wait_for(
@@ -239,7 +246,9 @@ pub fn archive_identity(built: &Path) -> Result<()> {
         pg::tail(&log, 20)
     );
     ensure!(
-        stored_segments(&archive).iter().all(|n| !n.starts_with("0000000100000010")),
+        stored_segments(&archive)
+            .iter()
+            .all(|n| !n.starts_with("0000000100000010")),
         "a segment of cluster B was stored: {:?}",
         stored_segments(&archive)
     );
@@ -253,15 +262,25 @@ pub fn archive_identity(built: &Path) -> Result<()> {
     // wal-fetch of a foreign segment planted in the archive warns.
     let plant = work.path.join("plant");
     let mut p = s.clone();
-    p.insert("WALG_FILE_PREFIX".into(), json!(plant.display().to_string()));
+    p.insert(
+        "WALG_FILE_PREFIX".into(),
+        json!(plant.display().to_string()),
+    );
     let planter = Walg::new(&work, built, "plant.json", &p)?;
     let out = planter.run(&[
         "wal-push",
         &b.data.join("pg_wal").join(&b_seg).display().to_string(),
     ])?;
-    ensure!(out.status.success(), "push to a scratch archive: {}", stderr(&out));
+    ensure!(
+        out.status.success(),
+        "push to a scratch archive: {}",
+        stderr(&out)
+    );
     let key = format!("{b_seg}.lz4");
-    fs::copy(plant.join("wal_005").join(&key), archive.join("wal_005").join(&key))?;
+    fs::copy(
+        plant.join("wal_005").join(&key),
+        archive.join("wal_005").join(&key),
+    )?;
     let dest = work.path.join("fetched");
     let out = walg.run(&["wal-fetch", &b_seg, &dest.display().to_string()])?;
     ensure!(
@@ -387,13 +406,28 @@ exit $rc
             pg::as_postgres(&bindir.join("pgbench"))
                 .arg("-h")
                 .arg(&dir)
-                .args(["-p", &port.to_string(), "-U", "postgres", "-n", "-c", "4", "-T", "24", "postgres"]),
+                .args([
+                    "-p",
+                    &port.to_string(),
+                    "-U",
+                    "postgres",
+                    "-n",
+                    "-c",
+                    "4",
+                    "-T",
+                    "24",
+                    "postgres",
+                ]),
         )
     });
     // Primary unwritable from 8 s to 16 s: writes fail over to `backup`.
     std::thread::sleep(Duration::from_secs(8));
     // The server's user owns the directories, so mode bits stop it.
-    let dirs = [primary.clone(), primary.join("wal_005"), primary.join(".walg-tmp-dir")];
+    let dirs = [
+        primary.clone(),
+        primary.join("wal_005"),
+        primary.join(".walg-tmp-dir"),
+    ];
     for d in &dirs {
         fs::set_permissions(d, fs::Permissions::from_mode(0o500)).ok();
     }
@@ -416,15 +450,31 @@ exit $rc
         .filter(|l| l.contains("left by a wal-push that was killed"))
         .count();
 
-    let runs = fs::read_to_string(counts.join("runs")).unwrap_or_default().lines().count();
-    let kills = fs::read_to_string(counts.join("kills")).unwrap_or_default().lines().count();
-    let chosen = fs::read_to_string(counts.join("chosen")).unwrap_or_default().lines().count();
+    let runs = fs::read_to_string(counts.join("runs"))
+        .unwrap_or_default()
+        .lines()
+        .count();
+    let kills = fs::read_to_string(counts.join("kills"))
+        .unwrap_or_default()
+        .lines()
+        .count();
+    let chosen = fs::read_to_string(counts.join("chosen"))
+        .unwrap_or_default()
+        .lines()
+        .count();
     let push_ms: Vec<u64> = {
         let log = src.log_text();
         let mut v: Vec<u64> = log
             .lines()
             .filter(|l| l.contains("pushed "))
-            .filter_map(|l| l[..l.rfind(" ms")?].rsplit(", ").next()?.trim().parse().ok())
+            .filter_map(|l| {
+                l[..l.rfind(" ms")?]
+                    .rsplit(", ")
+                    .next()?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
             .collect();
         v.sort_unstable();
         v
@@ -450,10 +500,18 @@ exit $rc
             missing.push(name);
         }
     }
-    ensure!(missing.is_empty(), "segments missing from both storages: {missing:?}");
+    ensure!(
+        missing.is_empty(),
+        "segments missing from both storages: {missing:?}"
+    );
     let leftover_before = temp_files(&primary).len() + temp_files(&backup).len();
     let out = walg.run(&["st", "clean", "--older-than", "0s", "--confirm"])?;
-    ensure!(out.status.success(), "st clean: {} {}", stdout(&out), stderr(&out));
+    ensure!(
+        out.status.success(),
+        "st clean: {} {}",
+        stdout(&out),
+        stderr(&out)
+    );
     let left: Vec<PathBuf> = temp_files(&primary)
         .into_iter()
         .chain(temp_files(&backup))
@@ -528,7 +586,10 @@ pub fn status_cache_processes(built: &Path) -> Result<()> {
         ("WALG_STORAGE_RETRIES", "0".into()),
         ("WALG_FAILOVER_STORAGES_CHECK_TIMEOUT", "3s".into()),
         ("WALG_UPLOAD_CONCURRENCY", "1".into()),
-        ("WALG_FAILOVER_STORAGES_CACHE_FILE", cache.display().to_string()),
+        (
+            "WALG_FAILOVER_STORAGES_CACHE_FILE",
+            cache.display().to_string(),
+        ),
     ] {
         s.insert(k.into(), json!(v));
     }
@@ -569,7 +630,10 @@ pub fn status_cache_processes(built: &Path) -> Result<()> {
                 std::process::Command::new(&walg.bin)
                     .arg("--config")
                     .arg(&walg.config)
-                    .args(["wal-push", &data.join("pg_wal").join(n).display().to_string()])
+                    .args([
+                        "wal-push",
+                        &data.join("pg_wal").join(n).display().to_string(),
+                    ])
                     .stdout(std::process::Stdio::null())
                     .stderr(std::process::Stdio::piped())
                     .spawn()
@@ -589,7 +653,10 @@ pub fn status_cache_processes(built: &Path) -> Result<()> {
     let (reads, bad) = watcher
         .join()
         .map_err(|_| anyhow::anyhow!("the cache watcher panicked"))?;
-    ensure!(bad.is_empty(), "the status cache file was invalid while read: {bad:?}");
+    ensure!(
+        bad.is_empty(),
+        "the status cache file was invalid while read: {bad:?}"
+    );
     ensure!(reads > 0, "the status cache file was never seen");
     ensure!(
         stored_segments(&backup).len() == N,
@@ -640,7 +707,11 @@ pub fn no_hardlink_filesystem(built: &Path) -> Result<()> {
     let img = work.path.join("vfat.img");
     let mnt = work.path.join("mnt");
     fs::create_dir_all(&mnt)?;
-    pg::run(std::process::Command::new("truncate").args(["-s", "64M"]).arg(&img))?;
+    pg::run(
+        std::process::Command::new("truncate")
+            .args(["-s", "64M"])
+            .arg(&img),
+    )?;
     pg::run(std::process::Command::new("mkfs.vfat").arg(&img))
         .context("mkfs.vfat (package dosfstools)")?;
     // The kernel's vfat driver if it has one, else the same image through
@@ -689,7 +760,10 @@ pub fn no_hardlink_filesystem(built: &Path) -> Result<()> {
         .lines()
         .filter(|l| l.contains("is not supported under"))
         .filter_map(|l| {
-            let (what, rest) = l.trim().trim_start_matches("DEBUG ").split_once(" is not")?;
+            let (what, rest) = l
+                .trim()
+                .trim_start_matches("DEBUG ")
+                .split_once(" is not")?;
             Some(format!("{what} refused, {}", rest.rsplit("; ").next()?))
         })
         .collect::<Vec<_>>()
@@ -719,7 +793,11 @@ pub fn no_hardlink_filesystem(built: &Path) -> Result<()> {
         .collect::<std::io::Result<_>>()?;
     for c in children {
         let out = c.wait_with_output()?;
-        ensure!(out.status.success(), "racing push on vfat: {}", stderr(&out));
+        ensure!(
+            out.status.success(),
+            "racing push on vfat: {}",
+            stderr(&out)
+        );
     }
     let objects: Vec<String> = fs::read_dir(archive.join("wal_005"))?
         .flatten()

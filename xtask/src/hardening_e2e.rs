@@ -11,7 +11,10 @@
 //!   through failover storages: nothing lost, no temp file, same data back.
 //! - `status_cache_processes`: 24 concurrent processes against a dead
 //!   primary: all succeed, the cache file always valid, probes bounded.
-//! - `no_hardlink_filesystem`: create-if-absent on a loop-mounted vfat.
+//! - `no_hardlink_filesystem`: create-if-absent on a vfat image.
+//! - `st_clean`: temp files of dead writers and an incomplete S3 multipart
+//!   upload found by a dry run, removed with `--confirm`; a live writer's
+//!   temp file kept.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -25,6 +28,7 @@ use anyhow::{ensure, Context, Result};
 use serde_json::json;
 
 use crate::e2e::{file_settings, ready_backlog, Settings, Walg};
+use crate::emulators::{Emulators, Kind, BUCKET};
 use crate::pg::{self, Cluster, Workdir};
 
 fn say(m: &str) {
@@ -831,6 +835,175 @@ pub fn no_hardlink_filesystem(built: &Path) -> Result<()> {
     );
     say(&format!(
         "{how}: {method}; idempotent re-push, 8 racing pushes -> 1 object, different copy refused"
+    ));
+    Ok(())
+}
+
+/// One raw HTTP/1.0 request to the S3 emulator (moto checks no signature).
+fn s3_raw(emus: &Emulators, method: &str, path_and_query: &str) -> Result<String> {
+    use std::io::{Read, Write};
+    let ep = emus
+        .endpoint(Kind::S3)
+        .context("the S3 emulator is not running")?;
+    let addr = ep.trim_start_matches("http://").to_string();
+    let mut s = std::net::TcpStream::connect(&addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    write!(
+        s,
+        "{method} {path_and_query} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n"
+    )?;
+    let mut body = String::new();
+    s.read_to_string(&mut body)?;
+    ensure!(
+        body.split(' ').nth(1).is_some_and(|c| c.starts_with('2')),
+        "S3 {method} {path_and_query}: {}",
+        pg::tail(&body, 5)
+    );
+    Ok(body)
+}
+
+/// Field 22 of /proc/<pid>/stat (start time in clock ticks).
+fn start_ticks(pid: u32) -> Result<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = &stat[stat.rfind(')').context("stat")? + 1..];
+    after
+        .split_whitespace()
+        .nth(19)
+        .context("stat field 22")?
+        .parse()
+        .context("start time")
+}
+
+/// `walg st clean` on a primary S3 storage and a file failover: a dry run
+/// lists the temp file of a dead local writer, an old temp file of another
+/// host and an incomplete multipart upload, and removes nothing; with
+/// `--confirm` they are gone, and a live writer's temp file is kept.
+pub fn st_clean(built: &Path, emus: &Emulators) -> Result<()> {
+    let work = Workdir::new("clean")?;
+    let backup = work.path.join("backup");
+    let s3_path = format!("e2e/clean-{}", std::process::id());
+    let mut s: Settings = emus
+        .settings_for(Kind::S3, &s3_path)
+        .context("the S3 emulator is not running")?
+        .into_iter()
+        .map(|(k, v)| (k, json!(v)))
+        .collect();
+    s.insert(
+        "WALG_FAILOVER_STORAGES".into(),
+        json!({"backup": {"WALG_FILE_PREFIX": backup.display().to_string()}}),
+    );
+    s.insert(
+        "WALG_FAILOVER_STORAGES_CACHE_FILE".into(),
+        json!(work.path.join("state/status.json").display().to_string()),
+    );
+    let walg = Walg::new(&work, built, "walg.json", &s)?;
+
+    // Writers: one alive (a sleeping child), one dead (a child that exited).
+    let host: String = fs::read_to_string("/proc/sys/kernel/hostname")?
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(63)
+        .collect();
+    let ns = fs::read_link("/proc/self/ns/pid")?
+        .to_string_lossy()
+        .trim_start_matches("pid:[")
+        .trim_end_matches(']')
+        .to_string();
+    let mut alive = std::process::Command::new("sleep").arg("60").spawn()?;
+    let alive_start = start_ticks(alive.id())?;
+    let mut gone = std::process::Command::new("true").spawn()?;
+    let gone_pid = gone.id();
+    let gone_start = start_ticks(gone_pid).unwrap_or(1);
+    gone.wait()?;
+    let tmp = backup.join(".walg-tmp-dir");
+    fs::create_dir_all(&tmp)?;
+    let live = tmp.join(format!(
+        "a.lz4.walg-tmp-{host}_{ns}_{}_{alive_start}_0",
+        alive.id()
+    ));
+    let dead = tmp.join(format!(
+        "b.lz4.walg-tmp-{host}_{ns}_{gone_pid}_{gone_start}_0"
+    ));
+    let foreign = tmp.join("c.lz4.walg-tmp-otherhost_1_2_3_0");
+    let fresh_foreign = tmp.join("d.lz4.walg-tmp-otherhost_1_2_3_0");
+    for p in [&live, &dead, &foreign, &fresh_foreign] {
+        fs::write(p, b"partial upload")?;
+    }
+    let two_days_ago = std::time::SystemTime::now() - Duration::from_secs(2 * 86_400);
+    for p in [&live, &foreign] {
+        fs::File::options()
+            .write(true)
+            .open(p)?
+            .set_modified(two_days_ago)?;
+    }
+    let key = format!("{s3_path}/wal_005/000000010000000000000042.lz4");
+    s3_raw(emus, "POST", &format!("/{BUCKET}/{key}?uploads"))?;
+
+    let out = walg.run(&["st", "clean", "--older-than", "0s"])?;
+    let text = stdout(&out);
+    ensure!(
+        out.status.success(),
+        "st clean dry run: {text} {}",
+        stderr(&out)
+    );
+    let first = text.lines().next().unwrap_or_default();
+    ensure!(
+        first.contains("4 leftover") && first.contains("dry run"),
+        "first line should count 4 leftovers in a dry run: {text}"
+    );
+    ensure!(
+        text.contains("multipart upload") && text.contains(&key) && !text.contains("a.lz4"),
+        "dry run should list the upload and not the live writer's file: {text}"
+    );
+    ensure!(
+        dead.exists() && foreign.exists(),
+        "a dry run removed something"
+    );
+    say(&format!("dry run: {first}"));
+
+    // moto reports every upload as initiated in 2010, so the upload is
+    // "old" here; the fresh temp file of another host is not.
+    let out = walg.run(&["st", "clean", "--older-than", "1h", "--confirm", "--json"])?;
+    ensure!(
+        out.status.success(),
+        "st clean --confirm: {} {}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let reports: serde_json::Value = serde_json::from_str(&stdout(&out))?;
+    let removed = reports
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .flat_map(|r| r["items"].as_array().cloned().unwrap_or_default())
+                .filter(|i| i["removed"] == json!(true))
+                .count()
+        })
+        .unwrap_or(0);
+    ensure!(
+        !dead.exists() && !foreign.exists() && live.exists() && fresh_foreign.exists(),
+        "after --confirm --older-than 1h: dead {} old foreign {} live {} fresh foreign {} (expected false false true true)",
+        dead.exists(),
+        foreign.exists(),
+        live.exists(),
+        fresh_foreign.exists()
+    );
+    let uploads = s3_raw(emus, "GET", &format!("/{BUCKET}?uploads&prefix={s3_path}/"))?;
+    ensure!(
+        !uploads.contains("<Upload>"),
+        "the multipart upload was not aborted: {uploads}"
+    );
+    alive.kill().ok();
+    alive.wait().ok();
+    say(&format!(
+        "--older-than 1h --confirm --json: {removed} removed (dead writer's temp file, another host's 2-day-old one, the multipart upload); the live writer's and a fresh one kept"
     ));
     Ok(())
 }

@@ -282,6 +282,14 @@ fn run_e2e(repo: &Path, emus: Arc<emulators::Emulators>, args: &[String]) -> Res
     }
     {
         let walg = walg.clone();
+        let emus = emus.clone();
+        tests.push((
+            "st_clean",
+            Box::new(move || hardening_e2e::st_clean(&walg, &emus)),
+        ));
+    }
+    {
+        let walg = walg.clone();
         tests.push((
             "sigkill_archiving",
             Box::new(move || hardening_e2e::sigkill_archiving(&walg).map(|_| ())),

@@ -210,6 +210,7 @@ async fn wal_fetch(cli: &Cli, name: &str, dest: &Path) -> Result<()> {
             mib(got),
             started.elapsed().as_millis()
         );
+        crate::identity::warn_if_foreign(&cfg, None, &wal, dest).await;
         crate::prefetch::spawn(cli, &cfg, &wal, dest);
         return Ok(());
     }
@@ -218,7 +219,7 @@ async fn wal_fetch(cli: &Cli, name: &str, dest: &Path) -> Result<()> {
         compression: cfg.compression,
     };
     let got = fetch_file(store.as_ref(), name, dest, &opts).await?;
-    crate::identity::warn_if_foreign(&cfg, store.as_ref(), &wal, dest).await;
+    crate::identity::warn_if_foreign(&cfg, Some(store.as_ref()), &wal, dest).await;
     crate::prefetch::spawn(cli, &cfg, &wal, dest);
     tracing::info!(
         "fetched {name} from {} on {:?} into {}: {}, {} ms",

@@ -41,7 +41,14 @@ fn read_key(cfg: &Config) -> String {
 /// After a fetch: warns when the segment written to `dest` carries another
 /// system identifier than the archive's. Costs no request while the cached
 /// identity is fresh; never fails the fetch.
-pub async fn warn_if_foreign(cfg: &Config, store: &dyn Store, name: &WalName, dest: &Path) {
+/// `store` is what the fetch read through; `None` (a segment taken from the
+/// prefetch directory) opens the storages only if the cache cannot answer.
+pub async fn warn_if_foreign(
+    cfg: &Config,
+    store: Option<&dyn Store>,
+    name: &WalName,
+    dest: &Path,
+) {
     if !matches!(name, WalName::Segment(_)) {
         return;
     }
@@ -55,6 +62,17 @@ pub async fn warn_if_foreign(cfg: &Config, store: &dyn Store, name: &WalName, de
     }
     // Unknown or different: ask the archive (it may have been adopted by a
     // new cluster; the old identifiers are in `previous`).
+    let opened;
+    let store = match store {
+        Some(s) => s,
+        None => match storage::open(cfg) {
+            Ok(o) => {
+                opened = o.store;
+                opened.as_ref()
+            }
+            Err(_) => return,
+        },
+    };
     let archive = match identity::read_identity(store).await {
         Ok(Some(id)) => id,
         Ok(None) => return,

@@ -25,6 +25,16 @@ fn load_config(cli: &Cli) -> Result<Config> {
 
 /// Runs a command and returns its exit code.
 pub async fn run(cli: Cli) -> u8 {
+    if let Command::WalStatus(args) = &cli.command {
+        // Its own exit codes: the monitoring convention.
+        return match crate::wal_status::run(cli.config.as_deref(), args).await {
+            Ok(code) => code,
+            Err(e) => {
+                tracing::error!("{e:#}");
+                3
+            }
+        };
+    }
     let result = match &cli.command {
         Command::WalPush { path } => wal_push(&cli, path).await,
         Command::WalFetch { name, destination } => wal_fetch(&cli, name, destination).await,
@@ -35,6 +45,7 @@ pub async fn run(cli: Cli) -> u8 {
             segment_size,
         } => crate::prefetch::run(&cli, name, pg_wal, destination_name, *segment_size).await,
         Command::St { command } => st(&cli, command).await,
+        Command::WalStatus(_) => Ok(()),
     };
     match result {
         Ok(()) => 0,

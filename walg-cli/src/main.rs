@@ -9,8 +9,10 @@ mod clean;
 mod commands;
 mod config;
 mod identity;
+mod pgconn;
 mod prefetch;
 mod storage;
+mod wal_status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -70,6 +72,13 @@ enum Command {
         destination_name: PathBuf,
         segment_size: u64,
     },
+    /// Why pg_wal grows: archiver, slots, wal_keep_size, checkpoints, disk.
+    ///
+    /// Inspects one cluster (through libpq settings or --conninfo, and/or
+    /// --pgdata, which also works with the server down) and prints the
+    /// binding cause first, then every check with its remedy. Read-only.
+    #[command(name = "wal-status")]
+    WalStatus(wal_status::Args),
     /// Storage status and maintenance (failover storages).
     St {
         #[command(subcommand)]

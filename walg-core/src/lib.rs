@@ -11,6 +11,9 @@
 
 pub mod ahead;
 pub mod codec;
+pub mod control;
+pub mod crc32c;
+pub mod diagnosis;
 pub mod error;
 pub mod fetch;
 pub mod identity;
@@ -18,8 +21,10 @@ pub mod layout;
 pub mod lz4frame;
 pub mod memory;
 pub mod page;
+pub mod pgconf;
 pub mod prefetch;
 pub mod push;
+pub mod slot;
 pub mod store;
 pub mod stream;
 pub mod wal;

@@ -198,6 +198,13 @@ impl fmt::Display for Lsn {
     }
 }
 
+/// Serialized as PostgreSQL prints it (`16/B374D848`).
+impl serde::Serialize for Lsn {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// Why a string is not an LSN.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0:?} is not an LSN (expected two hex numbers such as 16/B374D848)")]

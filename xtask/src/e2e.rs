@@ -24,6 +24,8 @@ pub struct RoundTrip {
     pub segments_archived: u64,
     /// `count:md5` of the demo table, identical on both clusters.
     pub rows: String,
+    /// `walg wal-status` of the source cluster before it stopped (demo only).
+    pub status: Option<String>,
 }
 
 /// Settings for a config file: WAL-G keys to values.
@@ -151,6 +153,15 @@ pub fn round_trip(
     say(&format!(
         "{archived} files archived, last segment {last}, failed_count 0"
     ));
+    let status = if quiet {
+        None
+    } else {
+        Some(crate::status_e2e::demo_status(
+            &walg.bin,
+            &walg.config,
+            &source,
+        )?)
+    };
     source.stop()?;
 
     // Recover a new cluster from the backup and the archive.
@@ -217,6 +228,7 @@ pub fn round_trip(
     Ok(RoundTrip {
         segments_archived: archived,
         rows: digest,
+        status,
     })
 }
 
@@ -439,30 +451,56 @@ pub fn archive_usage(archive: &Path) -> (u64, u64) {
 }
 
 /// A named end-to-end test.
-pub type Test = (&'static str, Box<dyn Fn() -> Result<()>>);
+pub type Test = (&'static str, Box<dyn Fn() -> Result<()> + Send + Sync>);
 
-/// Runs tests in order and prints a summary line CI can read.
+/// Runs tests on `XTASK_E2E_JOBS` threads (default 2: scenarios spend
+/// most of their time waiting on PostgreSQL and storages, and use free
+/// ports, so two at a time halve the wall time on two cores) and prints a
+/// summary line CI can read.
 pub fn run_tests(tests: Vec<Test>) -> Result<()> {
-    let mut failed = Vec::new();
-    let mut passed = 0;
-    for (name, test) in &tests {
-        let start = Instant::now();
-        println!("e2e {name} ...");
-        match test() {
-            Ok(()) => {
-                passed += 1;
-                println!("e2e {name} ... ok ({:.1}s)", start.elapsed().as_secs_f64());
-            }
-            Err(e) => {
-                println!(
-                    "e2e {name} ... FAILED ({:.1}s)\n{e:#}",
-                    start.elapsed().as_secs_f64()
-                );
-                failed.push(*name);
-            }
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    let jobs = std::env::var("XTASK_E2E_JOBS")
+        .ok()
+        .and_then(|j| j.parse::<usize>().ok())
+        .filter(|j| *j > 0)
+        .unwrap_or(2);
+    let started = Instant::now();
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<(usize, &'static str, Result<()>, f64)>> = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.min(tests.len().max(1)) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some((name, test)) = tests.get(i) else {
+                    break;
+                };
+                let start = Instant::now();
+                println!("e2e {name} ...");
+                let r = test();
+                let secs = start.elapsed().as_secs_f64();
+                match &r {
+                    Ok(()) => println!("e2e {name} ... ok ({secs:.1}s)"),
+                    Err(e) => println!("e2e {name} ... FAILED ({secs:.1}s)\n{e:#}"),
+                }
+                if let Ok(mut v) = results.lock() {
+                    v.push((i, *name, r, secs));
+                }
+            });
         }
-    }
-    println!("\ne2e: {passed} passed, {} failed", failed.len());
+    });
+    let results = results.into_inner().unwrap_or_default();
+    let failed: Vec<&str> = results
+        .iter()
+        .filter(|(_, _, r, _)| r.is_err())
+        .map(|(_, n, _, _)| *n)
+        .collect();
+    println!(
+        "\ne2e: {} passed, {} failed, {:.0}s on {jobs} threads",
+        results.len() - failed.len(),
+        failed.len(),
+        started.elapsed().as_secs_f64()
+    );
     if !failed.is_empty() {
         bail!("end-to-end tests failed: {}", failed.join(", "));
     }

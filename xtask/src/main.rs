@@ -17,6 +17,7 @@ mod hardening_e2e;
 mod pg;
 mod proxy;
 mod setup;
+mod status_e2e;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -116,6 +117,13 @@ fn demo() -> Result<()> {
         }
     );
     println!("  restored data            identical ({})", report.rows);
+    if let Some(status) = &report.status {
+        println!();
+        println!("walg wal-status of the source cluster, just before it stopped:");
+        for line in status.lines() {
+            println!("  {line}");
+        }
+    }
     println!(
         "  time                     {:.1}s",
         started.elapsed().as_secs_f64()
@@ -205,6 +213,26 @@ fn run_e2e(repo: &Path, emus: Arc<emulators::Emulators>, args: &[String]) -> Res
             "archive_keeps_up",
             Box::new(move || e2e::archive_keeps_up(&walg).map(|_| ())),
         ));
+    }
+    // wal-status: one real cluster per cause of a growing pg_wal.
+    let status_cases: [(&'static str, fn(&Path) -> Result<()>); 10] = [
+        ("status_healthy", status_e2e::healthy),
+        ("status_failing", status_e2e::failing),
+        ("status_stuck_on_one", status_e2e::stuck_on_one),
+        ("status_slow", status_e2e::slow),
+        ("status_not_configured", status_e2e::not_configured),
+        ("status_inactive_slot", status_e2e::inactive_slot),
+        ("status_logical_slot", status_e2e::logical_slot_pinned),
+        (
+            "status_invalidated_slot",
+            status_e2e::invalidated_slot_archiver_binds,
+        ),
+        ("status_wal_keep_size", status_e2e::wal_keep_size),
+        ("status_standby_always", status_e2e::standby_always),
+    ];
+    for (name, case) in status_cases {
+        let walg = walg.clone();
+        tests.push((name, Box::new(move || case(&walg))));
     }
     for kind in emulators::Kind::ALL {
         let walg = walg.clone();

@@ -43,12 +43,7 @@ fn read_key(cfg: &Config) -> String {
 /// identity is fresh; never fails the fetch.
 /// `store` is what the fetch read through; `None` (a segment taken from the
 /// prefetch directory) opens the storages only if the cache cannot answer.
-pub async fn warn_if_foreign(
-    cfg: &Config,
-    store: Option<&dyn Store>,
-    name: &WalName,
-    dest: &Path,
-) {
+pub async fn warn_if_foreign(cfg: &Config, store: Option<&dyn Store>, name: &WalName, dest: &Path) {
     if !matches!(name, WalName::Segment(_)) {
         return;
     }

@@ -45,6 +45,10 @@ pub async fn run(cli: Cli) -> u8 {
             segment_size,
         } => crate::prefetch::run(&cli, name, pg_wal, destination_name, *segment_size).await,
         Command::St { command } => st(&cli, command).await,
+        Command::DistAssets { dir } => crate::dist_assets::run(dir),
+        Command::Check { json, conninfo } => {
+            return crate::check::command(cli.config.as_deref(), *json, conninfo.clone()).await
+        }
         Command::WalStatus(_) => Ok(()),
     };
     match result {

@@ -5,9 +5,11 @@
 //! storages through the registry and calls the pipelines in `walg-core`.
 //! Exit codes are decided here and only here.
 
+mod check;
 mod clean;
 mod commands;
 mod config;
+mod dist_assets;
 mod identity;
 mod pgconn;
 mod prefetch;
@@ -35,7 +37,8 @@ Storage is chosen by one of WALG_FILE_PREFIX, WALG_S3_PREFIX, WALG_GS_PREFIX, WA
 )]
 struct Cli {
     /// Config file (JSON, TOML or YAML with WAL-G's setting names); default
-    /// WALG_CONFIG_PATH, else ~/.walg.json if it exists.
+    /// WALG_CONFIG_PATH, else ~/.walg.json, else /etc/walg/walg.json,
+    /// whichever exists first.
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
 
@@ -72,6 +75,24 @@ enum Command {
         destination_name: PathBuf,
         segment_size: u64,
     },
+    /// Pre-flight: config, storages (real write probe), status cache, and
+    /// the running server's archive_command / restore_command and settings.
+    #[command(
+        after_help = "Run it as the user PostgreSQL runs as, on the database server:\n  sudo -u postgres walg check\n  sudo -u postgres walg check --json\n\nExit codes: 0 all is well; 1 something fails (the first line says what); \
+2 nothing fails but something could not be verified (PostgreSQL not reachable) or needs a look."
+    )]
+    Check {
+        /// Print the report as JSON (schema in the README).
+        #[arg(long)]
+        json: bool,
+        /// Connection string (key=value or postgresql:// URI); else PGHOST,
+        /// PGPORT, PGUSER, ... as libpq, by default the local socket.
+        #[arg(long, value_name = "CONNINFO")]
+        conninfo: Option<String>,
+    },
+    /// Writes man pages and shell completions into DIR (for packaging).
+    #[command(name = "dist-assets", hide = true)]
+    DistAssets { dir: PathBuf },
     /// Why pg_wal grows: archiver, slots, wal_keep_size, checkpoints, disk.
     ///
     /// Inspects one cluster (through libpq settings or --conninfo, and/or

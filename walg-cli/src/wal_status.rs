@@ -183,7 +183,11 @@ async fn gather(config: Option<&Path>, args: &Args) -> Observation {
         }
     }
     if obs.segment_size == 0 {
-        obs.segment_size = walg_core::wal::DEFAULT_SEGMENT_SIZE;
+        // No pg_control and no server: a segment file's size tells.
+        obs.segment_size = pgdata
+            .as_deref()
+            .and_then(segment_size_from_files)
+            .unwrap_or(walg_core::wal::DEFAULT_SEGMENT_SIZE);
     }
     if !args.no_archive_check {
         archive_observation(config, &mut obs, &mut problems).await;
@@ -559,6 +563,13 @@ fn read_data_dir(
     problems: &mut Vec<(String, String)>,
 ) {
     let now = if online { o.now } else { epoch_now() };
+    if !dir.join("global").is_dir() {
+        problems.push((
+            dir.display().to_string(),
+            "is not a PostgreSQL data directory (no global/ in it)".into(),
+        ));
+        return;
+    }
     let control_path = dir.join("global/pg_control");
     let control = match fs::read(&control_path) {
         Ok(b) => match control::parse(&b) {
@@ -683,7 +694,11 @@ fn read_data_dir(
     if !online {
         // Slots from their state files.
         let mut slots = Vec::new();
-        if let Ok(rd) = fs::read_dir(dir.join("pg_replslot")) {
+        let slot_dir = fs::read_dir(dir.join("pg_replslot"));
+        if let Err(e) = &slot_dir {
+            problems.push((dir.join("pg_replslot").display().to_string(), e.to_string()));
+        }
+        if let Ok(rd) = slot_dir {
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
                 if name.ends_with(".tmp") || !e.path().is_dir() {
@@ -713,7 +728,9 @@ fn read_data_dir(
             }
         }
         slots.sort_by(|a, b| a.name.cmp(&b.name));
-        o.slots = Some(slots);
+        if dir.join("pg_replslot").is_dir() {
+            o.slots = Some(slots);
+        }
 
         // Settings from the configuration files, with PostgreSQL's defaults.
         let read = |p: &Path| fs::read_to_string(p);
@@ -738,6 +755,21 @@ fn read_data_dir(
         s.checkpoint_timeout = pgconf::parse_seconds(&get("checkpoint_timeout", "5min"), 1.0);
         s.checkpoint_completion_target = get("checkpoint_completion_target", "0.9").parse().ok();
     }
+}
+
+/// The size of the segment files in `pg_wal`, when it is a valid segment size.
+fn segment_size_from_files(data: &Path) -> Option<u64> {
+    fs::read_dir(data.join("pg_wal"))
+        .ok()?
+        .flatten()
+        .filter(|e| {
+            matches!(
+                WalName::parse(&e.file_name().to_string_lossy()),
+                Ok(WalName::Segment(_))
+            )
+        })
+        .filter_map(|e| e.metadata().ok().map(|m| m.len()))
+        .find(|len| walg_core::wal::is_valid_segment_size(*len))
 }
 
 fn dir_bytes(dir: &Path, depth: usize) -> u64 {
@@ -1254,6 +1286,61 @@ mod tests {
             d.orphan_status,
             vec!["000000010000000000000009".to_string()]
         );
+    }
+
+    /// A data directory whose pg_control is damaged or of an unknown
+    /// version: the check says UNKNOWN with the parser's reason, and the
+    /// rest of the directory is still read.
+    #[test]
+    fn damaged_control_file_is_unknown_not_fatal() {
+        const PG15: &[u8] = include_bytes!("../../walg-core/testdata/pg_control.pg15");
+        for (label, patch, expect) in [
+            ("flipped byte", 0usize, "checksum mismatch"),
+            ("version 1800", 8, "version 1800"),
+        ] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            fs::create_dir_all(dir.path().join("global")).expect("mkdir");
+            fs::create_dir_all(dir.path().join("pg_wal/archive_status")).expect("mkdir");
+            let mut b = PG15.to_vec();
+            if patch == 8 {
+                b[8..12].copy_from_slice(&1800u32.to_le_bytes());
+            } else {
+                b[patch] ^= 0x10;
+            }
+            fs::write(dir.path().join("global/pg_control"), &b).expect("write");
+            fs::write(
+                dir.path().join("postgresql.conf"),
+                "archive_mode = on\narchive_command = 'x'\n",
+            )
+            .expect("write");
+            let seg = dir.path().join("pg_wal/000000010000000000000003");
+            fs::File::create(&seg)
+                .and_then(|f| f.set_len(1 << 20))
+                .expect("segment");
+            let mut o = Observation::new(Mode::Offline, epoch_now(), 0);
+            let mut problems = Vec::new();
+            read_data_dir(dir.path(), &mut o, false, &mut problems);
+            assert!(
+                problems.iter().any(|(_, m)| m.contains(expect)),
+                "{label}: {problems:?}"
+            );
+            assert!(o.pg_wal.is_some(), "{label}: pg_wal still read");
+            assert_eq!(segment_size_from_files(dir.path()), Some(1 << 20));
+            o.segment_size = 1 << 20;
+            o.problems = problems;
+            let r = diagnose(&o, &Thresholds::default());
+            let read = r
+                .checks
+                .iter()
+                .find(|c| c.id == "read")
+                .expect("read check");
+            assert_eq!(
+                read.status,
+                walg_core::diagnosis::Status::Unknown,
+                "{label}"
+            );
+            assert!(read.summary.contains(expect), "{label}: {}", read.summary);
+        }
     }
 
     #[test]

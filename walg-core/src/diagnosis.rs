@@ -505,8 +505,9 @@ fn wal_rate(files: &[StatusFile], segsz: u64, now: f64) -> Option<f64> {
         return None;
     }
     times.sort_by(f64::total_cmp);
-    let span = times[times.len() - 1] - times[0];
-    // Bursts closer than a second tell nothing about a rate.
+    // Up to now, not to the newest file: a burst followed by silence is not
+    // a sustained rate.
+    let span = now.max(times[times.len() - 1]) - times[0];
     (span >= 1.0).then(|| (times.len() - 1) as f64 * segsz as f64 / span)
 }
 
@@ -637,9 +638,12 @@ pub fn diagnose(o: &Observation, t: &Thresholds) -> Report {
             status: Status::Unknown,
             summary: format!("could not read {area}: {msg}"),
             evidence: vec![],
-            remedy: Some(
-                "run walg wal-status as a role with pg_monitor, or as the postgres OS user with --pgdata".into(),
-            ),
+            remedy: {
+                let m = msg.to_ascii_lowercase();
+                (m.contains("permission denied") || m.contains("hidden from this role")).then(|| {
+                    "run walg wal-status as a role with pg_monitor, or as the postgres OS user with --pgdata".into()
+                })
+            },
         });
     }
 
@@ -1644,6 +1648,14 @@ fn headline(
         .filter(|s| *s < ctx.t.full_warn_seconds)
         .map(|s| format!(" (disk full in about {})", human_secs(s)))
         .unwrap_or_default();
+    if status == Status::Unknown {
+        let why = checks
+            .iter()
+            .find(|c| c.id == "read")
+            .map(|c| c.summary.clone())
+            .unwrap_or_else(|| "no source answered".into());
+        return format!("nothing could be read: {why}");
+    }
     let lead = match cause.kind {
         CauseKind::None => {
             let worst = checks.first().filter(|c| c.status != Status::Ok);

@@ -12,12 +12,10 @@
 //!
 //! Without `confirm` this only reports (a dry run).
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::fs::{dead_temp_files, TMP_MARK};
 use crate::spec::{StorageError, StorageSpec};
 
 /// One leftover.
@@ -63,13 +61,15 @@ pub async fn clean(
         note: None,
     };
     match spec.scheme.as_str() {
+        #[cfg(feature = "fs")]
         "file" => {
-            let root = PathBuf::from(spec.location.trim());
+            let root = std::path::PathBuf::from(spec.location.trim());
             let items = tokio::task::spawn_blocking(move || clean_dir(&root, older_than, confirm))
                 .await
                 .map_err(|e| spec.unavailable(format!("clean task failed: {e}")))?;
             report.items = items;
         }
+        #[cfg(feature = "s3")]
         "s3" => {
             report.items = crate::multipart::clean(spec, older_than, confirm).await?;
         }
@@ -84,12 +84,16 @@ pub async fn clean(
             "nothing to clean: uncommitted Azure blocks are discarded by the service after a week"
                 .into(),
         ),
-        other => report.note = Some(format!("nothing to clean on a {other:?} storage")),
+        other => report.note = Some(format!(
+            "nothing to clean on a {other:?} storage (or this walg was built without its backend)"
+        )),
     }
     Ok(report)
 }
 
-fn clean_dir(root: &Path, older_than: Duration, confirm: bool) -> Vec<CleanItem> {
+#[cfg(feature = "fs")]
+fn clean_dir(root: &std::path::Path, older_than: Duration, confirm: bool) -> Vec<CleanItem> {
+    use crate::fs::{dead_temp_files, TMP_MARK};
     let mut dirs = vec![root.to_path_buf()];
     let mut items = Vec::new();
     while let Some(dir) = dirs.pop() {
@@ -128,9 +132,10 @@ fn clean_dir(root: &Path, older_than: Duration, confirm: bool) -> Vec<CleanItem>
     items
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "fs"))]
 mod tests {
     use super::*;
+    use crate::fs::TMP_MARK;
 
     #[tokio::test]
     async fn removes_dead_and_old_temp_files_never_a_live_writers() {

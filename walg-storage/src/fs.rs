@@ -243,10 +243,16 @@ const METHODS: [CreateMethod; 3] = [
 /// Whether an error of link(2) or renameat2(2) means "this file system does
 /// not do that" rather than a real failure.
 fn unsupported(e: &std::io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EPERM | libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL | libc::EMLINK)
-    )
+    use rustix::io::Errno;
+    let codes = [
+        Errno::PERM,
+        Errno::OPNOTSUPP,
+        Errno::NOSYS,
+        Errno::INVAL,
+        Errno::MLINK,
+    ]
+    .map(|e| e.raw_os_error());
+    e.raw_os_error().is_some_and(|c| codes.contains(&c))
 }
 
 fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {

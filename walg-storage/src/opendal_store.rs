@@ -11,6 +11,12 @@
 //! reading settings (see the backend modules), or durability of local files
 //! (see [`crate::fs`]). No opendal type leaves this crate.
 
+// Each backend feature uses part of this module.
+#![cfg_attr(
+    not(all(feature = "fs", feature = "s3", feature = "gcs", feature = "azure")),
+    allow(dead_code, unused_imports)
+)]
+
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -23,9 +29,18 @@ use walg_core::store::{Body, ByteStream, ObjectMeta, PutOptions, Store};
 
 /// Installs opendal's HTTP transport once per process; without it every
 /// HTTP call fails with "default HTTP transport is not installed".
+///
+/// TLS uses rustls with the ring provider, installed as the process default
+/// unless the application installed its own first (reqwest is built without
+/// a provider of its own: its default, aws-lc-rs, is a long C build).
+#[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
 pub(crate) fn install_http_transport() {
     static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(opendal::install_default);
+    ONCE.call_once(|| {
+        // Err means a provider is already installed, which is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        opendal::install_default();
+    });
 }
 
 /// How a backend uploads.

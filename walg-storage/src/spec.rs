@@ -9,6 +9,8 @@ use std::time::Duration;
 pub enum StorageError {
     #[error("unknown storage scheme {scheme:?} (known: {known})")]
     UnknownScheme { scheme: String, known: String },
+    #[error("storage scheme {scheme:?} is not compiled in: build walg-storage with its `{feature}` feature")]
+    NotCompiled { scheme: String, feature: String },
     #[error("storage {storage:?}: {setting}: {message}")]
     Config {
         storage: String,

@@ -5,11 +5,14 @@
 //!   end-to-end tests with a real PostgreSQL and the storage emulators.
 //! - `e2e`: only the end-to-end tests.
 //! - `setup`: installs what the tests need (Debian packages, emulators).
+//! - `dist`: the release binary and a Debian package (`target/dist/`).
 //!
 //! Every task installs its own prerequisites, so a fresh machine needs no
 //! manual step.
 
 mod bench;
+mod dist;
+mod dist_e2e;
 mod e2e;
 mod emulators;
 mod failover_e2e;
@@ -57,7 +60,7 @@ fn build_walg(repo: &Path, release: bool) -> Result<PathBuf> {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: cargo xtask <demo|test|e2e|setup>");
+    eprintln!("usage: cargo xtask <demo|test|e2e|setup|bench|dist>");
     std::process::exit(2)
 }
 
@@ -69,6 +72,7 @@ fn main() {
         Some("e2e") => e2e(&args[1..]),
         Some("setup") => setup::all(&repo_root()),
         Some("bench") => bench::run(&args[1..]),
+        Some("dist") => dist::run_dist(&repo_root()),
         _ => usage(),
     };
     if let Err(e) = result {
@@ -117,6 +121,10 @@ fn demo() -> Result<()> {
         }
     );
     println!("  restored data            identical ({})", report.rows);
+    println!(
+        "  time                     {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
     if let Some(status) = &report.status {
         println!();
         println!("walg wal-status of the source cluster, just before it stopped:");
@@ -124,10 +132,6 @@ fn demo() -> Result<()> {
             println!("  {line}");
         }
     }
-    println!(
-        "  time                     {:.1}s",
-        started.elapsed().as_secs_f64()
-    );
     Ok(())
 }
 
@@ -160,6 +164,21 @@ fn test(args: &[String]) -> Result<()> {
     if !status.success() {
         bail!("cargo test --workspace failed");
     }
+    // The downstream-tool example (built by cargo test above) must also run.
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(&repo)
+        .args([
+            "run",
+            "--quiet",
+            "-p",
+            "walg-failover",
+            "--example",
+            "downstream_tool",
+        ])
+        .status()?;
+    if !status.success() {
+        bail!("the example downstream_tool failed");
+    }
     run_e2e(&repo, emus, args)
 }
 
@@ -191,6 +210,13 @@ fn run_e2e(repo: &Path, emus: Arc<emulators::Emulators>, args: &[String]) -> Res
     {
         let walg = walg.clone();
         tests.push(("cli_contract", Box::new(move || e2e::cli_contract(&walg))));
+    }
+    {
+        let walg = walg.clone();
+        tests.push((
+            "package_install",
+            Box::new(move || dist_e2e::package_install(&walg)),
+        ));
     }
     {
         let walg = walg.clone();

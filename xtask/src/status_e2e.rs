@@ -55,16 +55,13 @@ fn gen(c: &Cluster, n: usize) -> Result<Vec<String>> {
 /// code and the parsed report.
 fn wal_status(f: &Fixture, online: bool, extra: &[&str]) -> Result<(i32, Value)> {
     let mut cmd = as_postgres(&f.walg);
-    cmd.args([
-        "wal-status",
-        "--json",
-        "--fs-free-warn",
-        "0.5",
-        "--fs-free-crit",
-        "0.1",
-    ])
-    .args(extra)
-    .env("HOME", &f.work.path);
+    // The file system is the machine's: its free space, and how soon a
+    // test's burst of WAL would fill it, are not what a scenario asserts.
+    cmd.args(["wal-status", "--json"])
+        .args(["--fs-free-warn", "0.5", "--fs-free-crit", "0.1"])
+        .args(["--full-warn", "1m", "--full-crit", "30s"])
+        .args(extra)
+        .env("HOME", &f.work.path);
     if online {
         cmd.env("PGHOST", &f.cluster.dir)
             .env("PGPORT", f.cluster.port.to_string())
@@ -194,9 +191,12 @@ pub fn stuck_on_one(built: &Path) -> Result<()> {
     let first = gen(&f.cluster, 1)?;
     f.cluster
         .wait_archived(&first[0], Duration::from_secs(30))?;
+    // After a switch the position sits on the boundary, which
+    // pg_walfile_name attributes to the previous segment: write first.
+    f.cluster.sql("insert into t values (1)")?;
     let current = f
         .cluster
-        .sql("select pg_walfile_name(pg_current_wal_lsn())")?;
+        .sql("select pg_walfile_name(pg_current_wal_insert_lsn())")?;
     std::fs::write(f.archive.join(format!("refuse.{current}")), "")?;
     let names = gen(&f.cluster, 4)?;
     ensure!(names[0] == current, "{names:?} {current}");
@@ -215,7 +215,15 @@ pub fn stuck_on_one(built: &Path) -> Result<()> {
     );
     ensure!(res.1["archiver"]["last_archived_wal"] == first[0].as_str());
     ensure!(res.1["archiver"]["last_failed_wal"] == current.as_str());
-    stop_for_offline(&mut f)
+    stop_for_offline(&mut f)?;
+    let res = wal_status(&f, false, &[])?;
+    expect(&res, "CRITICAL", "archive_failing", "offline")?;
+    ensure!(
+        res.1["cause"]["segment"] == current.as_str(),
+        "{}",
+        res.1["cause"]
+    );
+    Ok(())
 }
 
 /// A slow command, no failures: a backlog.
@@ -305,6 +313,12 @@ pub fn logical_slot_pinned(built: &Path) -> Result<()> {
         summary.contains("pinned by an old transaction"),
         "{summary}"
     );
+    // On disk the slot still holds its old restart_lsn.
+    let mut f = f;
+    stop_for_offline(&mut f)?;
+    let res = wal_status(&f, false, &["--ready-count-warn", "100"])?;
+    expect(&res, "WARNING", "replication_slot", "offline")?;
+    ensure!(res.1["cause"]["slot"] == "l1" && res.1["slots"][0]["type"] == "logical");
     Ok(())
 }
 
@@ -372,7 +386,7 @@ pub fn standby_always(built: &Path) -> Result<()> {
     let sb_dir = f.work.path.join("standby");
     std::fs::create_dir_all(&sb_dir)?;
     pg::chown_postgres(&sb_dir)?;
-    let backup = f.work.path.join("standby-backup");
+    let backup = f.work.owned_dir("standby-backup")?;
     pg::run(
         as_postgres(&f.cluster.bindir.join("pg_basebackup"))
             .arg("-h")
@@ -402,9 +416,18 @@ pub fn standby_always(built: &Path) -> Result<()> {
         cluster: standby,
         archive: f.archive.clone(),
     };
+    let mut sb = sb;
     let res = wal_status(&sb, true, &[])?;
     expect(&res, "CRITICAL", "archive_failing", "online")?;
     ensure!(res.1["server"]["in_recovery"] == true);
+    stop_for_offline(&mut sb)?;
+    let res = wal_status(&sb, false, &[])?;
+    expect(&res, "CRITICAL", "archive_failing", "offline")?;
+    ensure!(
+        res.1["server"]["in_recovery"] == true,
+        "{}",
+        res.1["server"]
+    );
     // The primary itself is fine.
     let res = wal_status(&f, true, &["--ready-count-warn", "100"])?;
     if res.1["cause"]["kind"] != "none" {

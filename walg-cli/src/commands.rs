@@ -80,7 +80,12 @@ async fn wal_push(cli: &Cli, path: &Path) -> Result<()> {
     // Refuse a bad file before touching the configuration or any storage.
     let (name, len) = validate_local(path).with_context(|| format!("push {}", path.display()))?;
     let cfg = load_config(cli)?;
-    let Opened { store, .. } = storage::open(&cfg)?;
+    // A segment's page header names its cluster: every storage checks it
+    // against the archive identity before its first WAL write.
+    let system_id = matches!(name, walg_core::WalName::Segment(_))
+        .then(|| walg_core::identity::segment_system_id(path).ok())
+        .flatten();
+    let Opened { store, .. } = storage::open_guarded(&cfg, system_id)?;
     let opts = PushOptions {
         compression: cfg.compression,
         encryption: cfg.encryption.clone(),
@@ -228,6 +233,7 @@ async fn wal_fetch(cli: &Cli, name: &str, dest: &Path) -> Result<()> {
             mib(got),
             started.elapsed().as_millis()
         );
+        crate::identity::warn_if_foreign(&cfg, None, &wal, dest).await;
         crate::prefetch::spawn(cli, &cfg, &wal, dest);
         return Ok(());
     }
@@ -237,6 +243,7 @@ async fn wal_fetch(cli: &Cli, name: &str, dest: &Path) -> Result<()> {
         encryption: cfg.encryption.clone(),
     };
     let got = fetch_file(store.as_ref(), name, dest, &opts).await?;
+    crate::identity::warn_if_foreign(&cfg, Some(store.as_ref()), &wal, dest).await;
     crate::prefetch::spawn(cli, &cfg, &wal, dest);
     tracing::info!(
         "fetched {name} from {} on {:?} into {}: {}, {} ms",
@@ -330,6 +337,14 @@ async fn st(cli: &Cli, command: &StCommand) -> Result<()> {
             target,
             remove_source,
         } => transfer(&failover, source, target, *remove_source).await,
+        StCommand::Clean {
+            older_than,
+            confirm,
+            json,
+        } => crate::clean::run(&cfg, *older_than, *confirm, *json).await,
+        StCommand::Identity { adopt, confirm } => {
+            crate::identity::st_identity(&cfg, *adopt, *confirm).await
+        }
     }
 }
 

@@ -7,9 +7,11 @@
 
 mod check;
 mod archive;
+mod clean;
 mod commands;
 mod config;
 mod dist_assets;
+mod identity;
 mod pgconn;
 mod prefetch;
 mod storage;
@@ -132,6 +134,40 @@ enum StCommand {
         /// Remove each object from the source once its copy is verified.
         #[arg(long)]
         remove_source: bool,
+    },
+    /// Find, and with --confirm remove, what killed uploads left behind:
+    /// temp files on file storage, incomplete multipart uploads on S3.
+    #[command(
+        after_help = "A temp file of a dead walg process on this host is removed whatever its age; \
+other leftovers only when older than --older-than. A live writer's temp file is never touched.\n\n\
+Examples:\n  walg st clean                        # dry run\n  walg st clean --older-than 6h --confirm\n  walg st clean --json\n\n\
+Exit codes: 0 done (or nothing to do); 1 a storage could not be cleaned or a removal failed."
+    )]
+    Clean {
+        /// Leftovers younger than this are kept (a duration: 30m, 6h, 2d).
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        older_than: std::time::Duration,
+        /// Remove (without it: a dry run that only lists).
+        #[arg(long)]
+        confirm: bool,
+        /// Print the reports as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Which cluster's WAL each storage holds (the system identifier a
+    /// wal-push checks every segment against); --adopt hands the archive to
+    /// a deliberate new cluster.
+    #[command(
+        after_help = "Examples:\n  walg st identity\n  walg st identity --adopt 7301234567890123456            # dry run\n  walg st identity --adopt 7301234567890123456 --confirm"
+    )]
+    Identity {
+        /// Make every storage the archive of this system identifier (as
+        /// `pg_controldata` prints it); the old one is kept as previous.
+        #[arg(long, value_name = "SYSTEM_ID")]
+        adopt: Option<u64>,
+        /// Write the adoption (without it: a dry run).
+        #[arg(long)]
+        confirm: bool,
     },
 }
 

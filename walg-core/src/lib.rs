@@ -54,6 +54,7 @@ pub mod diagnosis;
 pub mod error;
 pub mod fetch;
 pub mod history;
+pub mod identity;
 pub mod layout;
 pub mod lz4frame;
 pub mod memory;

@@ -43,11 +43,14 @@
 //! (the CLI builds the `StorageSpec`), or fail over between storages
 //! (`walg-failover`).
 
+pub mod clean;
 #[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
 pub mod cloud;
 #[cfg(feature = "fs")]
 pub mod fs;
 pub mod guard;
+#[cfg(feature = "s3")]
+mod multipart;
 #[cfg(any(feature = "fs", feature = "s3", feature = "gcs", feature = "azure"))]
 mod opendal_store;
 pub mod registry;

@@ -17,6 +17,20 @@ pub enum StorageError {
         setting: String,
         message: String,
     },
+    /// The settings are well-formed but the storage could not be opened now
+    /// (a directory that cannot be created, a mount that vanished). A
+    /// failover store counts such a member as dead for the call instead of
+    /// failing it.
+    #[error("storage {storage:?}: {message}")]
+    Unavailable { storage: String, message: String },
+}
+
+impl StorageError {
+    /// Whether the error is about the settings themselves (malformed or
+    /// unknown), which no failover can work around.
+    pub fn is_config(&self) -> bool {
+        !matches!(self, StorageError::Unavailable { .. })
+    }
 }
 
 /// Settings by their WAL-G names (`AWS_REGION`, `AWS_ENDPOINT`, ...).
@@ -127,6 +141,14 @@ impl StorageSpec {
         match url.split_once("://") {
             Some((scheme, location)) => StorageSpec::new(name, scheme, location),
             None => StorageSpec::new(name, "file", url),
+        }
+    }
+
+    /// This storage cannot be opened now, though its settings are fine.
+    pub fn unavailable(&self, message: impl Into<String>) -> StorageError {
+        StorageError::Unavailable {
+            storage: self.name.clone(),
+            message: message.into(),
         }
     }
 

@@ -20,6 +20,7 @@ mod crypto_e2e;
 mod e2e;
 mod emulators;
 mod failover_e2e;
+mod hardening_e2e;
 mod pg;
 mod proxy;
 mod setup;
@@ -351,6 +352,52 @@ fn run_e2e(repo: &Path, emus: Arc<emulators::Emulators>, args: &[String]) -> Res
             Box::new(move || archive_e2e::prune(&walg, &emus)),
         ));
     }
+    {
+        let walg = walg.clone();
+        tests.push((
+            "unopenable_primary",
+            Box::new(move || hardening_e2e::unopenable_primary(&walg)),
+        ));
+    }
+    {
+        let walg = walg.clone();
+        tests.push((
+            "archive_identity",
+            Box::new(move || hardening_e2e::archive_identity(&walg)),
+        ));
+    }
+    {
+        let walg = walg.clone();
+        tests.push((
+            "status_cache_processes",
+            Box::new(move || hardening_e2e::status_cache_processes(&walg)),
+        ));
+    }
+    {
+        let walg = walg.clone();
+        tests.push((
+            "no_hardlink_filesystem",
+            Box::new(move || hardening_e2e::no_hardlink_filesystem(&walg)),
+        ));
+    }
+    {
+        let walg = walg.clone();
+        let emus = emus.clone();
+        tests.push((
+            "st_clean",
+            Box::new(move || hardening_e2e::st_clean(&walg, &emus)),
+        ));
+    }
+    {
+        let walg = walg.clone();
+        tests.push((
+            "sigkill_archiving",
+            Box::new(move || hardening_e2e::sigkill_archiving(&walg).map(|_| ())),
+        ));
+    }
+    // The longest scenarios first, so the two threads finish together.
+    const LONG: &[&str] = &["sigkill_archiving", "failover", "archive_keeps_up", "archive_health_prune"];
+    tests.sort_by_key(|(name, _)| LONG.iter().position(|l| l == name).unwrap_or(LONG.len()));
     if let Some(f) = filter {
         tests.retain(|(name, _)| name.contains(f.as_str()));
     }

@@ -40,6 +40,11 @@ pub(crate) fn install_http_transport() {
         // Err means a provider is already installed, which is fine.
         let _ = rustls::crypto::ring::default_provider().install_default();
         opendal::install_default();
+        // `opendal::install_default` installs reqwest only with opendal's
+        // `http-transport-reqwest` feature, which we leave off (it brings
+        // aws-lc-rs); install it here. First install wins, so this is a no-op
+        // if the application installed a transport of its own.
+        opendal_http_transport_reqwest::install_default();
     });
 }
 

@@ -33,7 +33,7 @@
 //!     assert!(matches!(push_file(&store, &path, &opts).await?, PushOutcome::AlreadyStored { .. }));
 //!
 //!     let restored = dir.path().join("RECOVERYXLOG");
-//!     fetch_file(&store, &name.to_string(), &restored, &FetchOptions { compression: Compression::Lz4 }).await?;
+//!     fetch_file(&store, &name.to_string(), &restored, &FetchOptions { compression: Compression::Lz4, ..FetchOptions::default() }).await?;
 //!     assert_eq!(std::fs::read(&restored)?, std::fs::read(&path)?);
 //!     Ok::<_, Box<dyn std::error::Error>>(())
 //! })?;

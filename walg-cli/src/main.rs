@@ -5,8 +5,8 @@
 //! storages through the registry and calls the pipelines in `walg-core`.
 //! Exit codes are decided here and only here.
 
-mod check;
 mod archive;
+mod check;
 mod clean;
 mod commands;
 mod config;

@@ -84,9 +84,11 @@ pub async fn clean(
             "nothing to clean: uncommitted Azure blocks are discarded by the service after a week"
                 .into(),
         ),
-        other => report.note = Some(format!(
+        other => {
+            report.note = Some(format!(
             "nothing to clean on a {other:?} storage (or this walg was built without its backend)"
-        )),
+        ))
+        }
     }
     Ok(report)
 }

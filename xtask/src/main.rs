@@ -13,10 +13,10 @@
 mod archive_bench;
 mod archive_e2e;
 mod bench;
-mod dist;
-mod dist_e2e;
 mod crypto_bench;
 mod crypto_e2e;
+mod dist;
+mod dist_e2e;
 mod e2e;
 mod emulators;
 mod failover_e2e;
@@ -396,7 +396,12 @@ fn run_e2e(repo: &Path, emus: Arc<emulators::Emulators>, args: &[String]) -> Res
         ));
     }
     // The longest scenarios first, so the two threads finish together.
-    const LONG: &[&str] = &["sigkill_archiving", "failover", "archive_keeps_up", "archive_health_prune"];
+    const LONG: &[&str] = &[
+        "sigkill_archiving",
+        "failover",
+        "archive_keeps_up",
+        "archive_health_prune",
+    ];
     tests.sort_by_key(|(name, _)| LONG.iter().position(|l| l == name).unwrap_or(LONG.len()));
     if let Some(f) = filter {
         tests.retain(|(name, _)| name.contains(f.as_str()));

@@ -136,7 +136,7 @@ pub async fn run(config: Option<&Path>, args: &Args) -> Result<u8> {
         let text = serde_json::to_string_pretty(&report)?;
         println!("{text}");
     } else {
-        print!("{}", render_text(&report, &obs));
+        print!("{}", render_text(&report));
     }
     Ok(report.status.exit_code())
 }
@@ -939,7 +939,7 @@ async fn locate(
     None
 }
 
-fn render_text(r: &Report, o: &Observation) -> String {
+fn render_text(r: &Report) -> String {
     let mut s = String::new();
     s.push_str(&format!("{}: {}\n", r.status.as_str(), r.headline));
     if r.cause.kind != diagnosis::CauseKind::None {
@@ -1010,7 +1010,6 @@ fn render_text(r: &Report, o: &Observation) -> String {
             .map(|a| format!(" ({} ago)", human_secs(a)))
             .unwrap_or_default()
     ));
-    let _ = o;
     s
 }
 

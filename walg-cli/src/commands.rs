@@ -14,7 +14,7 @@ use crate::config::{Config, Raw};
 use crate::storage::{self, Opened};
 use crate::{Cli, Command, StCommand, EXIT_NOT_FOUND};
 
-fn load_config(cli: &Cli) -> Result<Config> {
+pub(crate) fn load_config(cli: &Cli) -> Result<Config> {
     let raw = Raw::load(cli.config.as_deref())?;
     let cfg = Config::from_raw(&raw)?;
     for w in &cfg.warnings {
@@ -45,6 +45,11 @@ pub async fn run(cli: Cli) -> u8 {
             segment_size,
         } => crate::prefetch::run(&cli, name, pg_wal, destination_name, *segment_size).await,
         Command::St { command } => st(&cli, command).await,
+        Command::DistAssets { dir } => crate::dist_assets::run(dir),
+        Command::Check { json, conninfo } => {
+            return crate::check::command(cli.config.as_deref(), *json, conninfo.clone()).await
+        }
+        Command::Archive(command) => return crate::archive::run(&cli, command).await,
         Command::WalStatus(_) => Ok(()),
     };
     match result {
@@ -75,9 +80,15 @@ async fn wal_push(cli: &Cli, path: &Path) -> Result<()> {
     // Refuse a bad file before touching the configuration or any storage.
     let (name, len) = validate_local(path).with_context(|| format!("push {}", path.display()))?;
     let cfg = load_config(cli)?;
-    let Opened { store, .. } = storage::open(&cfg)?;
+    // A segment's page header names its cluster: every storage checks it
+    // against the archive identity before its first WAL write.
+    let system_id = matches!(name, walg_core::WalName::Segment(_))
+        .then(|| walg_core::identity::segment_system_id(path).ok())
+        .flatten();
+    let Opened { store, .. } = storage::open_guarded(&cfg, system_id)?;
     let opts = PushOptions {
         compression: cfg.compression,
+        encryption: cfg.encryption.clone(),
         prevent_overwrite: cfg.prevent_overwrite,
     };
     let ahead = if cfg.upload_concurrency > 1 {
@@ -105,10 +116,11 @@ async fn wal_push(cli: &Cli, path: &Path) -> Result<()> {
         .as_ref()
         .map(|a| a.ready_files(&name, cfg.upload_concurrency - 1))
         .unwrap_or_default();
-    let main = push_validated(store.as_ref(), path, &name, len, &opts);
+    let opts = &opts;
+    let main = push_validated(store.as_ref(), path, &name, len, opts);
     let side = futures::future::join_all(others.iter().map(|(n, p)| {
         let store = store.clone();
-        async move { (n, p, push_file(store.as_ref(), p, &opts).await) }
+        async move { (n, p, push_file(store.as_ref(), p, opts).await) }
     }));
     let (outcome, side) = tokio::join!(main, side);
 
@@ -188,10 +200,15 @@ async fn wal_push(cli: &Cli, path: &Path) -> Result<()> {
             stored_bytes,
         } => {
             tracing::info!(
-                "pushed {name} to {key} on {storage:?}: {} -> {} {}, {ms} ms{extra}",
+                "pushed {name} to {key} on {storage:?}: {} -> {} {}{}, {ms} ms{extra}",
                 mib(source_bytes),
                 mib(stored_bytes),
-                cfg.compression
+                cfg.compression,
+                if cfg.encryption.is_none() {
+                    String::new()
+                } else {
+                    format!(" + {}", cfg.encryption.name())
+                }
             );
         }
         PushOutcome::AlreadyStored { key } => {
@@ -216,14 +233,17 @@ async fn wal_fetch(cli: &Cli, name: &str, dest: &Path) -> Result<()> {
             mib(got),
             started.elapsed().as_millis()
         );
+        crate::identity::warn_if_foreign(&cfg, None, &wal, dest).await;
         crate::prefetch::spawn(cli, &cfg, &wal, dest);
         return Ok(());
     }
     let Opened { store, .. } = storage::open(&cfg)?;
     let opts = FetchOptions {
         compression: cfg.compression,
+        encryption: cfg.encryption.clone(),
     };
     let got = fetch_file(store.as_ref(), name, dest, &opts).await?;
+    crate::identity::warn_if_foreign(&cfg, Some(store.as_ref()), &wal, dest).await;
     crate::prefetch::spawn(cli, &cfg, &wal, dest);
     tracing::info!(
         "fetched {name} from {} on {:?} into {}: {}, {} ms",
@@ -317,6 +337,14 @@ async fn st(cli: &Cli, command: &StCommand) -> Result<()> {
             target,
             remove_source,
         } => transfer(&failover, source, target, *remove_source).await,
+        StCommand::Clean {
+            older_than,
+            confirm,
+            json,
+        } => crate::clean::run(&cfg, *older_than, *confirm, *json).await,
+        StCommand::Identity { adopt, confirm } => {
+            crate::identity::st_identity(&cfg, *adopt, *confirm).await
+        }
     }
 }
 

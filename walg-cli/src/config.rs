@@ -1,10 +1,11 @@
 //! Configuration: figment layers parsed into a raw map of WAL-G setting
 //! names, then validated into the typed values the library crates take.
 //!
-//! Layers, lowest first: built-in defaults < config file (`--config`,
-//! `WALG_CONFIG_PATH`, else `$HOME/.walg.json` if it exists; JSON, TOML or
-//! YAML by extension, with WAL-G's upper-case keys) < environment. Flags are
-//! applied by the commands on top.
+//! Layers, lowest first: built-in defaults < config file < environment.
+//! Flags are applied by the commands on top. The config file is the first
+//! of: `--config`, `WALG_CONFIG_PATH`, `$HOME/.walg.json` if it exists,
+//! [`SYSTEM_CONFIG`] if it exists (what the Debian package installs). JSON,
+//! TOML or YAML by extension, with WAL-G's upper-case keys.
 //!
 //! Only this crate reads the environment and config files.
 
@@ -16,6 +17,7 @@ use anyhow::{bail, Context, Result};
 use figment::providers::{Env, Format, Json, Toml, Yaml};
 use figment::Figment;
 use serde_json::Value;
+use walg_core::crypto::{sodium_key, trim_key_file, Encryption, KeyError, KeyTransform, SodiumKey};
 use walg_core::Compression;
 use walg_failover::{FailoverConfig, WritePolicy};
 use walg_storage::{Settings, StorageSpec};
@@ -29,6 +31,9 @@ const ENV_PREFIXES: &[&str] = &[
     "GCS_",
     "STORAGE_EMULATOR_HOST",
     "S3_",
+    // Encryption settings outside the WALG_ namespace, read only to refuse them.
+    "WALE_GPG_KEY_ID",
+    "YC_CSE_KMS_KEY_ID",
 ];
 
 /// The settings that choose the storage, in WAL-G's order of precedence.
@@ -68,26 +73,84 @@ const KNOWN_WALG: &[&str] = &[
     "WALG_S3_SSE_KMS_ID",
     "WALG_GS_ENDPOINT",
     "WALG_AZ_ENDPOINT",
-];
-
-/// WAL-G encryption settings. walg does not encrypt yet; archiving in clear
-/// text what the user asked to be encrypted would be a silent leak, so any of
-/// these is an error.
-const ENCRYPTION_SETTINGS: &[&str] = &[
     "WALG_LIBSODIUM_KEY",
     "WALG_LIBSODIUM_KEY_PATH",
+    "WALG_LIBSODIUM_KEY_TRANSFORM",
+    "WALG_LIBSODIUM_OLD_KEYS",
+    "WALG_LIBSODIUM_OLD_KEYS_PATH",
+];
+
+/// WAL-G encryption settings walg does not implement (cloud KMS, envelope
+/// encryption, keys fetched from an external gpg). Archiving in clear text
+/// what the user asked to be encrypted would be a silent leak, so each is an
+/// error, never a warning.
+const UNSUPPORTED_ENCRYPTION: &[&str] = &[
     "WALG_PGP_KEY",
     "WALG_PGP_KEY_PATH",
     "WALG_GPG_KEY_ID",
+    "WALE_GPG_KEY_ID",
     "WALG_CSE_KMS_ID",
+    "YC_CSE_KMS_KEY_ID",
+    "WALG_ENVELOPE_PGP_KEY",
+    "WALG_ENVELOPE_PGP_KEY_PATH",
+    "WALG_ENVELOPE_PGP_YC_CSE_KMS_KEY_ID",
 ];
 
+/// The system-wide config file, read when no other is given.
+pub const SYSTEM_CONFIG: &str = "/etc/walg/walg.json";
+
+/// The config file used when neither `--config` nor `WALG_CONFIG_PATH` is
+/// given: `$HOME/.walg.json` (WAL-G's default), else [`SYSTEM_CONFIG`],
+/// whichever exists first.
+pub fn default_config_file() -> Option<PathBuf> {
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(|h| Path::new(&h).join(".walg.json"));
+    home.into_iter()
+        .chain(std::iter::once(PathBuf::from(SYSTEM_CONFIG)))
+        .find(|p| p.is_file())
+}
+
+/// Settings that hold key material: taken from the environment verbatim
+/// (figment would read a key made only of digits as a number), never handed
+/// to storage backends, never printed.
+const KEY_SETTINGS: &[&str] = &[
+    "WALG_LIBSODIUM_KEY",
+    "WALG_LIBSODIUM_OLD_KEYS",
+    "WALG_PGP_KEY",
+    "WALG_PGP_KEY_PASSPHRASE",
+    "WALG_ENVELOPE_PGP_KEY",
+];
+
+/// Whether a setting is one of the encryption settings: they are global
+/// (like compression), so storage backends never see them.
+fn is_encryption_setting(key: &str) -> bool {
+    key.starts_with("WALG_LIBSODIUM_")
+        || key.starts_with("WALG_PGP_")
+        || key.starts_with("WALG_ENVELOPE_")
+        || KEY_SETTINGS.contains(&key)
+}
+
 /// The merged settings, by upper-case WAL-G name.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Raw {
     values: BTreeMap<String, Value>,
     /// Where the config file came from, for messages.
     pub source: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Raw {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut m = f.debug_map();
+        for (k, v) in &self.values {
+            if KEY_SETTINGS.contains(&k.as_str()) || Settings::is_secret(k) {
+                m.entry(k, &"***");
+            } else {
+                m.entry(k, v);
+            }
+        }
+        m.finish()
+    }
 }
 
 fn value_to_string(v: &Value) -> Option<String> {
@@ -107,15 +170,19 @@ impl Raw {
             Some(p) => Some(p.to_path_buf()),
             None => match std::env::var_os("WALG_CONFIG_PATH").filter(|v| !v.is_empty()) {
                 Some(p) => Some(PathBuf::from(p)),
-                None => std::env::var_os("HOME")
-                    .map(|h| Path::new(&h).join(".walg.json"))
-                    .filter(|p| p.is_file()),
+                None => default_config_file(),
             },
         };
         let mut figment = Figment::new();
         if let Some(path) = &path {
             if !path.is_file() {
                 bail!("config file {} does not exist or is not a file (given by --config or WALG_CONFIG_PATH)", path.display());
+            }
+            if let Err(e) = std::fs::File::open(path) {
+                if e.kind() == std::io::ErrorKind::PermissionDenied {
+                    bail!("config file {} is not readable by this user: {e}; it must be readable by the user PostgreSQL runs as (the package installs it as root:postgres, mode 0640)", path.display());
+                }
+                return Err(e).with_context(|| format!("open config file {}", path.display()));
             }
             let ext = path
                 .extension()
@@ -137,10 +204,15 @@ impl Raw {
             Some(p) => format!("read config file {}", p.display()),
             None => "read settings from the environment".to_string(),
         })?;
-        let values = map
+        let mut values: BTreeMap<String, Value> = map
             .into_iter()
             .map(|(k, v)| (k.to_ascii_uppercase(), v))
             .collect();
+        for key in KEY_SETTINGS {
+            if let Ok(v) = std::env::var(key) {
+                values.insert(key.to_string(), Value::String(v));
+            }
+        }
         Ok(Raw {
             values,
             source: path,
@@ -212,7 +284,7 @@ impl Raw {
     fn settings(&self) -> Settings {
         self.values
             .iter()
-            .filter(|(k, _)| k.as_str() != "WALG_FAILOVER_STORAGES")
+            .filter(|(k, _)| k.as_str() != "WALG_FAILOVER_STORAGES" && !is_encryption_setting(k))
             .filter_map(|(k, v)| value_to_string(v).map(|s| (k.clone(), s)))
             .collect()
     }
@@ -300,6 +372,8 @@ pub struct Config {
     /// `default` first, then failovers in name order.
     pub storages: Vec<StorageSpec>,
     pub compression: Compression,
+    /// Global, like compression: every storage gets the same bytes.
+    pub encryption: Encryption,
     pub prevent_overwrite: bool,
     pub upload_concurrency: usize,
     pub download_concurrency: usize,
@@ -313,9 +387,10 @@ pub struct Config {
 
 impl Config {
     pub fn from_raw(raw: &Raw) -> Result<Config> {
-        if let Some(key) = ENCRYPTION_SETTINGS.iter().find(|k| raw.get(k).is_some()) {
-            bail!("{key} is set, but walg does not support encryption yet; refusing to archive or restore without it (unset {key} only if unencrypted WAL is acceptable)");
+        if let Some(key) = UNSUPPORTED_ENCRYPTION.iter().find(|k| raw.get(k).is_some()) {
+            bail!("{key} is set, but walg does not implement this kind of encryption; refusing to archive or restore without it (walg encrypts with WALG_LIBSODIUM_KEY; unset {key} only if unencrypted WAL is acceptable)");
         }
+        let encryption = encryption_from(raw)?;
         let mut warnings: Vec<String> = raw
             .unknown_keys()
             .iter()
@@ -353,6 +428,11 @@ impl Config {
                     source: raw.source.clone(),
                 };
                 for k in sub.values.keys() {
+                    // A key in one section only would leave the other
+                    // storages (and a reader of any of them) in clear text.
+                    if is_encryption_setting(k) || UNSUPPORTED_ENCRYPTION.contains(&k.as_str()) {
+                        bail!("WALG_FAILOVER_STORAGES.{name} sets {k}: encryption is global, like compression (every storage gets the same bytes); set it at the top level instead");
+                    }
                     let storage_key = PREFIX_SETTINGS.iter().any(|(p, _)| p == k)
                         || [
                             "AWS_",
@@ -442,6 +522,7 @@ impl Config {
         Ok(Config {
             storages,
             compression,
+            encryption,
             prevent_overwrite: raw.bool("WALG_PREVENT_WAL_OVERWRITE", true)?,
             upload_concurrency,
             download_concurrency,
@@ -450,6 +531,124 @@ impl Config {
             warnings,
         })
     }
+}
+
+/// Where a key came from, for messages (never the key itself).
+fn key_source(setting: &str, path: Option<&Path>) -> String {
+    match path {
+        Some(p) => format!("{setting} ({})", p.display()),
+        None => setting.to_string(),
+    }
+}
+
+/// Reads a key file: trimmed, and an empty one is an error.
+fn read_key_file(setting: &str, path: &Path) -> Result<Vec<u8>> {
+    let content = std::fs::read(path).with_context(|| {
+        format!(
+            "read the key file {} given by {setting} (check that it exists and is readable by this user)",
+            path.display()
+        )
+    })?;
+    let key = trim_key_file(&content).to_vec();
+    if key.is_empty() {
+        bail!(
+            "the key file {} given by {setting} is empty",
+            path.display()
+        );
+    }
+    Ok(key)
+}
+
+fn parse_key(text: &[u8], transform: KeyTransform, source: &str) -> Result<SodiumKey> {
+    sodium_key(text, transform).map_err(|e| {
+        let hint = match e {
+            KeyError::UnknownTransform(_) => "",
+            _ => {
+                "; make a key with `openssl rand -hex 32` and set WALG_LIBSODIUM_KEY_TRANSFORM=hex"
+            }
+        };
+        anyhow::anyhow!("{source}: libsodium key: {e}{hint}")
+    })
+}
+
+/// The libsodium keys, by WAL-G's rules: `WALG_LIBSODIUM_KEY` (used as
+/// given) wins over `WALG_LIBSODIUM_KEY_PATH` (trimmed);
+/// `WALG_LIBSODIUM_KEY_TRANSFORM` applies to every key. Old keys, for
+/// reading only, come from `WALG_LIBSODIUM_OLD_KEYS` (comma-separated) and
+/// `WALG_LIBSODIUM_OLD_KEYS_PATH` (one a line). Everything is checked here,
+/// when walg starts, before any segment moves.
+fn encryption_from(raw: &Raw) -> Result<Encryption> {
+    let inline = raw.get("WALG_LIBSODIUM_KEY");
+    let path = raw.get("WALG_LIBSODIUM_KEY_PATH").map(PathBuf::from);
+    let old_inline = raw.get("WALG_LIBSODIUM_OLD_KEYS");
+    let old_path = raw.get("WALG_LIBSODIUM_OLD_KEYS_PATH").map(PathBuf::from);
+    let transform = || -> Result<KeyTransform> {
+        match raw.get("WALG_LIBSODIUM_KEY_TRANSFORM") {
+            None => Ok(KeyTransform::None),
+            Some(t) => KeyTransform::from_setting(t.trim())
+                .map_err(|e| anyhow::anyhow!("WALG_LIBSODIUM_KEY_TRANSFORM: {e}")),
+        }
+    };
+    let main = if let Some(text) = &inline {
+        parse_key(text.as_bytes(), transform()?, "WALG_LIBSODIUM_KEY")?
+    } else if let Some(p) = &path {
+        parse_key(
+            &read_key_file("WALG_LIBSODIUM_KEY_PATH", p)?,
+            transform()?,
+            &key_source("WALG_LIBSODIUM_KEY_PATH", Some(p)),
+        )?
+    } else {
+        let old_set = if old_inline.is_some() {
+            Some("WALG_LIBSODIUM_OLD_KEYS")
+        } else {
+            old_path.as_ref().map(|_| "WALG_LIBSODIUM_OLD_KEYS_PATH")
+        };
+        if let Some(k) = old_set {
+            bail!("{k} is set without WALG_LIBSODIUM_KEY or WALG_LIBSODIUM_KEY_PATH: old keys only read, a main key writes; set the current key too");
+        }
+        return Ok(Encryption::None);
+    };
+    let transform = transform()?;
+    let mut old = Vec::new();
+    if let Some(list) = &old_inline {
+        for (i, text) in list.split(',').map(str::trim).enumerate() {
+            if text.is_empty() {
+                continue;
+            }
+            let source = format!("WALG_LIBSODIUM_OLD_KEYS entry {}", i + 1);
+            old.push(parse_key(text.as_bytes(), transform, &source)?);
+        }
+    }
+    if let Some(p) = &old_path {
+        let content = std::fs::read(p).with_context(|| {
+            format!(
+                "read the key file {} given by WALG_LIBSODIUM_OLD_KEYS_PATH (check that it exists and is readable by this user)",
+                p.display()
+            )
+        })?;
+        if trim_key_file(&content).is_empty() {
+            bail!(
+                "the key file {} given by WALG_LIBSODIUM_OLD_KEYS_PATH is empty",
+                p.display()
+            );
+        }
+        for (i, line) in content.split(|b| *b == b'\n').enumerate() {
+            let text = trim_key_file(line);
+            if text.is_empty() {
+                continue;
+            }
+            let source = format!(
+                "{} line {}",
+                key_source("WALG_LIBSODIUM_OLD_KEYS_PATH", Some(p)),
+                i + 1
+            );
+            old.push(parse_key(text, transform, &source)?);
+        }
+    }
+    // The main key is tried first anyway; a copy among the old ones only
+    // costs a failed attempt per object.
+    old.retain(|k| *k != main);
+    Ok(Encryption::libsodium(main, old))
 }
 
 #[cfg(test)]
@@ -544,10 +743,157 @@ mod tests {
         check(
             &[
                 ("WALG_FILE_PREFIX", json!("/a")),
-                ("WALG_LIBSODIUM_KEY", json!("k")),
+                ("WALG_CSE_KMS_ID", json!("arn:aws:kms:x")),
             ],
-            Err("does not support encryption"),
+            Err("WALG_CSE_KMS_ID is set, but walg does not implement"),
         );
+    }
+
+    fn check_keys(pairs: &[(&str, Value)], expected: std::result::Result<(&str, usize), &str>) {
+        let mut all = vec![("WALG_FILE_PREFIX", json!("/a"))];
+        all.extend(pairs.iter().cloned());
+        let got = Config::from_raw(&Raw::from_pairs(&all));
+        match (got, expected) {
+            (Ok(cfg), Ok((name, old))) => {
+                assert_eq!(cfg.encryption.name(), name);
+                match &cfg.encryption {
+                    Encryption::Libsodium(k) => assert_eq!(k.old.len(), old),
+                    Encryption::None => assert_eq!(old, 0),
+                }
+                // Storages never see key material.
+                for s in &cfg.storages {
+                    assert!(
+                        !s.settings.iter().any(|(k, _)| k.contains("LIBSODIUM")),
+                        "{:?}",
+                        s.settings
+                    );
+                }
+                assert!(!format!("{cfg:?}").contains("TEST_LIBSODIUM"), "{cfg:?}");
+            }
+            (Err(e), Err(needle)) => {
+                let msg = format!("{e:#}");
+                assert!(msg.contains(needle), "{msg} should contain {needle}");
+                assert!(!msg.contains("TEST_LIBSODIUM"), "key in {msg}");
+            }
+            (got, want) => panic!("got {got:?}, want {want:?}"),
+        }
+    }
+
+    #[test]
+    fn encryption_settings() {
+        let hex = "4c0829fdfe7ae1987918edc585b1a90556d901eaea963c7625bb5734576dfb59";
+        check_keys(&[], Ok(("none", 0)));
+        check_keys(
+            &[("WALG_LIBSODIUM_KEY", json!("TEST_LIBSODIUM_KEY_______"))],
+            Ok(("libsodium", 0)),
+        );
+        check_keys(
+            &[
+                ("WALG_LIBSODIUM_KEY", json!(hex)),
+                ("WALG_LIBSODIUM_KEY_TRANSFORM", json!("hex")),
+                (
+                    "WALG_LIBSODIUM_OLD_KEYS",
+                    json!(format!("{}, ,{hex}", "ab".repeat(32))),
+                ),
+            ],
+            // The main key repeated among the old ones is dropped.
+            Ok(("libsodium", 1)),
+        );
+        check_keys(
+            &[("WALG_LIBSODIUM_KEY", json!("TEST_LIBSODIUM"))],
+            Err("WALG_LIBSODIUM_KEY: libsodium key: key length must not be less than 25, got 14"),
+        );
+        check_keys(
+            &[
+                ("WALG_LIBSODIUM_KEY", json!("TEST_LIBSODIUM_KEY_______")),
+                ("WALG_LIBSODIUM_KEY_TRANSFORM", json!("Hex")),
+            ],
+            Err("WALG_LIBSODIUM_KEY_TRANSFORM: unknown key transform \"Hex\""),
+        );
+        check_keys(
+            &[(
+                "WALG_LIBSODIUM_OLD_KEYS",
+                json!("TEST_LIBSODIUM_KEY_______"),
+            )],
+            Err("WALG_LIBSODIUM_OLD_KEYS is set without WALG_LIBSODIUM_KEY"),
+        );
+        check_keys(
+            &[
+                ("WALG_LIBSODIUM_KEY", json!("TEST_LIBSODIUM_KEY_______")),
+                (
+                    "WALG_LIBSODIUM_OLD_KEYS",
+                    json!("TEST_LIBSODIUM_KEY_______,TEST_LIBSODIUM"),
+                ),
+            ],
+            Err("WALG_LIBSODIUM_OLD_KEYS entry 2: libsodium key: key length"),
+        );
+        check_keys(
+            &[("WALG_LIBSODIUM_KEY_PATH", json!("/nonexistent/walg.key"))],
+            Err("read the key file /nonexistent/walg.key given by WALG_LIBSODIUM_KEY_PATH"),
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let empty = dir.path().join("empty.key");
+        std::fs::write(&empty, " \n").expect("write");
+        check_keys(
+            &[(
+                "WALG_LIBSODIUM_KEY_PATH",
+                json!(empty.display().to_string()),
+            )],
+            Err("is empty"),
+        );
+        let file = dir.path().join("walg.key");
+        std::fs::write(&file, format!("  {hex}\n")).expect("write");
+        let old = dir.path().join("old.keys");
+        std::fs::write(
+            &old,
+            format!("{}\n\n{}\n", "cd".repeat(32), "ef".repeat(32)),
+        )
+        .expect("write");
+        check_keys(
+            &[
+                ("WALG_LIBSODIUM_KEY_PATH", json!(file.display().to_string())),
+                ("WALG_LIBSODIUM_KEY_TRANSFORM", json!("hex")),
+                (
+                    "WALG_LIBSODIUM_OLD_KEYS_PATH",
+                    json!(old.display().to_string()),
+                ),
+            ],
+            Ok(("libsodium", 2)),
+        );
+        std::fs::write(&old, format!("{}\nnot hex\n", "cd".repeat(32))).expect("write");
+        check_keys(
+            &[
+                ("WALG_LIBSODIUM_KEY_PATH", json!(file.display().to_string())),
+                ("WALG_LIBSODIUM_KEY_TRANSFORM", json!("hex")),
+                (
+                    "WALG_LIBSODIUM_OLD_KEYS_PATH",
+                    json!(old.display().to_string()),
+                ),
+            ],
+            Err("line 2: libsodium key: while hex decoding key"),
+        );
+        for unsupported in [
+            "WALG_PGP_KEY",
+            "WALG_GPG_KEY_ID",
+            "YC_CSE_KMS_KEY_ID",
+            "WALG_ENVELOPE_PGP_KEY_PATH",
+        ] {
+            check_keys(
+                &[(unsupported, json!("x"))],
+                Err(&format!(
+                    "{unsupported} is set, but walg does not implement"
+                )),
+            );
+        }
+        check_keys(
+            &[(
+                "WALG_FAILOVER_STORAGES",
+                json!({"b": {"WALG_FILE_PREFIX": "/b", "WALG_LIBSODIUM_KEY": "TEST_LIBSODIUM_KEY_______"}}),
+            )],
+            Err("WALG_FAILOVER_STORAGES.b sets WALG_LIBSODIUM_KEY: encryption is global"),
+        );
+        let raw = Raw::from_pairs(&[("WALG_LIBSODIUM_KEY", json!("TEST_LIBSODIUM_KEY_______"))]);
+        assert!(!format!("{raw:?}").contains("TEST_LIBSODIUM"));
     }
 
     #[test]

@@ -121,6 +121,7 @@ pub async fn run(cli: &Cli, name: &str, pg_wal: &Path, dest_name: &Path, size: u
             &wanted,
             &FetchOptions {
                 compression: cfg.compression,
+                encryption: cfg.encryption.clone(),
             },
             cfg.download_concurrency,
         )

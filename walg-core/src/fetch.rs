@@ -15,6 +15,7 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use crate::codec::Compression;
+use crate::crypto::Encryption;
 use crate::error::StoreError;
 use crate::layout::fetch_candidates;
 use crate::page::{LongPageHeader, LONG_HEADER_LEN};
@@ -23,10 +24,13 @@ use crate::stream::{decode_into, DecodeError};
 use crate::wal::{is_valid_segment_size, WalName};
 
 /// How to fetch.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct FetchOptions {
     /// The configured compression, probed first.
     pub compression: Compression,
+    /// Every object is decrypted with it before decompression (WAL-G does
+    /// not mark encrypted objects, so there is nothing to detect).
+    pub encryption: Encryption,
 }
 
 /// What a successful fetch did.
@@ -156,7 +160,16 @@ pub async fn fetch_file(
                 continue;
             }
         };
-        return restore(store, &wal, key, *compression, stream, dest).await;
+        return restore(
+            store,
+            &wal,
+            key,
+            *compression,
+            &opts.encryption,
+            stream,
+            dest,
+        )
+        .await;
     }
     match failure {
         Some(e) => Err(e.into()),
@@ -177,6 +190,7 @@ async fn restore(
     wal: &WalName,
     key: &str,
     compression: Compression,
+    encryption: &Encryption,
     stream: crate::store::ByteStream,
     dest: &Path,
 ) -> Result<Fetched, FetchError> {
@@ -202,23 +216,34 @@ async fn restore(
         head: Vec::new(),
         len: 0,
     };
-    let mut writer = match decode_into(stream, compression, writer).await {
+    let mut writer = match decode_into(stream, compression, encryption, writer).await {
         Ok(w) => w,
         Err(DecodeError::Store(e)) => return Err(e.into()),
         Err(DecodeError::Corrupt(e)) => {
+            let mut reason = e.to_string();
+            if encryption.is_none() {
+                reason.push_str(crate::crypto::ENCRYPTED_HINT);
+            }
             return Err(FetchError::Corrupt {
                 key: key.to_string(),
                 store: store.name().to_string(),
-                reason: e.to_string(),
-            })
+                reason,
+            });
         }
         Err(DecodeError::Sink(e)) => return Err(io_err(e)),
     };
     writer.flush().map_err(io_err)?;
-    validate_segment(wal, &writer.head, writer.len).map_err(|reason| FetchError::Corrupt {
-        key: key.to_string(),
-        store: store.name().to_string(),
-        reason,
+    validate_segment(wal, &writer.head, writer.len).map_err(|mut reason| {
+        // Random bytes can pass for a short brotli stream: an encrypted
+        // object read without a key may decode and only fail here.
+        if encryption.is_none() {
+            reason.push_str(crate::crypto::ENCRYPTED_HINT);
+        }
+        FetchError::Corrupt {
+            key: key.to_string(),
+            store: store.name().to_string(),
+            reason,
+        }
     })?;
     drop(writer);
     std::fs::rename(&tmp, dest).map_err(|source| FetchError::Io {
@@ -270,7 +295,7 @@ mod tests {
             &src,
             &PushOptions {
                 compression: Compression::Zstd,
-                prevent_overwrite: true,
+                ..PushOptions::default()
             },
         )
         .await
@@ -282,6 +307,75 @@ mod tests {
             .expect("fetch");
         assert_eq!(got.key, format!("wal_005/{name}.zst"));
         assert_eq!(std::fs::read(&dest).expect("read"), data);
+    }
+
+    #[tokio::test]
+    async fn encrypted_objects_round_trip_and_fail_closed() {
+        use crate::crypto::{sodium_key, KeyTransform};
+        let key = |t: &str| sodium_key(t.as_bytes(), KeyTransform::None).expect("key");
+        let old = Encryption::libsodium(key("OLD_LIBSODIUM_KEY________"), vec![]);
+        let rotated = Encryption::libsodium(
+            key("NEW_LIBSODIUM_KEY________"),
+            vec![key("OLD_LIBSODIUM_KEY________")],
+        );
+        let new_only = Encryption::libsodium(key("NEW_LIBSODIUM_KEY________"), vec![]);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (name, data) = segment(6);
+        let src = dir.path().join(&name);
+        std::fs::write(&src, &data).expect("write");
+        for c in Compression::ALL {
+            let store = MemoryStore::new("mem");
+            let push = PushOptions {
+                compression: c,
+                encryption: old.clone(),
+                ..PushOptions::default()
+            };
+            push_file(&store, &src, &push).await.expect("push");
+            let stored = store.keys();
+            let plain = compress(c, &data).expect("compress");
+            assert_ne!(
+                store.object(&stored[0]).expect("object")[..16],
+                plain[..16],
+                "{c}: stored in clear"
+            );
+            // Re-pushing the same file with the rotated keys finds the old
+            // copy identical.
+            let again = PushOptions {
+                encryption: rotated.clone(),
+                ..push.clone()
+            };
+            let outcome = push_file(&store, &src, &again).await.expect("re-push");
+            assert!(
+                matches!(outcome, crate::push::PushOutcome::AlreadyStored { .. }),
+                "{c}: {outcome:?}"
+            );
+            let dest = dir.path().join("RECOVERYXLOG");
+            let fetch = |encryption: &Encryption| FetchOptions {
+                compression: c,
+                encryption: encryption.clone(),
+            };
+            fetch_file(&store, &name, &dest, &fetch(&rotated))
+                .await
+                .expect("old key reads");
+            assert_eq!(std::fs::read(&dest).expect("read"), data, "{c}");
+            std::fs::remove_file(&dest).expect("rm");
+            for (e, needle) in [
+                (&new_only, "does not authenticate"),
+                (&Encryption::None, "set WALG_LIBSODIUM_KEY"),
+            ] {
+                let err = fetch_file(&store, &name, &dest, &fetch(e))
+                    .await
+                    .expect_err("must fail");
+                assert!(matches!(err, FetchError::Corrupt { .. }), "{c}: {err}");
+                assert!(err.to_string().contains(needle), "{c}: {err}");
+                assert!(!dest.exists(), "{c}: destination written");
+            }
+        }
+        assert_eq!(
+            std::fs::read_dir(dir.path()).expect("ls").count(),
+            1,
+            "only the source file: no temporary file left"
+        );
     }
 
     #[tokio::test]

@@ -15,6 +15,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::codec::Compression;
+use crate::crypto::Encryption;
 use crate::error::{ErrorKind, StoreError};
 use crate::layout::wal_key;
 use crate::page::{HeaderError, LongPageHeader, LONG_HEADER_LEN};
@@ -23,9 +24,11 @@ use crate::stream::{decode_error_to_store, decode_into, hash_file, FileBody, Has
 use crate::wal::{is_valid_segment_size, NotWalName, WalName};
 
 /// How to push.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct PushOptions {
     pub compression: Compression,
+    /// Applied after compression; the object name does not change.
+    pub encryption: Encryption,
     /// Refuse to replace a stored copy with different content
     /// (`WALG_PREVENT_WAL_OVERWRITE`, default true). `.history` files are
     /// never replaced regardless.
@@ -36,6 +39,7 @@ impl Default for PushOptions {
     fn default() -> Self {
         PushOptions {
             compression: Compression::Lz4,
+            encryption: Encryption::None,
             prevent_overwrite: true,
         }
     }
@@ -150,7 +154,7 @@ pub async fn push_validated(
 ) -> Result<PushOutcome, PushError> {
     let name = *name;
     let key = wal_key(&name, opts.compression);
-    let body = FileBody::new(path, opts.compression, len);
+    let body = FileBody::encrypted(path, opts.compression, opts.encryption.clone(), len);
     match store
         .put_located(
             &key,
@@ -174,7 +178,7 @@ pub async fn push_validated(
     }
     // Something is stored under the key: the same file archived before (the
     // archiver may offer a file twice), or a different one.
-    if stored_copy_matches(store, &key, opts.compression, path).await? {
+    if stored_copy_matches(store, &key, opts.compression, &opts.encryption, path).await? {
         tracing::info!(file = %name, key, storage = store.name(), "identical copy already stored; nothing to do");
         return Ok(PushOutcome::AlreadyStored { key });
     }
@@ -209,15 +213,17 @@ pub async fn push_validated(
     })
 }
 
-/// Whether the object at `key` decompresses to exactly the bytes of `path`.
+/// Whether the object at `key` decrypts and decompresses to exactly the
+/// bytes of `path`.
 pub async fn stored_copy_matches(
     store: &dyn Store,
     key: &str,
     compression: Compression,
+    encryption: &Encryption,
     path: &Path,
 ) -> Result<bool, PushError> {
     let stream = store.get(key).await?;
-    let stored = match decode_into(stream, compression, HashWriter::default()).await {
+    let stored = match decode_into(stream, compression, encryption, HashWriter::default()).await {
         Ok(h) => h.digest(),
         Err(e) => {
             let e = decode_error_to_store(e, store.name(), key);
@@ -355,6 +361,7 @@ mod tests {
                 &PushOptions {
                     compression: c,
                     prevent_overwrite: true,
+                    ..PushOptions::default()
                 },
             )
             .await

@@ -1,9 +1,11 @@
 //! Bridges between async storage streams and blocking codecs.
 //!
-//! Compression and decompression are CPU work on `Read`/`Write` adapters, so
-//! they run on tokio's blocking pool while the async side moves chunks to or
-//! from the storage; a bounded channel between the two overlaps compression
-//! with I/O and caps memory at a few chunks.
+//! Compression and decompression (and, around them, encryption and
+//! decryption) are CPU work on `Read`/`Write` adapters, so they run on
+//! tokio's blocking pool while the async side moves chunks to or from the
+//! storage; a bounded channel between the two overlaps the CPU work with I/O
+//! and caps memory at a few chunks. Push compresses, then encrypts; fetch
+//! decrypts, then decompresses (WAL-G's order).
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -17,6 +19,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use crate::codec::Compression;
+use crate::crypto::Encryption;
 use crate::error::{ErrorKind, StoreError};
 use crate::store::{Body, ByteStream};
 
@@ -45,11 +48,13 @@ fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
-/// A local file, compressed on the fly each time it is opened.
+/// A local file, compressed (then encrypted) on the fly each time it is
+/// opened.
 #[derive(Debug)]
 pub struct FileBody {
     path: PathBuf,
     compression: Compression,
+    encryption: Encryption,
     /// Exact size the file must have; a different size while reading is an
     /// error, so a file truncated under us is never stored as complete.
     expected_len: u64,
@@ -58,9 +63,20 @@ pub struct FileBody {
 
 impl FileBody {
     pub fn new(path: impl Into<PathBuf>, compression: Compression, expected_len: u64) -> Self {
+        Self::encrypted(path, compression, Encryption::None, expected_len)
+    }
+
+    /// A body compressed with `compression`, then encrypted with `encryption`.
+    pub fn encrypted(
+        path: impl Into<PathBuf>,
+        compression: Compression,
+        encryption: Encryption,
+        expected_len: u64,
+    ) -> Self {
         FileBody {
             path: path.into(),
             compression,
+            encryption,
             expected_len,
             produced: Arc::default(),
         }
@@ -77,6 +93,7 @@ impl Body for FileBody {
         let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
         let path = self.path.clone();
         let compression = self.compression;
+        let encryption = self.encryption.clone();
         let expected = self.expected_len;
         let produced = self.produced.clone();
         produced.store(0, Ordering::Relaxed);
@@ -84,6 +101,7 @@ impl Body for FileBody {
             let run = |tx: &mpsc::Sender<Result<Bytes, StoreError>>| -> io::Result<()> {
                 let mut f = File::open(&path)?;
                 let mut enc = compression.encoder()?;
+                let mut crypt = encryption.encryptor();
                 let mut buf = vec![0u8; CHUNK_SIZE];
                 let mut read = 0u64;
                 loop {
@@ -93,6 +111,11 @@ impl Body for FileBody {
                     }
                     read += n as u64;
                     let out = enc.push(&buf[..n])?;
+                    let out = if out.is_empty() {
+                        out
+                    } else {
+                        crypt.push(out)?
+                    };
                     if !out.is_empty() {
                         produced.fetch_add(out.len() as u64, Ordering::Relaxed);
                         if tx.blocking_send(Ok(Bytes::from(out))).is_err() {
@@ -106,7 +129,8 @@ impl Body for FileBody {
                         format!("file changed size while reading: expected {expected} bytes, read {read}"),
                     ));
                 }
-                let out = enc.finish()?;
+                let mut out = crypt.push(enc.finish()?)?;
+                out.extend(crypt.finish()?);
                 produced.fetch_add(out.len() as u64, Ordering::Relaxed);
                 let _ = tx.blocking_send(Ok(Bytes::from(out)));
                 Ok(())
@@ -120,7 +144,11 @@ impl Body for FileBody {
     }
 
     fn len_hint(&self) -> Option<u64> {
-        (self.compression == Compression::None).then_some(self.expected_len)
+        if self.compression == Compression::None {
+            self.encryption.encrypted_len(self.expected_len)
+        } else {
+            None
+        }
     }
 }
 
@@ -175,16 +203,20 @@ impl<W: Write> Write for SinkWriter<W> {
     }
 }
 
-/// Decompresses `stream` into `sink` on the blocking pool and returns the sink.
+/// Decrypts and decompresses `stream` into `sink` on the blocking pool and
+/// returns the sink. Success means the whole object was read: with
+/// encryption, every piece authenticated, the final one included.
 pub async fn decode_into<W>(
     mut stream: ByteStream,
     compression: Compression,
+    encryption: &Encryption,
     sink: W,
 ) -> Result<W, DecodeError>
 where
     W: Write + Send + 'static,
 {
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_DEPTH);
+    let encryption = encryption.clone();
     let worker = tokio::task::spawn_blocking(move || {
         let reader = ChannelReader {
             rx,
@@ -194,14 +226,25 @@ where
             inner: sink,
             failed: None,
         };
+        let mut decrypted = encryption.decryptor(reader);
         let result = compression
-            .decoder(reader)
-            .and_then(|mut dec| io::copy(&mut dec, &mut sink));
+            .decoder(&mut decrypted)
+            .and_then(|mut dec| io::copy(&mut dec, &mut sink))
+            // The decompressor may stop before the end of the encrypted
+            // stream (an empty final piece): read it to the end, so a
+            // truncated or extended object is never taken as complete.
+            .and_then(|_| decrypted.finish());
         match result {
             Ok(_) => Ok(sink.inner),
-            Err(e) => match sink.failed.take() {
-                Some(sink_err) => Err(DecodeError::Sink(sink_err)),
-                None => Err(DecodeError::Corrupt(e)),
+            Err(e) => match (sink.failed.take(), decrypted.failure()) {
+                (Some(sink_err), _) => Err(DecodeError::Sink(sink_err)),
+                // Say why decryption failed, not how the decompressor
+                // reworded it.
+                (None, Some(why)) => Err(DecodeError::Corrupt(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    why,
+                ))),
+                (None, None) => Err(DecodeError::Corrupt(e)),
             },
         }
     });

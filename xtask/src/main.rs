@@ -16,6 +16,7 @@ mod e2e;
 mod emulators;
 mod failover_e2e;
 mod pg;
+mod pgp_e2e;
 mod proxy;
 mod setup;
 mod status_e2e;
@@ -306,6 +307,10 @@ fn run_e2e(repo: &Path, emus: Arc<emulators::Emulators>, args: &[String]) -> Res
             "libsodium_failover_rotation",
             Box::new(move || crypto_e2e::failover_rotation(&walg, &repo)),
         ));
+    }
+    {
+        let walg = walg.clone();
+        tests.push(("openpgp_gpg", Box::new(move || pgp_e2e::openpgp_gpg(&walg))));
     }
     if let Some(f) = filter {
         tests.retain(|(name, _)| name.contains(f.as_str()));

@@ -58,7 +58,7 @@ pub fn apt(packages: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// PostgreSQL server binaries, the postgres OS user, lz4 and zstd.
+/// PostgreSQL server binaries, the postgres OS user, lz4, zstd and gpg.
 pub fn postgres() -> Result<()> {
     let mut missing = Vec::new();
     if pg::bindir().is_err() {
@@ -72,6 +72,10 @@ pub fn postgres() -> Result<()> {
     }
     if !have("zstd") {
         missing.push("zstd");
+    }
+    // gpg checks walg's OpenPGP objects and makes foreign ones.
+    if !have("gpg") {
+        missing.push("gnupg");
     }
     apt(&missing)?;
     pg::bindir()?;

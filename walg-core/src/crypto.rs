@@ -294,7 +294,7 @@ impl Encryption {
 /// Added to a decode failure when no encryption is configured: WAL-G marks
 /// nothing, so an encrypted object read without a key just looks corrupt.
 pub const ENCRYPTED_HINT: &str =
-    "; if the archive was written with encryption, set WALG_LIBSODIUM_KEY to its key";
+    "; if the archive was written with encryption, set WALG_LIBSODIUM_KEY (or WALG_PGP_KEY) to its key";
 
 /// WAL-G's libsodium object size for `n` plaintext bytes.
 pub fn sodium_encrypted_len(n: u64) -> u64 {
@@ -564,7 +564,7 @@ fn clear_text_hint(head: &[u8]) -> &'static str {
             "; it starts like a clear-text zstd frame: was it archived without encryption?"
         }
         [0xC1 | 0x84..=0x87, ..] => {
-            "; it looks like an OpenPGP message (WAL-G's WALG_PGP_KEY), which walg does not decrypt"
+            "; it looks like an OpenPGP message: set WALG_PGP_KEY (the private key) instead of the libsodium key"
         }
         _ => "",
     }

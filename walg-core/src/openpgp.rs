@@ -69,14 +69,16 @@ pub fn pgp_keys(armored: &[u8], passphrase: Option<&[u8]>, setting: &str) -> Res
         match k {
             PublicOrSecret::Public(p) => keys.public.push(p),
             PublicOrSecret::Secret(s) => {
+                let refused = format!(
+                    "{setting}: the secret key cannot be unlocked: WALG_PGP_KEY_PASSPHRASE is missing or wrong"
+                );
+                let pw = &keys.passphrase;
+                if !matches!(s.primary_key.unlock(pw, |_, _| Ok(())), Ok(Ok(()))) {
+                    return Err(refused);
+                }
                 for sub in &s.secret_subkeys {
-                    match sub.key.unlock(&keys.passphrase, |_, _| Ok(())) {
-                        Ok(Ok(())) => {}
-                        _ => {
-                            return Err(format!(
-                                "{setting}: the secret key cannot be unlocked: WALG_PGP_KEY_PASSPHRASE is missing or wrong"
-                            ))
-                        }
+                    if !matches!(sub.key.unlock(pw, |_, _| Ok(())), Ok(Ok(()))) {
+                        return Err(refused);
                     }
                 }
                 keys.public.push(s.to_public_key());
@@ -89,7 +91,7 @@ pub fn pgp_keys(armored: &[u8], passphrase: Option<&[u8]>, setting: &str) -> Res
     }
     for p in &keys.public {
         if encryption_subkey(p).is_none() && !p.primary_key.algorithm().can_encrypt() {
-            return Err(format!("{setting}: key {} has no encryption key", p.primary_key.legacy_key_id()));
+            return Err(format!("{setting}: key {:?} has no encryption key", p.primary_key.legacy_key_id()));
         }
     }
     Ok(keys)

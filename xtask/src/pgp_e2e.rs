@@ -113,7 +113,8 @@ pub fn openpgp_gpg(built: &Path) -> Result<()> {
         "walg's object is not PKESK v3 + SEIPD/MDC + literal without compression: {packets}"
     );
     let lz4_out = work.path.join("gpg-decrypted.lz4");
-    gpg(&gnupg, &["--yes", "-o", &lz4_out.display().to_string(), "-d", &obj_arg])?;
+    let lz4_out_arg = lz4_out.display().to_string();
+    gpg(&gnupg, &["--yes", "-o", &lz4_out_arg, "-d", &obj_arg])?;
     let raw = Command::new("lz4").arg("-d").arg("-c").arg(&lz4_out).output()?;
     ensure!(raw.status.success(), "lz4 -d of gpg's output failed");
     ensure!(raw.stdout == segment, "gpg + lz4 do not give back the segment");
@@ -128,11 +129,13 @@ pub fn openpgp_gpg(built: &Path) -> Result<()> {
         Command::new("lz4").arg("-q").arg("-f").arg(&seg).arg(&plain_lz4).status()?.success(),
         "lz4 compression failed"
     );
+    let foreign_arg = foreign.display().to_string();
+    let plain_lz4_arg = plain_lz4.display().to_string();
     gpg(
         &gnupg,
         &[
             "--trust-model", "always", "--compress-algo", "none", "-r", "walg-a@example.invalid",
-            "-o", &foreign.display().to_string(), "-e", &plain_lz4.display().to_string(),
+            "-o", &foreign_arg, "-e", &plain_lz4_arg,
         ],
     )?;
     let gpg_arch = work.path.join("gpg").display().to_string();
@@ -184,23 +187,26 @@ pub fn openpgp_gpg(built: &Path) -> Result<()> {
         lines[lines.len() / 2].to_string()
     };
     let secrets = [mid_line(&a_pub), mid_line(&a_sec), mid_line(&b_sec), mid_line(&c_sec), mid_line(&c_pub), PASSPHRASE.to_string()];
-    let cases: Vec<(&str, Vec<(&str, &str)>, &str, &str)> = vec![
-        ("public key for fetch", vec![("WALG_PGP_KEY_PATH", &a_pub_arg)], &walg_arch, "holds only public keys"),
-        ("wrong key", vec![("WALG_PGP_KEY", &b_sec)], &walg_arch, "no key of WALG_PGP_KEY opens the object"),
-        ("missing passphrase", vec![("WALG_PGP_KEY_PATH", &c_sec_arg)], &walg_arch, "WALG_PGP_KEY_PASSPHRASE is missing or wrong"),
+    let (pub_path, c_path) = (a_pub_arg.as_str(), c_sec_arg.as_str());
+    let (walg_a, tampered_a) = (walg_arch.as_str(), tampered_arch.as_str());
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str, &'a str);
+    let cases: Vec<Case> = vec![
+        ("public key for fetch", vec![("WALG_PGP_KEY_PATH", pub_path)], walg_a, "holds only public keys"),
+        ("wrong key", vec![("WALG_PGP_KEY", b_sec.as_str())], walg_a, "no key of WALG_PGP_KEY opens the object"),
+        ("missing passphrase", vec![("WALG_PGP_KEY_PATH", c_path)], walg_a, "WALG_PGP_KEY_PASSPHRASE is missing or wrong"),
         (
             "wrong passphrase",
-            vec![("WALG_PGP_KEY_PATH", &c_sec_arg), ("WALG_PGP_KEY_PASSPHRASE", "wrong-pass")],
-            &walg_arch,
+            vec![("WALG_PGP_KEY_PATH", c_path), ("WALG_PGP_KEY_PASSPHRASE", "wrong-pass")],
+            walg_a,
             "WALG_PGP_KEY_PASSPHRASE is missing or wrong",
         ),
-        ("tampered object", vec![("WALG_PGP_KEY", &a_sec)], &tampered_arch, "OpenPGP"),
-        ("envelope PGP", vec![("WALG_ENVELOPE_PGP_KEY", &a_pub)], &walg_arch, "WALG_ENVELOPE_PGP_KEY is set, but walg does not implement"),
-        ("external gpg key id", vec![("WALG_GPG_KEY_ID", "walg-a")], &walg_arch, "WALG_GPG_KEY_ID is set, but walg does not implement"),
+        ("tampered object", vec![("WALG_PGP_KEY", a_sec.as_str())], tampered_a, "OpenPGP"),
+        ("envelope PGP", vec![("WALG_ENVELOPE_PGP_KEY", a_pub.as_str())], walg_a, "WALG_ENVELOPE_PGP_KEY is set, but walg does not implement"),
+        ("external gpg key id", vec![("WALG_GPG_KEY_ID", "walg-a")], walg_a, "WALG_GPG_KEY_ID is set, but walg does not implement"),
     ];
     for (what, env, archive, needle) in cases {
         let before = snapshot(&work.path.join("walg"));
-        let mut env = env.clone();
+        let mut env = env;
         env.push(("WALG_FILE_PREFIX", archive));
         let out = walg_env(&bin, &work.path, &env, &["wal-fetch", &seg_name, &dest_arg])?;
         let text = stderr(&out);

@@ -576,7 +576,10 @@ fn encryption_from(raw: &Raw) -> Result<Encryption> {
 fn pgp_from(raw: &Raw) -> Result<Option<Encryption>> {
     let passphrase = raw.get("WALG_PGP_KEY_PASSPHRASE");
     let (armored, setting) = if let Some(text) = raw.get("WALG_PGP_KEY") {
-        (text.replace("\\n", "\n").into_bytes(), "WALG_PGP_KEY".to_string())
+        (
+            text.replace("\\n", "\n").into_bytes(),
+            "WALG_PGP_KEY".to_string(),
+        )
     } else if let Some(p) = raw.get("WALG_PGP_KEY_PATH").map(PathBuf::from) {
         let content = std::fs::read(&p).with_context(|| {
             format!(
@@ -585,7 +588,10 @@ fn pgp_from(raw: &Raw) -> Result<Option<Encryption>> {
             )
         })?;
         if trim_key_file(&content).is_empty() {
-            bail!("the key file {} given by WALG_PGP_KEY_PATH is empty", p.display());
+            bail!(
+                "the key file {} given by WALG_PGP_KEY_PATH is empty",
+                p.display()
+            );
         }
         (content, key_source("WALG_PGP_KEY_PATH", Some(&p)))
     } else {
@@ -594,8 +600,9 @@ fn pgp_from(raw: &Raw) -> Result<Option<Encryption>> {
         }
         return Ok(None);
     };
-    let keys = walg_core::openpgp::pgp_keys(&armored, passphrase.as_deref().map(str::as_bytes), &setting)
-        .map_err(|e| anyhow::anyhow!(e))?;
+    let keys =
+        walg_core::openpgp::pgp_keys(&armored, passphrase.as_deref().map(str::as_bytes), &setting)
+            .map_err(|e| anyhow::anyhow!(e))?;
     Ok(Some(Encryption::Pgp(std::sync::Arc::new(keys))))
 }
 

@@ -10,7 +10,6 @@
 //! configuration files or logging subscribers.
 
 pub mod ahead;
-pub mod openpgp;
 pub mod codec;
 pub mod control;
 pub mod crc32c;
@@ -21,6 +20,7 @@ pub mod fetch;
 pub mod layout;
 pub mod lz4frame;
 pub mod memory;
+pub mod openpgp;
 pub mod page;
 pub mod pgconf;
 pub mod prefetch;

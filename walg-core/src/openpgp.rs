@@ -55,17 +55,37 @@ impl PgpKeys {
 /// Parses an armored keyring (public or secret keys, one or several) and
 /// checks the passphrase opens every secret key. `setting` names the
 /// setting in errors; no key or passphrase text ever goes into them.
-pub fn pgp_keys(armored: &[u8], passphrase: Option<&[u8]>, setting: &str) -> Result<PgpKeys, String> {
-    let (iter, _) = PublicOrSecret::from_armor_many(Cursor::new(armored.to_vec())).map_err(|e| {
-        format!("{setting} is not an ASCII-armored OpenPGP key ({}); export it with gpg --armor --export", short(&e))
-    })?;
+pub fn pgp_keys(
+    armored: &[u8],
+    passphrase: Option<&[u8]>,
+    setting: &str,
+) -> Result<PgpKeys, String> {
     let passphrase = match passphrase {
         Some(p) => Password::from(p),
         None => Password::empty(),
     };
-    let mut keys = PgpKeys { public: Vec::new(), secret: Vec::new(), passphrase, setting: setting.to_string() };
-    for k in iter {
-        let k = k.map_err(|e| format!("{setting}: a key in the armored text cannot be read ({})", short(&e)))?;
+    let mut keys = PgpKeys {
+        public: Vec::new(),
+        secret: Vec::new(),
+        passphrase,
+        setting: setting.to_string(),
+    };
+    // A keyring may be several armored blocks one after the other (the
+    // outputs of two `gpg --armor --export` concatenated): parse each.
+    let mut items = Vec::new();
+    for block in armor_blocks(armored) {
+        let (iter, _) = PublicOrSecret::from_armor_many(Cursor::new(block.to_vec())).map_err(|e| {
+            format!("{setting} is not an ASCII-armored OpenPGP key ({}); export it with gpg --armor --export", short(&e))
+        })?;
+        items.extend(iter);
+    }
+    for k in items {
+        let k = k.map_err(|e| {
+            format!(
+                "{setting}: a key in the armored text cannot be read ({})",
+                short(&e)
+            )
+        })?;
         match k {
             PublicOrSecret::Public(p) => keys.public.push(p),
             PublicOrSecret::Secret(s) => {
@@ -91,10 +111,30 @@ pub fn pgp_keys(armored: &[u8], passphrase: Option<&[u8]>, setting: &str) -> Res
     }
     for p in &keys.public {
         if encryption_subkey(p).is_none() && !p.primary_key.algorithm().can_encrypt() {
-            return Err(format!("{setting}: key {:?} has no encryption key", p.primary_key.legacy_key_id()));
+            return Err(format!(
+                "{setting}: key {:?} has no encryption key",
+                p.primary_key.legacy_key_id()
+            ));
         }
     }
     Ok(keys)
+}
+
+/// The armored blocks of `text`, each from its `-----BEGIN PGP` line; the
+/// whole text when there is none (its parse error then says why).
+fn armor_blocks(text: &[u8]) -> Vec<&[u8]> {
+    const BEGIN: &[u8] = b"-----BEGIN PGP ";
+    let starts: Vec<usize> = (0..text.len())
+        .filter(|&i| text[i..].starts_with(BEGIN))
+        .collect();
+    if starts.is_empty() {
+        return vec![text];
+    }
+    starts
+        .iter()
+        .enumerate()
+        .map(|(n, &at)| &text[at..starts.get(n + 1).copied().unwrap_or(text.len())])
+        .collect()
 }
 
 /// rPGP's error, first line, bounded: it describes structure, never content.
@@ -110,7 +150,11 @@ fn encryption_subkey(p: &SignedPublicKey) -> Option<&pgp::composed::SignedPublic
             .iter()
             .any(|sig| sig.key_flags().encrypt_comms() || sig.key_flags().encrypt_storage())
     });
-    flagged.or_else(|| p.public_subkeys.iter().find(|s| s.key.algorithm().can_encrypt()))
+    flagged.or_else(|| {
+        p.public_subkeys
+            .iter()
+            .find(|s| s.key.algorithm().can_encrypt())
+    })
 }
 
 fn failure(msg: String) -> io::Error {
@@ -143,17 +187,28 @@ pub fn pgp_decrypt(keys: &PgpKeys, data: Vec<u8>) -> io::Result<Vec<u8>> {
     let msg = Message::from_bytes(BufReader::new(Cursor::new(data)))
         .map_err(|e| failure(format!("not an OpenPGP message ({})", short(&e))))?;
     if !msg.is_encrypted() {
-        return Err(failure("not an encrypted OpenPGP message; the object may be stored without encryption".to_string()));
+        return Err(failure(
+            "not an encrypted OpenPGP message; the object may be stored without encryption"
+                .to_string(),
+        ));
     }
     let pws: Vec<&Password> = keys.secret.iter().map(|_| &keys.passphrase).collect();
     let mut msg = msg
         .decrypt_with_keys(pws, keys.secret.iter().collect())
-        .map_err(|e| failure(format!("OpenPGP decryption failed: no key of {} opens the object ({})", keys.setting, short(&e))))?;
+        .map_err(|e| {
+            failure(format!(
+                "OpenPGP decryption failed: no key of {} opens the object ({})",
+                keys.setting,
+                short(&e)
+            ))
+        })?;
     let mut out = Vec::new();
     let r = if msg.is_compressed() {
         Err("a compressed OpenPGP packet inside (walg expects none)".to_string())
     } else {
-        msg.read_to_end(&mut out).map(|_| ()).map_err(|e| e.to_string())
+        msg.read_to_end(&mut out)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     };
     r.map_err(|e| failure(format!("OpenPGP object damaged or tampered with: {e}")))?;
     Ok(out)
@@ -237,7 +292,9 @@ mod tests {
         let e = pgp_decrypt(&public, obj.clone()).unwrap_err().to_string();
         assert!(e.contains("WALG_PGP_KEY holds only public keys"), "{e}");
         // The wrong key.
-        let e = pgp_decrypt(&keys(B_SEC, None).unwrap(), obj.clone()).unwrap_err().to_string();
+        let e = pgp_decrypt(&keys(B_SEC, None).unwrap(), obj.clone())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no key of WALG_PGP_KEY opens the object"), "{e}");
         // Tampered: the last byte (inside the MDC) flipped.
         let mut bad = obj.clone();
@@ -246,12 +303,19 @@ mod tests {
         // Truncated.
         assert!(pgp_decrypt(&keys(A_SEC, None).unwrap(), obj[..obj.len() - 5].to_vec()).is_err());
         // A clear-text object.
-        let e = pgp_decrypt(&keys(A_SEC, None).unwrap(), b"\x04\x22\x4d\x18 lz4".to_vec()).unwrap_err();
+        let e = pgp_decrypt(
+            &keys(A_SEC, None).unwrap(),
+            b"\x04\x22\x4d\x18 lz4".to_vec(),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("OpenPGP"), "{e}");
         // Passphrases: missing, wrong, right.
         for pw in [None, Some("wrong horse")] {
             let e = keys(C_SEC, pw).unwrap_err();
-            assert!(e.contains("WALG_PGP_KEY_PASSPHRASE is missing or wrong"), "{e}");
+            assert!(
+                e.contains("WALG_PGP_KEY_PASSPHRASE is missing or wrong"),
+                "{e}"
+            );
             assert!(!e.contains("horse"), "{e}");
         }
         let c = keys(C_SEC, Some("correct horse")).unwrap();
@@ -261,7 +325,10 @@ mod tests {
         assert!(!dbg.contains("horse") && !dbg.contains("BEGIN"), "{dbg}");
         // Not a key at all.
         let e = keys(b"not a key", None).unwrap_err();
-        assert!(e.starts_with("WALG_PGP_KEY is not an ASCII-armored OpenPGP key"), "{e}");
+        assert!(
+            e.starts_with("WALG_PGP_KEY is not an ASCII-armored OpenPGP key"),
+            "{e}"
+        );
         let e = keys(b"", None).unwrap_err();
         assert!(e.contains("WALG_PGP_KEY"), "{e}");
     }

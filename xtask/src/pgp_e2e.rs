@@ -97,12 +97,23 @@ pub fn openpgp_gpg(built: &Path) -> Result<()> {
     let out = walg_env(
         &bin,
         &work.path,
-        &[("WALG_FILE_PREFIX", &walg_arch), ("WALG_PGP_KEY_PATH", &a_pub_arg)],
+        &[
+            ("WALG_FILE_PREFIX", &walg_arch),
+            ("WALG_PGP_KEY_PATH", &a_pub_arg),
+        ],
         &["wal-push", &seg_arg],
     )?;
-    ensure!(out.status.success(), "wal-push with a public key: {}", stderr(&out));
+    ensure!(
+        out.status.success(),
+        "wal-push with a public key: {}",
+        stderr(&out)
+    );
     let obj = object_in("walg");
-    ensure!(obj.exists(), "the object keeps WAL-G's name {}", obj.display());
+    ensure!(
+        obj.exists(),
+        "the object keeps WAL-G's name {}",
+        obj.display()
+    );
     let obj_arg = obj.display().to_string();
     let packets = String::from_utf8_lossy(&gpg(&gnupg, &["--list-packets", &obj_arg])?).to_string();
     ensure!(
@@ -115,10 +126,20 @@ pub fn openpgp_gpg(built: &Path) -> Result<()> {
     let lz4_out = work.path.join("gpg-decrypted.lz4");
     let lz4_out_arg = lz4_out.display().to_string();
     gpg(&gnupg, &["--yes", "-o", &lz4_out_arg, "-d", &obj_arg])?;
-    let raw = Command::new("lz4").arg("-d").arg("-c").arg(&lz4_out).output()?;
+    let raw = Command::new("lz4")
+        .arg("-d")
+        .arg("-c")
+        .arg(&lz4_out)
+        .output()?;
     ensure!(raw.status.success(), "lz4 -d of gpg's output failed");
-    ensure!(raw.stdout == segment, "gpg + lz4 do not give back the segment");
-    println!("  gpg decrypts walg's object ({} bytes) and lz4 restores the segment", fs::metadata(&obj)?.len());
+    ensure!(
+        raw.stdout == segment,
+        "gpg + lz4 do not give back the segment"
+    );
+    println!(
+        "  gpg decrypts walg's object ({} bytes) and lz4 restores the segment",
+        fs::metadata(&obj)?.len()
+    );
 
     // 2. gpg writes (no compression, as WAL-G's data is compressed); walg reads
     //    with the private key given inline, with WAL-G's literal "\n".
@@ -126,7 +147,13 @@ pub fn openpgp_gpg(built: &Path) -> Result<()> {
     fs::create_dir_all(foreign.parent().unwrap())?;
     let plain_lz4 = work.path.join("seg.lz4");
     ensure!(
-        Command::new("lz4").arg("-q").arg("-f").arg(&seg).arg(&plain_lz4).status()?.success(),
+        Command::new("lz4")
+            .arg("-q")
+            .arg("-f")
+            .arg(&seg)
+            .arg(&plain_lz4)
+            .status()?
+            .success(),
         "lz4 compression failed"
     );
     let foreign_arg = foreign.display().to_string();
@@ -134,8 +161,16 @@ pub fn openpgp_gpg(built: &Path) -> Result<()> {
     gpg(
         &gnupg,
         &[
-            "--trust-model", "always", "--compress-algo", "none", "-r", "walg-a@example.invalid",
-            "-o", &foreign_arg, "-e", &plain_lz4_arg,
+            "--trust-model",
+            "always",
+            "--compress-algo",
+            "none",
+            "-r",
+            "walg-a@example.invalid",
+            "-o",
+            &foreign_arg,
+            "-e",
+            &plain_lz4_arg,
         ],
     )?;
     let gpg_arch = work.path.join("gpg").display().to_string();
@@ -147,11 +182,21 @@ pub fn openpgp_gpg(built: &Path) -> Result<()> {
     let out = walg_env(
         &bin,
         &work.path,
-        &[("WALG_FILE_PREFIX", &gpg_arch), ("WALG_PGP_KEY", &inline_sec)],
+        &[
+            ("WALG_FILE_PREFIX", &gpg_arch),
+            ("WALG_PGP_KEY", &inline_sec),
+        ],
         &["wal-fetch", &seg_name, &dest_arg],
     )?;
-    ensure!(out.status.success(), "wal-fetch of gpg's object: {}", stderr(&out));
-    ensure!(fs::read(&dest)? == segment, "walg's fetch of gpg's object differs");
+    ensure!(
+        out.status.success(),
+        "wal-fetch of gpg's object: {}",
+        stderr(&out)
+    );
+    ensure!(
+        fs::read(&dest)? == segment,
+        "walg's fetch of gpg's object differs"
+    );
     fs::remove_file(&dest)?;
     println!("  walg decrypts gpg's object (--compress-algo none) into the segment");
 
@@ -164,7 +209,11 @@ pub fn openpgp_gpg(built: &Path) -> Result<()> {
         &[("WALG_FILE_PREFIX", &walg_arch), ("WALG_PGP_KEY", &ring)],
         &["wal-fetch", &seg_name, &dest_arg],
     )?;
-    ensure!(out.status.success(), "wal-fetch with a keyring: {}", stderr(&out));
+    ensure!(
+        out.status.success(),
+        "wal-fetch with a keyring: {}",
+        stderr(&out)
+    );
     ensure!(fs::read(&dest)? == segment, "keyring fetch differs");
     fs::remove_file(&dest)?;
     println!("  a keyring (new key + old key) reads the objects of the old key");
@@ -186,23 +235,63 @@ pub fn openpgp_gpg(built: &Path) -> Result<()> {
         let lines: Vec<&str> = k.lines().filter(|l| l.len() > 40).collect();
         lines[lines.len() / 2].to_string()
     };
-    let secrets = [mid_line(&a_pub), mid_line(&a_sec), mid_line(&b_sec), mid_line(&c_sec), mid_line(&c_pub), PASSPHRASE.to_string()];
+    let secrets = [
+        mid_line(&a_pub),
+        mid_line(&a_sec),
+        mid_line(&b_sec),
+        mid_line(&c_sec),
+        mid_line(&c_pub),
+        PASSPHRASE.to_string(),
+    ];
     let (pub_path, c_path) = (a_pub_arg.as_str(), c_sec_arg.as_str());
     let (walg_a, tampered_a) = (walg_arch.as_str(), tampered_arch.as_str());
     type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str, &'a str);
     let cases: Vec<Case> = vec![
-        ("public key for fetch", vec![("WALG_PGP_KEY_PATH", pub_path)], walg_a, "holds only public keys"),
-        ("wrong key", vec![("WALG_PGP_KEY", b_sec.as_str())], walg_a, "no key of WALG_PGP_KEY opens the object"),
-        ("missing passphrase", vec![("WALG_PGP_KEY_PATH", c_path)], walg_a, "WALG_PGP_KEY_PASSPHRASE is missing or wrong"),
         (
-            "wrong passphrase",
-            vec![("WALG_PGP_KEY_PATH", c_path), ("WALG_PGP_KEY_PASSPHRASE", "wrong-pass")],
+            "public key for fetch",
+            vec![("WALG_PGP_KEY_PATH", pub_path)],
+            walg_a,
+            "holds only public keys",
+        ),
+        (
+            "wrong key",
+            vec![("WALG_PGP_KEY", b_sec.as_str())],
+            walg_a,
+            "no key of WALG_PGP_KEY opens the object",
+        ),
+        (
+            "missing passphrase",
+            vec![("WALG_PGP_KEY_PATH", c_path)],
             walg_a,
             "WALG_PGP_KEY_PASSPHRASE is missing or wrong",
         ),
-        ("tampered object", vec![("WALG_PGP_KEY", a_sec.as_str())], tampered_a, "OpenPGP"),
-        ("envelope PGP", vec![("WALG_ENVELOPE_PGP_KEY", a_pub.as_str())], walg_a, "WALG_ENVELOPE_PGP_KEY is set, but walg does not implement"),
-        ("external gpg key id", vec![("WALG_GPG_KEY_ID", "walg-a")], walg_a, "WALG_GPG_KEY_ID is set, but walg does not implement"),
+        (
+            "wrong passphrase",
+            vec![
+                ("WALG_PGP_KEY_PATH", c_path),
+                ("WALG_PGP_KEY_PASSPHRASE", "wrong-pass"),
+            ],
+            walg_a,
+            "WALG_PGP_KEY_PASSPHRASE is missing or wrong",
+        ),
+        (
+            "tampered object",
+            vec![("WALG_PGP_KEY", a_sec.as_str())],
+            tampered_a,
+            "OpenPGP",
+        ),
+        (
+            "envelope PGP",
+            vec![("WALG_ENVELOPE_PGP_KEY", a_pub.as_str())],
+            walg_a,
+            "WALG_ENVELOPE_PGP_KEY is set, but walg does not implement",
+        ),
+        (
+            "external gpg key id",
+            vec![("WALG_GPG_KEY_ID", "walg-a")],
+            walg_a,
+            "WALG_GPG_KEY_ID is set, but walg does not implement",
+        ),
     ];
     for (what, env, archive, needle) in cases {
         let before = snapshot(&work.path.join("walg"));
@@ -210,14 +299,34 @@ pub fn openpgp_gpg(built: &Path) -> Result<()> {
         env.push(("WALG_FILE_PREFIX", archive));
         let out = walg_env(&bin, &work.path, &env, &["wal-fetch", &seg_name, &dest_arg])?;
         let text = stderr(&out);
-        ensure!(out.status.code() == Some(1), "{what}: expected exit 1, got {:?}: {text}", out.status.code());
-        ensure!(text.contains(needle), "{what}: the message should contain {needle:?}: {text}");
+        ensure!(
+            out.status.code() == Some(1),
+            "{what}: expected exit 1, got {:?}: {text}",
+            out.status.code()
+        );
+        ensure!(
+            text.contains(needle),
+            "{what}: the message should contain {needle:?}: {text}"
+        );
         for s in &secrets {
-            ensure!(!text.contains(s.as_str()), "{what}: key text appears in walg's output: {text}");
+            ensure!(
+                !text.contains(s.as_str()),
+                "{what}: key text appears in walg's output: {text}"
+            );
         }
-        ensure!(snapshot(&out_dir).is_empty(), "{what}: wal-fetch left files in {}", out_dir.display());
-        ensure!(snapshot(&work.path.join("walg")) == before, "{what}: the archive changed");
-        let line = text.lines().find(|l| l.contains(needle)).unwrap_or_default();
+        ensure!(
+            snapshot(&out_dir).is_empty(),
+            "{what}: wal-fetch left files in {}",
+            out_dir.display()
+        );
+        ensure!(
+            snapshot(&work.path.join("walg")) == before,
+            "{what}: the archive changed"
+        );
+        let line = text
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_default();
         println!("  {what}: exit 1, nothing written: {}", line.trim());
     }
     Ok(())

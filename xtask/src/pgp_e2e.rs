@@ -246,7 +246,7 @@ pub fn openpgp_gpg(built: &Path) -> Result<()> {
     let (pub_path, c_path) = (a_pub_arg.as_str(), c_sec_arg.as_str());
     let (walg_a, tampered_a) = (walg_arch.as_str(), tampered_arch.as_str());
     type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str, &'a str);
-    let cases: Vec<Case> = vec![
+    let cases: Vec<Case<'_>> = vec![
         (
             "public key for fetch",
             vec![("WALG_PGP_KEY_PATH", pub_path)],

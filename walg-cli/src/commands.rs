@@ -14,7 +14,7 @@ use crate::config::{Config, Raw};
 use crate::storage::{self, Opened};
 use crate::{Cli, Command, StCommand, EXIT_NOT_FOUND};
 
-fn load_config(cli: &Cli) -> Result<Config> {
+pub(crate) fn load_config(cli: &Cli) -> Result<Config> {
     let raw = Raw::load(cli.config.as_deref())?;
     let cfg = Config::from_raw(&raw)?;
     for w in &cfg.warnings {
@@ -45,6 +45,11 @@ pub async fn run(cli: Cli) -> u8 {
             segment_size,
         } => crate::prefetch::run(&cli, name, pg_wal, destination_name, *segment_size).await,
         Command::St { command } => st(&cli, command).await,
+        Command::DistAssets { dir } => crate::dist_assets::run(dir),
+        Command::Check { json, conninfo } => {
+            return crate::check::command(cli.config.as_deref(), *json, conninfo.clone()).await
+        }
+        Command::Archive(command) => return crate::archive::run(&cli, command).await,
         Command::WalStatus(_) => Ok(()),
     };
     match result {
@@ -75,7 +80,12 @@ async fn wal_push(cli: &Cli, path: &Path) -> Result<()> {
     // Refuse a bad file before touching the configuration or any storage.
     let (name, len) = validate_local(path).with_context(|| format!("push {}", path.display()))?;
     let cfg = load_config(cli)?;
-    let Opened { store, .. } = storage::open(&cfg)?;
+    // A segment's page header names its cluster: every storage checks it
+    // against the archive identity before its first WAL write.
+    let system_id = matches!(name, walg_core::WalName::Segment(_))
+        .then(|| walg_core::identity::segment_system_id(path).ok())
+        .flatten();
+    let Opened { store, .. } = storage::open_guarded(&cfg, system_id)?;
     let opts = PushOptions {
         compression: cfg.compression,
         encryption: cfg.encryption.clone(),
@@ -228,6 +238,7 @@ async fn wal_fetch(cli: &Cli, name: &str, dest: &Path) -> Result<()> {
             mib(got),
             started.elapsed().as_millis()
         );
+        crate::identity::warn_if_foreign(&cfg, None, &wal, dest).await;
         crate::prefetch::spawn(cli, &cfg, &wal, dest);
         return Ok(());
     }
@@ -237,6 +248,7 @@ async fn wal_fetch(cli: &Cli, name: &str, dest: &Path) -> Result<()> {
         encryption: cfg.encryption.clone(),
     };
     let got = fetch_file(store.as_ref(), name, dest, &opts).await?;
+    crate::identity::warn_if_foreign(&cfg, Some(store.as_ref()), &wal, dest).await;
     crate::prefetch::spawn(cli, &cfg, &wal, dest);
     tracing::info!(
         "fetched {name} from {} on {:?} into {}: {}, {} ms",
@@ -330,6 +342,14 @@ async fn st(cli: &Cli, command: &StCommand) -> Result<()> {
             target,
             remove_source,
         } => transfer(&failover, source, target, *remove_source).await,
+        StCommand::Clean {
+            older_than,
+            confirm,
+            json,
+        } => crate::clean::run(&cfg, *older_than, *confirm, *json).await,
+        StCommand::Identity { adopt, confirm } => {
+            crate::identity::st_identity(&cfg, *adopt, *confirm).await
+        }
     }
 }
 

@@ -1,10 +1,11 @@
 //! Configuration: figment layers parsed into a raw map of WAL-G setting
 //! names, then validated into the typed values the library crates take.
 //!
-//! Layers, lowest first: built-in defaults < config file (`--config`,
-//! `WALG_CONFIG_PATH`, else `$HOME/.walg.json` if it exists; JSON, TOML or
-//! YAML by extension, with WAL-G's upper-case keys) < environment. Flags are
-//! applied by the commands on top.
+//! Layers, lowest first: built-in defaults < config file < environment.
+//! Flags are applied by the commands on top. The config file is the first
+//! of: `--config`, `WALG_CONFIG_PATH`, `$HOME/.walg.json` if it exists,
+//! [`SYSTEM_CONFIG`] if it exists (what the Debian package installs). JSON,
+//! TOML or YAML by extension, with WAL-G's upper-case keys.
 //!
 //! Only this crate reads the environment and config files.
 
@@ -93,6 +94,21 @@ const UNSUPPORTED_ENCRYPTION: &[&str] = &[
     "WALG_ENVELOPE_PGP_YC_CSE_KMS_KEY_ID",
 ];
 
+/// The system-wide config file, read when no other is given.
+pub const SYSTEM_CONFIG: &str = "/etc/walg/walg.json";
+
+/// The config file used when neither `--config` nor `WALG_CONFIG_PATH` is
+/// given: `$HOME/.walg.json` (WAL-G's default), else [`SYSTEM_CONFIG`],
+/// whichever exists first.
+pub fn default_config_file() -> Option<PathBuf> {
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(|h| Path::new(&h).join(".walg.json"));
+    home.into_iter()
+        .chain(std::iter::once(PathBuf::from(SYSTEM_CONFIG)))
+        .find(|p| p.is_file())
+}
+
 /// Settings that hold key material: taken from the environment verbatim
 /// (figment would read a key made only of digits as a number), never handed
 /// to storage backends, never printed.
@@ -152,15 +168,19 @@ impl Raw {
             Some(p) => Some(p.to_path_buf()),
             None => match std::env::var_os("WALG_CONFIG_PATH").filter(|v| !v.is_empty()) {
                 Some(p) => Some(PathBuf::from(p)),
-                None => std::env::var_os("HOME")
-                    .map(|h| Path::new(&h).join(".walg.json"))
-                    .filter(|p| p.is_file()),
+                None => default_config_file(),
             },
         };
         let mut figment = Figment::new();
         if let Some(path) = &path {
             if !path.is_file() {
                 bail!("config file {} does not exist or is not a file (given by --config or WALG_CONFIG_PATH)", path.display());
+            }
+            if let Err(e) = std::fs::File::open(path) {
+                if e.kind() == std::io::ErrorKind::PermissionDenied {
+                    bail!("config file {} is not readable by this user: {e}; it must be readable by the user PostgreSQL runs as (the package installs it as root:postgres, mode 0640)", path.display());
+                }
+                return Err(e).with_context(|| format!("open config file {}", path.display()));
             }
             let ext = path
                 .extension()

@@ -5,8 +5,13 @@
 //! storages through the registry and calls the pipelines in `walg-core`.
 //! Exit codes are decided here and only here.
 
+mod archive;
+mod check;
+mod clean;
 mod commands;
 mod config;
+mod dist_assets;
+mod identity;
 mod pgconn;
 mod prefetch;
 mod storage;
@@ -33,7 +38,8 @@ Storage is chosen by one of WALG_FILE_PREFIX, WALG_S3_PREFIX, WALG_GS_PREFIX, WA
 )]
 struct Cli {
     /// Config file (JSON, TOML or YAML with WAL-G's setting names); default
-    /// WALG_CONFIG_PATH, else ~/.walg.json if it exists.
+    /// WALG_CONFIG_PATH, else ~/.walg.json, else /etc/walg/walg.json,
+    /// whichever exists first.
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
 
@@ -70,6 +76,26 @@ enum Command {
         destination_name: PathBuf,
         segment_size: u64,
     },
+    /// Pre-flight: config, storages (real write probe), status cache, and
+    /// the running server's archive_command / restore_command and settings.
+    #[command(
+        after_help = "Run it as the user PostgreSQL runs as, on the database server:\n  sudo -u postgres walg check\n  sudo -u postgres walg check --json\n\nExit codes: 0 all is well; 1 something fails (the first line says what); \
+2 nothing fails but something could not be verified (PostgreSQL not reachable) or needs a look."
+    )]
+    Check {
+        /// Print the report as JSON (schema in the README).
+        #[arg(long)]
+        json: bool,
+        /// Connection string (key=value or postgresql:// URI); else PGHOST,
+        /// PGPORT, PGUSER, ... as libpq, by default the local socket.
+        #[arg(long, value_name = "CONNINFO")]
+        conninfo: Option<String>,
+    },
+    /// Writes man pages and shell completions into DIR (for packaging).
+    #[command(name = "dist-assets", hide = true)]
+    DistAssets { dir: PathBuf },
+    #[command(flatten)]
+    Archive(archive::ArchiveCommand),
     /// Why pg_wal grows: archiver, slots, wal_keep_size, checkpoints, disk.
     ///
     /// Inspects one cluster (through libpq settings or --conninfo, and/or
@@ -108,6 +134,40 @@ enum StCommand {
         /// Remove each object from the source once its copy is verified.
         #[arg(long)]
         remove_source: bool,
+    },
+    /// Find, and with --confirm remove, what killed uploads left behind:
+    /// temp files on file storage, incomplete multipart uploads on S3.
+    #[command(
+        after_help = "A temp file of a dead walg process on this host is removed whatever its age; \
+other leftovers only when older than --older-than. A live writer's temp file is never touched.\n\n\
+Examples:\n  walg st clean                        # dry run\n  walg st clean --older-than 6h --confirm\n  walg st clean --json\n\n\
+Exit codes: 0 done (or nothing to do); 1 a storage could not be cleaned or a removal failed."
+    )]
+    Clean {
+        /// Leftovers younger than this are kept (a duration: 30m, 6h, 2d).
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        older_than: std::time::Duration,
+        /// Remove (without it: a dry run that only lists).
+        #[arg(long)]
+        confirm: bool,
+        /// Print the reports as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Which cluster's WAL each storage holds (the system identifier a
+    /// wal-push checks every segment against); --adopt hands the archive to
+    /// a deliberate new cluster.
+    #[command(
+        after_help = "Examples:\n  walg st identity\n  walg st identity --adopt 7301234567890123456            # dry run\n  walg st identity --adopt 7301234567890123456 --confirm"
+    )]
+    Identity {
+        /// Make every storage the archive of this system identifier (as
+        /// `pg_controldata` prints it); the old one is kept as previous.
+        #[arg(long, value_name = "SYSTEM_ID")]
+        adopt: Option<u64>,
+        /// Write the adoption (without it: a dry run).
+        #[arg(long)]
+        confirm: bool,
     },
 }
 

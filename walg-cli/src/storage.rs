@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use walg_core::identity::IdentityGuard;
 use walg_core::store::DynStore;
 use walg_failover::{default_cache_path, FailoverConfig, FailoverStore, Member};
 use walg_storage::{Registry, StorageSpec};
@@ -30,9 +31,35 @@ fn open_one(registry: &Registry, spec: &StorageSpec) -> Result<DynStore> {
     })
 }
 
+/// Opens one member of a failover store. A storage that cannot be opened
+/// although its settings are well-formed (a directory that cannot be
+/// created, a mount that vanished) becomes a member that fails every call:
+/// it counts as dead, the health model records it like a failed upload, and
+/// the next storage takes over. A malformed setting stays an error.
+fn open_member(
+    registry: &Registry,
+    spec: &StorageSpec,
+    wrap: &dyn Fn(DynStore, &StorageSpec) -> DynStore,
+) -> Result<Member> {
+    let fp = fingerprint(spec);
+    match registry.open(spec) {
+        Ok(store) => Ok(Member::new(spec.name.clone(), wrap(store, spec)).with_fingerprint(fp)),
+        Err(e) if !e.is_config() => {
+            tracing::debug!("open storage {:?}: {e}; counting it as dead", spec.name);
+            Ok(Member::unopened(spec.name.clone(), fp, e.to_string()))
+        }
+        Err(e) => Err(e).with_context(|| {
+            format!(
+                "open storage {:?} ({}://{})",
+                spec.name, spec.scheme, spec.location
+            )
+        }),
+    }
+}
+
 /// A credential-free identity of a storage for the status cache: a verdict
 /// about `default` is not reused once `default` points somewhere else.
-fn fingerprint(spec: &StorageSpec) -> String {
+pub fn fingerprint(spec: &StorageSpec) -> String {
     let endpoint = [
         "AWS_ENDPOINT",
         "WALG_GS_ENDPOINT",
@@ -80,11 +107,31 @@ pub fn cache_path(cfg: &Config) -> Option<PathBuf> {
 
 /// Opens what the commands use.
 pub fn open(cfg: &Config) -> Result<Opened> {
+    open_guarded(cfg, None)
+}
+
+/// Opens what the commands use; with `system_id`, every storage checks the
+/// archive identity before its first WAL write (see
+/// [`walg_core::identity`]), each storage its own.
+pub fn open_guarded(cfg: &Config, system_id: Option<u64>) -> Result<Opened> {
     let registry = Registry::with_builtin();
+    let guard = |store: DynStore, spec: &StorageSpec| -> DynStore {
+        match system_id {
+            Some(id) => IdentityGuard::wrap(
+                store,
+                id,
+                fingerprint(spec),
+                crate::identity::host(),
+                crate::identity::cache(cfg),
+            ),
+            None => store,
+        }
+    };
     let only_one = cfg.storages.len() == 1 && cfg.failover.target.is_none();
     if only_one {
+        let spec = &cfg.storages[0];
         return Ok(Opened {
-            store: open_one(&registry, &cfg.storages[0])?,
+            store: guard(open_one(&registry, spec)?, spec),
             failover: None,
         });
     }
@@ -99,8 +146,13 @@ pub fn open(cfg: &Config) -> Result<Opened> {
         {
             continue;
         }
-        let store = open_one(&registry, spec)?;
-        members.push(Member::new(spec.name.clone(), store).with_fingerprint(fingerprint(spec)));
+        if cfg.failover.target.is_some() {
+            // Used alone: nothing to fail over to, so its error is the answer.
+            let store = guard(open_one(&registry, spec)?, spec);
+            members.push(Member::new(spec.name.clone(), store).with_fingerprint(fingerprint(spec)));
+        } else {
+            members.push(open_member(&registry, spec, &guard)?);
+        }
     }
     if cfg.failover.target.is_some() && members.len() == 1 {
         return Ok(Opened {
@@ -130,8 +182,7 @@ pub fn open_all(cfg: &Config) -> Result<Opened> {
         // Still a failover store of one, so `st status` and `st check` work
         // the same way for a single storage.
         let registry = Registry::with_builtin();
-        let store = open_one(&registry, &cfg.storages[0])?;
-        let member = Member::new("default", store).with_fingerprint(fingerprint(&cfg.storages[0]));
+        let member = open_member(&registry, &cfg.storages[0], &|s, _| s)?;
         let config = FailoverConfig {
             cache_path: cache_path(&cfg),
             cache_lifetime: cfg.failover.cache_lifetime,

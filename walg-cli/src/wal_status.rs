@@ -136,7 +136,7 @@ pub async fn run(config: Option<&Path>, args: &Args) -> Result<u8> {
         let text = serde_json::to_string_pretty(&report)?;
         println!("{text}");
     } else {
-        print!("{}", render_text(&report, &obs));
+        print!("{}", render_text(&report));
     }
     Ok(report.status.exit_code())
 }
@@ -563,6 +563,13 @@ fn read_data_dir(
     problems: &mut Vec<(String, String)>,
 ) {
     let now = if online { o.now } else { epoch_now() };
+    if !dir.join("global").is_dir() {
+        problems.push((
+            dir.display().to_string(),
+            "is not a PostgreSQL data directory (no global/ in it)".into(),
+        ));
+        return;
+    }
     let control_path = dir.join("global/pg_control");
     let control = match fs::read(&control_path) {
         Ok(b) => match control::parse(&b) {
@@ -687,7 +694,11 @@ fn read_data_dir(
     if !online {
         // Slots from their state files.
         let mut slots = Vec::new();
-        if let Ok(rd) = fs::read_dir(dir.join("pg_replslot")) {
+        let slot_dir = fs::read_dir(dir.join("pg_replslot"));
+        if let Err(e) = &slot_dir {
+            problems.push((dir.join("pg_replslot").display().to_string(), e.to_string()));
+        }
+        if let Ok(rd) = slot_dir {
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
                 if name.ends_with(".tmp") || !e.path().is_dir() {
@@ -717,7 +728,9 @@ fn read_data_dir(
             }
         }
         slots.sort_by(|a, b| a.name.cmp(&b.name));
-        o.slots = Some(slots);
+        if dir.join("pg_replslot").is_dir() {
+            o.slots = Some(slots);
+        }
 
         // Settings from the configuration files, with PostgreSQL's defaults.
         let read = |p: &Path| fs::read_to_string(p);
@@ -926,7 +939,7 @@ async fn locate(
     None
 }
 
-fn render_text(r: &Report, o: &Observation) -> String {
+fn render_text(r: &Report) -> String {
     let mut s = String::new();
     s.push_str(&format!("{}: {}\n", r.status.as_str(), r.headline));
     if r.cause.kind != diagnosis::CauseKind::None {
@@ -997,7 +1010,6 @@ fn render_text(r: &Report, o: &Observation) -> String {
             .map(|a| format!(" ({} ago)", human_secs(a)))
             .unwrap_or_default()
     ));
-    let _ = o;
     s
 }
 

@@ -120,13 +120,15 @@ pub enum ControlError {
     ForeignFormat,
 }
 
-fn u32_at(b: &[u8], off: usize) -> u32 {
+/// A little-endian u32 at `off` (also used for slot state files).
+pub(crate) fn u32_at(b: &[u8], off: usize) -> u32 {
     let mut a = [0u8; 4];
     a.copy_from_slice(&b[off..off + 4]);
     u32::from_le_bytes(a)
 }
 
-fn u64_at(b: &[u8], off: usize) -> u64 {
+/// A little-endian u64 at `off`.
+pub(crate) fn u64_at(b: &[u8], off: usize) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[off..off + 8]);
     u64::from_le_bytes(a)

@@ -655,10 +655,10 @@ pub fn diagnose(o: &Observation, t: &Thresholds) -> Report {
     };
     let cause = match &binding {
         Some(r) if r.kind == CauseKind::Checkpoint && !over_max && !checkpoint_stuck(&ctx) => {
-            no_cause(&ctx, &wal_report)
+            no_cause(&wal_report)
         }
         Some(r) => cause_for(&ctx, r, &archiver),
-        None => no_cause(&ctx, &wal_report),
+        None => no_cause(&wal_report),
     };
     let next_cause = sources
         .iter()
@@ -1605,12 +1605,11 @@ fn cause_for(ctx: &Ctx<'_>, r: &Retention, a: &ArchiverReport) -> Cause {
             slot: None,
             retained_bytes: retained,
         },
-        CauseKind::None => no_cause(ctx, &WalReport::default()),
+        CauseKind::None => no_cause(&WalReport::default()),
     }
 }
 
-fn no_cause(ctx: &Ctx<'_>, w: &WalReport) -> Cause {
-    let _ = ctx;
+fn no_cause(w: &WalReport) -> Cause {
     Cause {
         kind: CauseKind::None,
         summary: match (w.bytes, w.max_wal_size_bytes) {
@@ -1648,6 +1647,14 @@ fn headline(
         .filter(|s| *s < ctx.t.full_warn_seconds)
         .map(|s| format!(" (disk full in about {})", human_secs(s)))
         .unwrap_or_default();
+    if status == Status::Unknown {
+        let why = checks
+            .iter()
+            .find(|c| c.id == "read")
+            .map(|c| c.summary.clone())
+            .unwrap_or_else(|| "no source answered".into());
+        return format!("nothing could be read: {why}");
+    }
     let lead = match cause.kind {
         CauseKind::None => {
             let worst = checks.first().filter(|c| c.status != Status::Ok);

@@ -26,6 +26,9 @@ pub enum ErrorKind {
     Config,
     /// Stored data could not be decoded or failed validation.
     Corrupt,
+    /// The storage answered, but a rule forbids the write (the archive
+    /// belongs to another cluster). An answer, never a reason to fail over.
+    Refused,
     /// Anything else; not worth retrying on the same storage.
     Other,
 }
@@ -41,7 +44,7 @@ impl ErrorKind {
     pub fn is_storage_failure(self) -> bool {
         !matches!(
             self,
-            ErrorKind::NotFound | ErrorKind::Conflict | ErrorKind::Corrupt
+            ErrorKind::NotFound | ErrorKind::Conflict | ErrorKind::Corrupt | ErrorKind::Refused
         )
     }
 
@@ -54,6 +57,7 @@ impl ErrorKind {
             ErrorKind::PermissionDenied => "permission denied",
             ErrorKind::Config => "misconfigured",
             ErrorKind::Corrupt => "corrupt",
+            ErrorKind::Refused => "refused",
             ErrorKind::Other => "failed",
         }
     }

@@ -6,10 +6,46 @@
 //! push and fetch pipelines ([`push`], [`fetch`]) that other tools can reuse
 //! without the CLI.
 //!
+//! Push a WAL segment and fetch it back, as `wal-push` and `wal-fetch` do
+//! (here into an in-memory store; `walg-storage` opens real ones):
+//!
+//! ```
+//! use walg_core::fetch::{fetch_file, FetchOptions};
+//! use walg_core::memory::MemoryStore;
+//! use walg_core::page::synthetic_segment;
+//! use walg_core::push::{push_file, PushOptions, PushOutcome};
+//! use walg_core::{Compression, WalName};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! // A 1 MiB segment (initdb --wal-segsize=1) with a valid page header.
+//! let name = WalName::parse("000000010000000000000003")?;
+//! let WalName::Segment(segment) = name else { unreachable!() };
+//! let path = dir.path().join(name.to_string());
+//! std::fs::write(&path, synthetic_segment(&segment, 1 << 20, 42, 7))?;
+//!
+//! let store = MemoryStore::new("mem");
+//! let opts = PushOptions { compression: Compression::Zstd, ..PushOptions::default() };
+//! tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
+//!     let outcome = push_file(&store, &path, &opts).await?;
+//!     assert!(matches!(outcome, PushOutcome::Stored { ref key, .. } if key == "wal_005/000000010000000000000003.zst"));
+//!     // Offering the same file again succeeds without writing (PostgreSQL may).
+//!     assert!(matches!(push_file(&store, &path, &opts).await?, PushOutcome::AlreadyStored { .. }));
+//!
+//!     let restored = dir.path().join("RECOVERYXLOG");
+//!     fetch_file(&store, &name.to_string(), &restored, &FetchOptions { compression: Compression::Lz4, ..FetchOptions::default() }).await?;
+//!     assert_eq!(std::fs::read(&restored)?, std::fs::read(&path)?);
+//!     Ok::<_, Box<dyn std::error::Error>>(())
+//! })?;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! This crate deliberately knows nothing of opendal, environment variables,
 //! configuration files or logging subscribers.
 
 pub mod ahead;
+pub mod archive;
 pub mod codec;
 pub mod control;
 pub mod crc32c;
@@ -17,6 +53,8 @@ pub mod crypto;
 pub mod diagnosis;
 pub mod error;
 pub mod fetch;
+pub mod history;
+pub mod identity;
 pub mod layout;
 pub mod lz4frame;
 pub mod memory;
@@ -24,14 +62,17 @@ pub mod openpgp;
 pub mod page;
 pub mod pgconf;
 pub mod prefetch;
+pub mod preflight;
+pub mod prune;
 pub mod push;
 pub mod slot;
 pub mod store;
 pub mod stream;
+pub mod verify;
 pub mod wal;
 
 pub use codec::Compression;
 pub use error::{ErrorKind, StoreError};
 pub use layout::WAL_PREFIX;
-pub use store::{Body, ByteStream, ObjectMeta, PutOptions, Store};
+pub use store::{Body, ByteStream, ListPages, ObjectMeta, PutOptions, Store};
 pub use wal::{Lsn, WalName};

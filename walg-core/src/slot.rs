@@ -6,6 +6,7 @@
 //! 5 (PG17) are read; the data length tells PG13's shorter layout apart.
 //! The magic number and the CRC-32C are always checked. No I/O here.
 
+use crate::control::{u32_at, u64_at};
 use crate::crc32c::crc32c;
 use crate::wal::Lsn;
 
@@ -62,18 +63,6 @@ pub enum SlotError {
     UnknownVersion { version: u32, length: u32 },
     #[error("slot state file checksum mismatch (stored {stored:08x}, computed {computed:08x}): the file is corrupt")]
     Crc { stored: u32, computed: u32 },
-}
-
-fn u32_at(b: &[u8], off: usize) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[off..off + 4]);
-    u32::from_le_bytes(a)
-}
-
-fn u64_at(b: &[u8], off: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[off..off + 8]);
-    u64::from_le_bytes(a)
 }
 
 fn cstr(b: &[u8]) -> String {

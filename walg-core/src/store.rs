@@ -26,6 +26,13 @@ use crate::error::StoreError;
 /// A stream of object bytes.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, StoreError>> + Send>>;
 
+/// A listing delivered page by page (see [`Store::list_pages`]).
+pub type ListPages<'a> =
+    Pin<Box<dyn Stream<Item = Result<Vec<ObjectMeta>, StoreError>> + Send + 'a>>;
+
+/// Objects per page that [`Store::list_pages`] implementations aim for.
+pub const LIST_PAGE: usize = 1000;
+
 /// Metadata of a stored object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectMeta {
@@ -104,6 +111,15 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// sorted by key.
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError>;
 
+    /// Objects whose key starts with `prefix`, page by page, in no particular
+    /// order, so that a caller can fold an archive of millions of objects
+    /// without holding the whole listing. Backends that page natively
+    /// (object stores, directory readers) override this; the default is one
+    /// page from [`Store::list`].
+    fn list_pages<'a>(&'a self, prefix: &'a str) -> ListPages<'a> {
+        Box::pin(futures::stream::once(self.list(prefix)))
+    }
+
     /// Removes the object; removing an absent object succeeds.
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
 }
@@ -138,6 +154,9 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
         (**self).list(prefix).await
+    }
+    fn list_pages<'a>(&'a self, prefix: &'a str) -> ListPages<'a> {
+        (**self).list_pages(prefix)
     }
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         (**self).delete(key).await

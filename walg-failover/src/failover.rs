@@ -133,6 +133,28 @@ impl Member {
         }
     }
 
+    /// A member whose storage could not be opened (a directory that cannot
+    /// be created, a mount that vanished): every call on it fails with
+    /// [`ErrorKind::Unavailable`] and `reason`, so it counts as dead for the
+    /// call like a storage that failed an upload, and the next member takes
+    /// over. `fingerprint` is the one the opened storage would have had.
+    pub fn unopened(
+        name: impl Into<String>,
+        fingerprint: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
+        let name = name.into();
+        let store = Arc::new(Unopened {
+            name: name.clone(),
+            reason: reason.into(),
+        });
+        Member {
+            name,
+            store,
+            fingerprint: fingerprint.into(),
+        }
+    }
+
     /// Overrides the fingerprint: any credential-free string that changes
     /// when the storage's identity changes (endpoint, bucket, prefix).
     pub fn with_fingerprint(mut self, fingerprint: impl Into<String>) -> Self {
@@ -150,6 +172,47 @@ impl Member {
 
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
+    }
+}
+
+/// The stand-in for a member whose storage could not be opened.
+#[derive(Debug)]
+struct Unopened {
+    name: String,
+    reason: String,
+}
+
+impl Unopened {
+    fn fail(&self, op: &'static str, key: &str) -> StoreError {
+        StoreError::new(
+            ErrorKind::Unavailable,
+            op,
+            self.name.clone(),
+            key,
+            format!("the storage could not be opened: {}", self.reason),
+        )
+    }
+}
+
+#[async_trait]
+impl Store for Unopened {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    async fn put(&self, key: &str, _: &dyn Body, _: PutOptions) -> Result<(), StoreError> {
+        Err(self.fail("put", key))
+    }
+    async fn get(&self, key: &str) -> Result<ByteStream, StoreError> {
+        Err(self.fail("get", key))
+    }
+    async fn stat(&self, key: &str) -> Result<ObjectMeta, StoreError> {
+        Err(self.fail("stat", key))
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        Err(self.fail("list", prefix))
+    }
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        Err(self.fail("delete", key))
     }
 }
 

@@ -806,3 +806,48 @@ async fn put_located_names_the_member_that_took_the_write() {
     );
     assert!(backup.object("k2").is_some());
 }
+
+/// A member that could not be opened is dead for the call: writes go to the
+/// next member, reads are served by the others, "not found" anywhere else is
+/// a failure (the unopened member may hold it), never `NotFound`, and the
+/// status cache records it dead.
+#[tokio::test]
+async fn an_unopened_member_is_dead_for_the_call() {
+    let f = Fixture::new(2);
+    let members = vec![
+        Member::unopened(
+            "default",
+            "file:///gone",
+            "cannot create directory /gone: Not a directory",
+        ),
+        Member::new("b", Arc::new(f.fault[1].clone()) as DynStore),
+    ];
+    let store = FailoverStore::with_clock(members, f.config(), f.clock.clone()).expect("config");
+    store
+        .put(
+            "k",
+            &Bytes::from_static(b"v"),
+            PutOptions {
+                if_not_exists: true,
+            },
+        )
+        .await
+        .expect("the next member takes the write");
+    assert_eq!(f.mem[1].object("k").as_deref(), Some(&b"v"[..]));
+    let got = read_all(store.get("k").await.expect("read from the next member"))
+        .await
+        .expect("read");
+    assert_eq!(got, b"v");
+    let err = store.get("absent").await.err().expect("missing");
+    assert_ne!(err.kind, ErrorKind::NotFound, "{err}");
+    assert!(err.message.contains("could not be opened"), "{err}");
+    let status = store.status().await;
+    assert_eq!(status[0].alive, Some(false), "{status:?}");
+    assert!(
+        status[0]
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("Not a directory")),
+        "{status:?}"
+    );
+}

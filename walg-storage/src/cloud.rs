@@ -10,6 +10,12 @@
 //! What this module does not do: read environment variables (the CLI puts
 //! them into the settings), or detect a bucket's region (set `AWS_REGION`).
 
+// Each backend feature uses part of the shared helpers.
+#![cfg_attr(
+    not(all(feature = "s3", feature = "gcs", feature = "azure")),
+    allow(dead_code, unused_imports)
+)]
+
 use std::sync::Arc;
 
 use opendal::Operator;
@@ -106,6 +112,7 @@ fn finish(
 /// (default `us-east-1`), `AWS_S3_FORCE_PATH_STYLE`, `AWS_ACCESS_KEY_ID`,
 /// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `WALG_S3_STORAGE_CLASS`,
 /// `WALG_S3_SSE` (`AES256` or `aws:kms`) and `WALG_S3_SSE_KMS_ID`.
+#[cfg(feature = "s3")]
 pub fn open_s3(spec: &StorageSpec) -> Result<DynStore, StorageError> {
     const SETTING: &str = "WALG_S3_PREFIX";
     install_http_transport();
@@ -195,6 +202,7 @@ pub fn open_s3(spec: &StorageSpec) -> Result<DynStore, StorageError> {
 
 /// `gs://bucket/path` (`WALG_GS_PREFIX`). Reads `GOOGLE_APPLICATION_CREDENTIALS`
 /// and an endpoint override `WALG_GS_ENDPOINT` (or `STORAGE_EMULATOR_HOST`).
+#[cfg(feature = "gcs")]
 pub fn open_gcs(spec: &StorageSpec) -> Result<DynStore, StorageError> {
     const SETTING: &str = "WALG_GS_PREFIX";
     install_http_transport();
@@ -241,6 +249,7 @@ pub fn open_gcs(spec: &StorageSpec) -> Result<DynStore, StorageError> {
 /// `azure://container/path` (`WALG_AZ_PREFIX`). Reads `AZURE_STORAGE_ACCOUNT`,
 /// `AZURE_STORAGE_ACCESS_KEY`, `AZURE_STORAGE_SAS_TOKEN` and an endpoint
 /// override `WALG_AZ_ENDPOINT` (default `https://<account>.blob.core.windows.net`).
+#[cfg(feature = "azure")]
 pub fn open_azure(spec: &StorageSpec) -> Result<DynStore, StorageError> {
     const SETTING: &str = "WALG_AZ_PREFIX";
     install_http_transport();
@@ -293,7 +302,7 @@ pub fn open_azure(spec: &StorageSpec) -> Result<DynStore, StorageError> {
     )
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "s3", feature = "gcs", feature = "azure"))]
 mod tests {
     use super::*;
 

@@ -11,9 +11,24 @@
 //! with rename(2) (or link(2), which fails atomically when the name exists,
 //! for create-if-absent) and fsyncs the directory before returning.
 //!
+//! Create-if-absent is chosen by probing, not by configuration: link(2)
+//! first; on a file system without hard links (vfat, SMB/CIFS, some FUSE and
+//! NFS setups) `renameat2(RENAME_NOREPLACE)`; where that is refused too, an
+//! exclusive create (`O_EXCL`) of the final name as a placeholder that the
+//! temp file then replaces by rename(2). The placeholder is empty for the
+//! moment between the two calls; an empty file under a final name older
+//! than [`PLACEHOLDER_STALE`] is a crashed writer's and is replaced (walg
+//! never stores an empty object under a WAL key). See [`create_method`].
+//!
+//! Temp files live in `<root>/.walg-tmp-dir/`, named after the writer:
+//! `<name>.walg-tmp-<host>_<pid namespace>_<pid>_<start time>_<n>`. The
+//! first put of a process removes the temp files of dead processes of the
+//! same host and pid namespace (a pid whose start time differs is another
+//! process), never a live writer's; [`clean`] does the same for `walg st
+//! clean`, plus old temp files of other hosts older than a chosen age.
+//!
 //! What this module does not do: locking across hosts on file systems whose
-//! link(2) is not atomic (some FUSE mounts), or cleaning up temp files left by
-//! a crash (they are hidden from `list` and harmless).
+//! link(2) is not atomic (some FUSE mounts).
 
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,13 +43,34 @@ use crate::opendal_store::{OpendalStore, PutMode, UPLOAD_CHUNK};
 use crate::spec::{StorageError, StorageSpec};
 
 /// Marks temp files; `list` hides names that contain it.
-const TMP_MARK: &str = ".walg-tmp-";
+pub const TMP_MARK: &str = ".walg-tmp-";
+/// The directory under the root that holds temp files (hidden by `list`).
+pub const TMP_DIR: &str = ".walg-tmp-dir";
+/// An empty file under a final name older than this is the placeholder of a
+/// writer that crashed between its exclusive create and its rename.
+pub const PLACEHOLDER_STALE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// How create-if-absent publishes a temp file, in probing order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreateMethod {
+    /// link(2), then unlink of the temp name.
+    Link,
+    /// renameat2(2) with RENAME_NOREPLACE.
+    RenameNoReplace,
+    /// O_EXCL placeholder, then rename(2) over it.
+    Exclusive,
+}
 
 /// A directory of objects.
 #[derive(Debug)]
 pub struct FileStore {
     root: PathBuf,
     inner: OpendalStore,
+    /// The create-if-absent method found to work (index into the probing
+    /// order); starts with link(2).
+    method: std::sync::atomic::AtomicU8,
+    /// Whether this process already removed dead writers' temp files.
+    swept: std::sync::atomic::AtomicBool,
 }
 
 impl FileStore {
@@ -49,17 +85,20 @@ impl FileStore {
             ));
         }
         let root = PathBuf::from(location);
+        // A directory that cannot be created or resolved is a storage that
+        // is down (a vanished mount, a path through a regular file), not a
+        // malformed setting: a failover storage can take over.
         std::fs::create_dir_all(&root).map_err(|e| {
-            spec.config_error(
-                SETTING,
-                format!("cannot create directory {}: {e}", root.display()),
-            )
+            spec.unavailable(format!(
+                "{SETTING}: cannot create directory {}: {e}",
+                root.display()
+            ))
         })?;
         let root = root.canonicalize().map_err(|e| {
-            spec.config_error(
-                SETTING,
-                format!("cannot resolve directory {}: {e}", root.display()),
-            )
+            spec.unavailable(format!(
+                "{SETTING}: cannot resolve directory {}: {e}",
+                root.display()
+            ))
         })?;
         let root_str = root.to_str().ok_or_else(|| {
             spec.config_error(
@@ -84,7 +123,25 @@ impl FileStore {
             true,
             Vec::new(),
         );
-        Ok(FileStore { root, inner })
+        Ok(FileStore {
+            root,
+            inner,
+            method: std::sync::atomic::AtomicU8::new(0),
+            swept: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// The create-if-absent method in use (after probing, the one that worked).
+    pub fn create_method(&self) -> CreateMethod {
+        METHODS[usize::from(self.method.load(Ordering::Relaxed)).min(METHODS.len() - 1)]
+    }
+
+    /// Starts probing at `method` (tests of the fallbacks on file systems
+    /// that support the earlier ones).
+    #[doc(hidden)]
+    pub fn force_create_method(&self, method: CreateMethod) {
+        let i = METHODS.iter().position(|m| *m == method).unwrap_or(0);
+        self.method.store(i as u8, Ordering::Relaxed);
     }
 
     /// The directory objects live in.
@@ -164,24 +221,7 @@ impl FileStore {
         drop(file);
 
         if opts.if_not_exists {
-            // link(2) refuses an existing name atomically: of two concurrent
-            // writers exactly one wins, and the loser's object is untouched.
-            match tokio::fs::hard_link(tmp, target).await {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    return Err(StoreError::new(
-                        ErrorKind::Conflict,
-                        "put",
-                        self.name(),
-                        key,
-                        format!("{} already exists", target.display()),
-                    ));
-                }
-                Err(e) => return Err(self.io_err("put", key, "link", target, &e)),
-            }
-            // The object is published; a failure to drop the temp name only
-            // leaves a hidden file behind.
-            let _ = tokio::fs::remove_file(tmp).await;
+            self.publish_if_absent(key, tmp, target).await?;
         } else {
             tokio::fs::rename(tmp, target)
                 .await
@@ -194,15 +234,301 @@ impl FileStore {
     }
 }
 
+const METHODS: [CreateMethod; 3] = [
+    CreateMethod::Link,
+    CreateMethod::RenameNoReplace,
+    CreateMethod::Exclusive,
+];
+
+/// Whether an error of link(2) or renameat2(2) means "this file system does
+/// not do that" rather than a real failure.
+fn unsupported(e: &std::io::Error) -> bool {
+    use rustix::io::Errno;
+    let codes = [
+        Errno::PERM,
+        Errno::OPNOTSUPP,
+        Errno::NOSYS,
+        Errno::INVAL,
+        Errno::MLINK,
+    ]
+    .map(|e| e.raw_os_error());
+    e.raw_os_error().is_some_and(|c| codes.contains(&c))
+}
+
+fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
+    renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE).map_err(std::io::Error::from)
+}
+
+/// Creates `target` empty and exclusively; an empty `target` older than
+/// [`PLACEHOLDER_STALE`] (a crashed writer's placeholder) is replaced once.
+fn create_placeholder(target: &Path) -> std::io::Result<()> {
+    for attempt in 0..2 {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(target)
+        {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt == 0 => {
+                let stale = std::fs::symlink_metadata(target).is_ok_and(|m| {
+                    m.is_file()
+                        && m.len() == 0
+                        && m.modified()
+                            .ok()
+                            .and_then(|t| t.elapsed().ok())
+                            .is_some_and(|age| age > PLACEHOLDER_STALE)
+                });
+                if !stale {
+                    return Err(e);
+                }
+                tracing::warn!(
+                    "removing {}: an empty placeholder left by a writer that crashed",
+                    target.display()
+                );
+                std::fs::remove_file(target)?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::from(std::io::ErrorKind::AlreadyExists))
+}
+
+impl FileStore {
+    /// Publishes `tmp` as `target` only if `target` does not exist: of two
+    /// concurrent writers exactly one wins, and the loser's object is
+    /// untouched. Tries the methods in order, remembering the first that
+    /// the file system supports.
+    async fn publish_if_absent(
+        &self,
+        key: &str,
+        tmp: &Path,
+        target: &Path,
+    ) -> Result<(), StoreError> {
+        let conflict = || {
+            StoreError::new(
+                ErrorKind::Conflict,
+                "put",
+                self.name(),
+                key,
+                format!("{} already exists", target.display()),
+            )
+        };
+        loop {
+            let method = self.create_method();
+            let (tmp_, target_) = (tmp.to_path_buf(), target.to_path_buf());
+            let result = tokio::task::spawn_blocking(move || match method {
+                CreateMethod::Link => std::fs::hard_link(&tmp_, &target_),
+                CreateMethod::RenameNoReplace => rename_noreplace(&tmp_, &target_),
+                CreateMethod::Exclusive => {
+                    create_placeholder(&target_)?;
+                    std::fs::rename(&tmp_, &target_).inspect_err(|_| {
+                        // Our own placeholder: do not leave it to block the key.
+                        let _ = std::fs::remove_file(&target_);
+                    })
+                }
+            })
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r);
+            match result {
+                Ok(()) => {
+                    if method == CreateMethod::Link {
+                        // Published; a failure to drop the temp name only
+                        // leaves a hidden file behind.
+                        let _ = tokio::fs::remove_file(tmp).await;
+                    }
+                    return Ok(());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(conflict()),
+                Err(e) if unsupported(&e) && method != CreateMethod::Exclusive => {
+                    let next = METHODS
+                        .iter()
+                        .position(|m| *m == method)
+                        .map_or(2, |i| i + 1);
+                    tracing::debug!(
+                        "{:?} is not supported under {} ({e}); trying {:?}",
+                        method,
+                        self.root.display(),
+                        METHODS[next]
+                    );
+                    self.method.store(next as u8, Ordering::Relaxed);
+                }
+                Err(e) => return Err(self.io_err("put", key, "publish", target, &e)),
+            }
+        }
+    }
+
+    /// Removes, once per process, the temp files of dead writers of this
+    /// host (see [`sweep_dead`]). Never fails a put.
+    async fn sweep_once(&self) {
+        if self.swept.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let dir = self.root.join(TMP_DIR);
+        let _ = tokio::task::spawn_blocking(move || {
+            for (path, _) in dead_temp_files(&dir, None) {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => tracing::info!(
+                        "removed {}, left by a wal-push that was killed",
+                        path.display()
+                    ),
+                    Err(e) => tracing::debug!("remove {}: {e}", path.display()),
+                }
+            }
+        })
+        .await;
+    }
+}
+
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-fn tmp_path(target: &Path) -> PathBuf {
+/// Who wrote a temp file, from its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Writer {
+    pub host: String,
+    pub pid_ns: u64,
+    pub pid: u32,
+    pub start: u64,
+}
+
+impl Writer {
+    /// This process.
+    pub fn me() -> &'static Writer {
+        static ME: std::sync::OnceLock<Writer> = std::sync::OnceLock::new();
+        ME.get_or_init(|| Writer {
+            host: host_name(),
+            pid_ns: pid_namespace(),
+            pid: std::process::id(),
+            start: start_time(std::process::id()).unwrap_or(0),
+        })
+    }
+
+    /// Parses the writer out of a temp file name.
+    pub fn of(name: &str) -> Option<Writer> {
+        let (_, tail) = name.split_once(TMP_MARK)?;
+        let mut parts = tail.rsplitn(5, '_');
+        let _n: u64 = parts.next()?.parse().ok()?;
+        let start = parts.next()?.parse().ok()?;
+        let pid = parts.next()?.parse().ok()?;
+        let pid_ns = parts.next()?.parse().ok()?;
+        let host = parts.next()?.to_string();
+        Some(Writer {
+            host,
+            pid_ns,
+            pid,
+            start,
+        })
+    }
+
+    /// Whether this writer is certainly gone: same host and pid namespace
+    /// as us, and its pid is free or belongs to a process started at
+    /// another time. Anything we cannot tell counts as alive.
+    pub fn is_dead(&self) -> bool {
+        let me = Writer::me();
+        if self.host != me.host || self.pid_ns != me.pid_ns || me.pid_ns == 0 {
+            return false;
+        }
+        if self.pid == me.pid && self.start == me.start {
+            return false;
+        }
+        match std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+            Err(_) => false,
+            Ok(stat) => parse_start_time(&stat).is_some_and(|s| s != self.start),
+        }
+    }
+}
+
+fn host_name() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let clean: String = raw
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(63)
+        .collect();
+    if clean.is_empty() {
+        "unknown-host".to_string()
+    } else {
+        clean
+    }
+}
+
+/// The inode of our pid namespace: pids are comparable only within one.
+fn pid_namespace() -> u64 {
+    std::fs::read_link("/proc/self/ns/pid")
+        .ok()
+        .and_then(|l| {
+            let l = l.to_string_lossy().into_owned();
+            l.strip_prefix("pid:[")?.strip_suffix(']')?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
+/// Field 22 of `/proc/<pid>/stat`: the start time in clock ticks since boot.
+fn parse_start_time(stat: &str) -> Option<u64> {
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+fn start_time(pid: u32) -> Option<u64> {
+    parse_start_time(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// The temp files in `dir` whose writer is dead (see [`Writer::is_dead`]),
+/// plus, with `older_than`, those of any writer not known alive that are
+/// older than that. Returns each path with its age.
+pub fn dead_temp_files(
+    dir: &Path,
+    older_than: Option<std::time::Duration>,
+) -> Vec<(PathBuf, std::time::Duration)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.contains(TMP_MARK) {
+            continue;
+        }
+        let Ok(meta) = entry.metadata() else { continue };
+        if !meta.is_file() {
+            continue;
+        }
+        let age = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .unwrap_or_default();
+        let writer = Writer::of(&name);
+        let dead = writer.as_ref().is_some_and(Writer::is_dead);
+        let mine_alive = writer.as_ref().is_some_and(|w| {
+            let me = Writer::me();
+            w.host == me.host && w.pid_ns == me.pid_ns && !w.is_dead()
+        });
+        let old = older_than.is_some_and(|limit| age >= limit);
+        if dead || (old && !mine_alive) {
+            out.push((entry.path(), age));
+        }
+    }
+    out
+}
+
+fn tmp_path(root: &Path, target: &Path) -> PathBuf {
     let name = target
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    target.with_file_name(format!(".{name}{TMP_MARK}{}-{n}", std::process::id()))
+    let me = Writer::me();
+    root.join(TMP_DIR).join(format!(
+        "{name}{TMP_MARK}{}_{}_{}_{}_{n}",
+        me.host, me.pid_ns, me.pid, me.start
+    ))
 }
 
 /// fsyncs a directory so that a rename or link in it survives a crash.
@@ -243,7 +569,14 @@ impl Store for FileStore {
                 d = p.parent();
             }
         }
-        let tmp = tmp_path(&target);
+        self.sweep_once().await;
+        let tmp_dir = self.root.join(TMP_DIR);
+        if tokio::fs::metadata(&tmp_dir).await.is_err() {
+            tokio::fs::create_dir_all(&tmp_dir)
+                .await
+                .map_err(|e| self.io_err("put", key, "create directory", &tmp_dir, &e))?;
+        }
+        let tmp = tmp_path(&self.root, &target);
         let result = self.write_and_publish(key, body, &tmp, &target, opts).await;
         if result.is_err() {
             let _ = tokio::fs::remove_file(&tmp).await;
@@ -274,6 +607,26 @@ impl Store for FileStore {
         let mut objects = self.inner.list(prefix).await?;
         objects.retain(|o| !o.key.contains(TMP_MARK));
         Ok(objects)
+    }
+
+    fn list_pages<'a>(&'a self, prefix: &'a str) -> walg_core::store::ListPages<'a> {
+        use futures::StreamExt;
+        if prefix.split('/').any(|c| c == "..") {
+            let err = StoreError::new(
+                ErrorKind::Other,
+                "list",
+                self.name(),
+                prefix,
+                "invalid prefix: `..`",
+            );
+            return Box::pin(futures::stream::once(async move { Err(err) }));
+        }
+        Box::pin(self.inner.list_pages(prefix).map(|page| {
+            page.map(|mut objects| {
+                objects.retain(|o| !o.key.contains(TMP_MARK));
+                objects
+            })
+        }))
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
@@ -340,6 +693,108 @@ mod tests {
             b"first"
         );
         assert_eq!(store.list("a/").await.expect("list").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn every_create_method_keeps_the_first_object() {
+        let opts = PutOptions {
+            if_not_exists: true,
+        };
+        for method in METHODS {
+            let tmp = tempfile::tempdir().expect("tempdir");
+            let store = open(tmp.path());
+            store.force_create_method(method);
+            store
+                .put("w/k", &Bytes::from_static(b"first"), opts)
+                .await
+                .expect("first put");
+            let err = store
+                .put("w/k", &Bytes::from_static(b"second"), opts)
+                .await
+                .expect_err("second put");
+            assert_eq!(err.kind, ErrorKind::Conflict, "{method:?}: {err}");
+            assert_eq!(
+                std::fs::read(tmp.path().join("w/k")).expect("read"),
+                b"first"
+            );
+            assert_eq!(
+                store.create_method(),
+                method,
+                "no fallback on a full file system"
+            );
+            let left = std::fs::read_dir(tmp.path().join(TMP_DIR))
+                .expect("tmp dir")
+                .count();
+            assert_eq!(left, 0, "{method:?} left temp files");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stale_empty_placeholder_is_replaced_a_fresh_one_is_not() {
+        let opts = PutOptions {
+            if_not_exists: true,
+        };
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = open(tmp.path());
+        store.force_create_method(CreateMethod::Exclusive);
+        std::fs::create_dir_all(tmp.path().join("w")).expect("mkdir");
+        let target = tmp.path().join("w/k");
+        std::fs::File::create(&target).expect("placeholder");
+        let err = store
+            .put("w/k", &Bytes::from_static(b"data"), opts)
+            .await
+            .expect_err("a fresh placeholder is another writer's");
+        assert_eq!(err.kind, ErrorKind::Conflict);
+        let old = std::time::SystemTime::now() - PLACEHOLDER_STALE * 2;
+        std::fs::File::options()
+            .write(true)
+            .open(&target)
+            .and_then(|f| f.set_modified(old))
+            .expect("age the placeholder");
+        store
+            .put("w/k", &Bytes::from_static(b"data"), opts)
+            .await
+            .expect("a stale placeholder is replaced");
+        assert_eq!(std::fs::read(&target).expect("read"), b"data");
+    }
+
+    #[test]
+    fn temp_names_tell_the_writer() {
+        let me = Writer::me();
+        let path = tmp_path(Path::new("/r"), Path::new("/r/wal_005/x.lz4"));
+        let name = path
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        assert_eq!(Writer::of(&name).as_ref(), Some(me), "{name}");
+        assert!(!me.is_dead(), "we are alive");
+        let reused = Writer {
+            start: me.start + 1,
+            ..me.clone()
+        };
+        assert!(
+            reused.is_dead(),
+            "same pid, other start time: another process"
+        );
+        let elsewhere = Writer {
+            host: "elsewhere".into(),
+            pid: u32::MAX,
+            ..me.clone()
+        };
+        assert!(
+            !elsewhere.is_dead(),
+            "another host's writer is never judged"
+        );
+        assert_eq!(
+            Writer::of(".x.walg-tmp-123-4"),
+            None,
+            "legacy names carry no writer"
+        );
+        assert_eq!(
+            parse_start_time("1 (a) b) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 777 19"),
+            Some(777)
+        );
     }
 
     #[tokio::test]

@@ -261,6 +261,28 @@ impl Store for Guarded {
         .await
     }
 
+    fn list_pages<'a>(&'a self, prefix: &'a str) -> walg_core::store::ListPages<'a> {
+        // One deadline per page: a long listing of a live storage completes,
+        // a storage that stops answering fails within `timeout`. Pages are
+        // not retried (a restarted listing would repeat what was delivered).
+        let inner = self.inner.list_pages(prefix);
+        Box::pin(futures::stream::unfold(
+            Some(inner),
+            move |state| async move {
+                let mut inner = state?;
+                match tokio::time::timeout(self.timeout, inner.next()).await {
+                    Ok(None) => None,
+                    Ok(Some(Ok(page))) => Some((Ok(page), Some(inner))),
+                    Ok(Some(Err(e))) => Some((Err(e), None)),
+                    Err(_) => Some((
+                        Err(self.timeout_error("list", prefix, "listing stalled")),
+                        None,
+                    )),
+                }
+            },
+        ))
+    }
+
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.retrying("delete", key, || {
             self.deadline("delete", key, self.inner.delete(key))

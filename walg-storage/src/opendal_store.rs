@@ -11,6 +11,12 @@
 //! reading settings (see the backend modules), or durability of local files
 //! (see [`crate::fs`]). No opendal type leaves this crate.
 
+// Each backend feature uses part of this module.
+#![cfg_attr(
+    not(all(feature = "fs", feature = "s3", feature = "gcs", feature = "azure")),
+    allow(dead_code, unused_imports)
+)]
+
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -19,13 +25,27 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use opendal::Operator;
 use walg_core::error::{ErrorKind, StoreError};
-use walg_core::store::{Body, ByteStream, ObjectMeta, PutOptions, Store};
+use walg_core::store::{Body, ByteStream, ListPages, ObjectMeta, PutOptions, Store, LIST_PAGE};
 
 /// Installs opendal's HTTP transport once per process; without it every
 /// HTTP call fails with "default HTTP transport is not installed".
+///
+/// TLS uses rustls with the ring provider, installed as the process default
+/// unless the application installed its own first (reqwest is built without
+/// a provider of its own: its default, aws-lc-rs, is a long C build).
+#[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
 pub(crate) fn install_http_transport() {
     static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(opendal::install_default);
+    ONCE.call_once(|| {
+        // Err means a provider is already installed, which is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        opendal::install_default();
+        // `opendal::install_default` installs reqwest only with opendal's
+        // `http-transport-reqwest` feature, which we leave off (it brings
+        // aws-lc-rs); install it here. First install wins, so this is a no-op
+        // if the application installed a transport of its own.
+        opendal_http_transport_reqwest::install_default();
+    });
 }
 
 /// How a backend uploads.
@@ -267,6 +287,64 @@ impl Store for OpendalStore {
         self.list_inner(prefix).await
     }
 
+    fn list_pages<'a>(&'a self, prefix: &'a str) -> ListPages<'a> {
+        // opendal's lister pages on its own (1000 keys per request on the
+        // object stores, a directory reader on the file system); this only
+        // groups its entries so callers see a few large steps.
+        let dir = match prefix.rfind('/') {
+            Some(i) => &prefix[..=i],
+            None => "",
+        };
+        enum State {
+            Start,
+            Listing(opendal::Lister),
+            Done,
+        }
+        Box::pin(futures::stream::try_unfold(
+            State::Start,
+            move |state| async move {
+                let mut lister = match state {
+                    State::Done => return Ok(None),
+                    State::Listing(l) => l,
+                    State::Start => match self.op.lister_with(dir).recursive(true).await {
+                        Ok(l) => l,
+                        Err(e)
+                            if e.kind() == opendal::ErrorKind::NotFound && !self.check_bucket =>
+                        {
+                            return Ok(Some((Vec::new(), State::Done)))
+                        }
+                        Err(e) => return Err(self.list_error(prefix, &e)),
+                    },
+                };
+                let mut page = Vec::with_capacity(LIST_PAGE);
+                while page.len() < LIST_PAGE {
+                    match lister.next().await {
+                        None => return Ok(Some((page, State::Done))),
+                        Some(Err(e))
+                            if e.kind() == opendal::ErrorKind::NotFound && !self.check_bucket =>
+                        {
+                            return Ok(Some((page, State::Done)))
+                        }
+                        Some(Err(e)) => return Err(self.list_error(prefix, &e)),
+                        Some(Ok(entry)) => {
+                            let path = entry.path();
+                            if entry.metadata().is_file()
+                                && !path.ends_with('/')
+                                && path.starts_with(prefix)
+                            {
+                                page.push(ObjectMeta {
+                                    key: path.to_string(),
+                                    size: entry.metadata().content_length(),
+                                });
+                            }
+                        }
+                    }
+                }
+                Ok(Some((page, State::Listing(lister))))
+            },
+        ))
+    }
+
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.delete_inner(key).await
     }
@@ -343,14 +421,7 @@ impl OpendalStore {
             // has no objects.
             Err(e) if e.kind() == opendal::ErrorKind::NotFound && !self.check_bucket => Vec::new(),
             // Object stores list any prefix of an existing bucket.
-            Err(e) => {
-                let mut e = self.error("list", prefix, &e);
-                if e.kind == ErrorKind::NotFound {
-                    e.kind = ErrorKind::Config;
-                    e.message = format!("{} (the bucket or container does not exist)", e.message);
-                }
-                return Err(e);
-            }
+            Err(e) => return Err(self.list_error(prefix, &e)),
         };
         let mut out: Vec<ObjectMeta> = entries
             .into_iter()
@@ -363,6 +434,15 @@ impl OpendalStore {
             .collect();
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
+    }
+
+    fn list_error(&self, prefix: &str, err: &opendal::Error) -> StoreError {
+        let mut e = self.error("list", prefix, err);
+        if e.kind == ErrorKind::NotFound {
+            e.kind = ErrorKind::Config;
+            e.message = format!("{} (the bucket or container does not exist)", e.message);
+        }
+        e
     }
 
     async fn delete_inner(&self, key: &str) -> Result<(), StoreError> {

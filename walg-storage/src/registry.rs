@@ -1,4 +1,8 @@
 //! The backend registry: scheme -> factory.
+//!
+//! Which built-in schemes exist depends on the crate's features (`fs`, `s3`,
+//! `gcs`, `azure`); asking for one that was compiled out is an error that
+//! names the feature to enable.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -7,10 +11,18 @@ use std::sync::Arc;
 use walg_core::memory::MemoryStore;
 use walg_core::store::DynStore;
 
-use crate::cloud::{open_azure, open_gcs, open_s3};
-use crate::fs::FileStore;
-use crate::guard::Guarded;
 use crate::spec::{StorageError, StorageSpec};
+
+/// Every built-in scheme with the feature that compiles it.
+const BUILTIN: &[(&str, &str)] = &[
+    ("file", "fs"),
+    ("s3", "s3"),
+    ("gs", "gcs"),
+    ("gcs", "gcs"),
+    ("azure", "azure"),
+    ("az", "azure"),
+    ("azblob", "azure"),
+];
 
 /// Opens a storage from its spec.
 pub type Factory = Arc<dyn Fn(&StorageSpec) -> Result<DynStore, StorageError> + Send + Sync>;
@@ -36,19 +48,24 @@ impl Registry {
         Registry::default()
     }
 
-    /// A registry with walg's own backends.
+    /// A registry with walg's own backends: `mem` always, and `file`, `s3`,
+    /// `gs`/`gcs`, `azure`/`az`/`azblob` as the crate's features allow.
     pub fn with_builtin() -> Self {
         let mut r = Registry::empty();
         r.register("mem", |spec: &StorageSpec| {
             Ok(Arc::new(MemoryStore::new(&spec.name)) as DynStore)
         });
+        #[cfg(feature = "fs")]
         r.register("file", open_file);
-        r.register("s3", open_s3);
+        #[cfg(feature = "s3")]
+        r.register("s3", crate::cloud::open_s3);
+        #[cfg(feature = "gcs")]
         for scheme in ["gs", "gcs"] {
-            r.register(scheme, open_gcs);
+            r.register(scheme, crate::cloud::open_gcs);
         }
+        #[cfg(feature = "azure")]
         for scheme in ["azure", "az", "azblob"] {
-            r.register(scheme, open_azure);
+            r.register(scheme, crate::cloud::open_azure);
         }
         r
     }
@@ -71,19 +88,27 @@ impl Registry {
     /// Opens the storage `spec` describes.
     pub fn open(&self, spec: &StorageSpec) -> Result<DynStore, StorageError> {
         let scheme = spec.scheme.to_ascii_lowercase();
-        let factory = self
-            .factories
-            .get(&scheme)
-            .ok_or_else(|| StorageError::UnknownScheme {
+        let Some(factory) = self.factories.get(&scheme) else {
+            if let Some((_, feature)) = BUILTIN.iter().find(|(s, _)| *s == scheme) {
+                return Err(StorageError::NotCompiled {
+                    scheme,
+                    feature: (*feature).to_string(),
+                });
+            }
+            return Err(StorageError::UnknownScheme {
                 scheme: spec.scheme.clone(),
                 known: self.schemes().join(", "),
-            })?;
+            });
+        };
         factory(spec)
     }
 }
 
 /// The `file` backend, guarded by the spec's timeout and retries.
+#[cfg(feature = "fs")]
 pub fn open_file(spec: &StorageSpec) -> Result<DynStore, StorageError> {
+    use crate::fs::FileStore;
+    use crate::guard::Guarded;
     let store = FileStore::open(spec)?;
     let label = format!("file://{}", store.root().display());
     Ok(Guarded::wrap(
@@ -106,6 +131,15 @@ mod tests {
             .expect_err("ftp is unknown");
         let text = err.to_string();
         assert!(text.contains("\"ftp\"") && text.contains("mem"), "{text}");
+    }
+
+    #[test]
+    fn a_compiled_out_scheme_names_its_feature() {
+        let r = Registry::empty();
+        let err = r
+            .open(&StorageSpec::new("default", "gs", "b/p"))
+            .expect_err("nothing registered");
+        assert!(err.to_string().contains("`gcs` feature"), "{err}");
     }
 
     #[test]

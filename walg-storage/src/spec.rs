@@ -9,12 +9,28 @@ use std::time::Duration;
 pub enum StorageError {
     #[error("unknown storage scheme {scheme:?} (known: {known})")]
     UnknownScheme { scheme: String, known: String },
+    #[error("storage scheme {scheme:?} is not compiled in: build walg-storage with its `{feature}` feature")]
+    NotCompiled { scheme: String, feature: String },
     #[error("storage {storage:?}: {setting}: {message}")]
     Config {
         storage: String,
         setting: String,
         message: String,
     },
+    /// The settings are well-formed but the storage could not be opened now
+    /// (a directory that cannot be created, a mount that vanished). A
+    /// failover store counts such a member as dead for the call instead of
+    /// failing it.
+    #[error("storage {storage:?}: {message}")]
+    Unavailable { storage: String, message: String },
+}
+
+impl StorageError {
+    /// Whether the error is about the settings themselves (malformed or
+    /// unknown), which no failover can work around.
+    pub fn is_config(&self) -> bool {
+        !matches!(self, StorageError::Unavailable { .. })
+    }
 }
 
 /// Settings by their WAL-G names (`AWS_REGION`, `AWS_ENDPOINT`, ...).
@@ -125,6 +141,14 @@ impl StorageSpec {
         match url.split_once("://") {
             Some((scheme, location)) => StorageSpec::new(name, scheme, location),
             None => StorageSpec::new(name, "file", url),
+        }
+    }
+
+    /// This storage cannot be opened now, though its settings are fine.
+    pub fn unavailable(&self, message: impl Into<String>) -> StorageError {
+        StorageError::Unavailable {
+            storage: self.name.clone(),
+            message: message.into(),
         }
     }
 

@@ -195,6 +195,18 @@ async fn list_with_prefix(store: &DynStore) {
         .await
         .expect("list an empty prefix")
         .is_empty());
+    // The paged listing gives the same objects (in any order).
+    let mut paged = Vec::new();
+    let mut pages = store.list_pages("list/");
+    while let Some(page) = pages.next().await {
+        paged.extend(page.expect("list a page"));
+    }
+    paged.sort_by(|a, b| a.key.cmp(&b.key));
+    assert_eq!(paged, all, "{}: list_pages = list", store.name());
+    let mut pages = store.list_pages("list/none/");
+    while let Some(page) = pages.next().await {
+        assert!(page.expect("list an empty prefix").is_empty());
+    }
 }
 
 async fn delete_and_not_found(store: &DynStore) {
@@ -375,6 +387,22 @@ async fn file_backend() {
     suite(open(&spec)).await;
     // Listing on the file system must not show directories or temp files.
     assert!(dir.path().join("archive/wal_005").is_dir());
+    // A listing larger than a page comes in several pages, none too large.
+    let many = dir.path().join("archive/many");
+    std::fs::create_dir_all(&many).expect("mkdir");
+    for i in 0..2500 {
+        std::fs::File::create(many.join(format!("{i:05}"))).expect("create");
+    }
+    let store = open(&spec);
+    let mut pages = store.list_pages("many/");
+    let (mut count, mut n) = (0, 0);
+    while let Some(page) = pages.next().await {
+        let page = page.expect("page");
+        assert!(page.len() <= walg_core::store::LIST_PAGE);
+        count += 1;
+        n += page.len();
+    }
+    assert_eq!((n, count > 2), (2500, true));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

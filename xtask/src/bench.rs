@@ -61,7 +61,10 @@ const PREFETCH: usize = 10;
 const CHILD_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 /// `cargo xtask bench`.
-pub fn run(_args: &[String]) -> Result<()> {
+pub fn run(args: &[String]) -> Result<()> {
+    if args.first().map(String::as_str) == Some("verify") {
+        return crate::archive_bench::run();
+    }
     let started = Instant::now();
     let repo = repo_root();
     let runs = env_usize("WALG_BENCH_RUNS", 3)?.max(1);

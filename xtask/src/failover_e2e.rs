@@ -110,7 +110,7 @@ fn file_segments(root: &Path) -> BTreeSet<String> {
 
 /// Keys under `prefix` in the S3 emulator's bucket, asked directly (not
 /// through the proxy, so the counts stay walg's own).
-fn s3_keys(emus: &Emulators, prefix: &str) -> Result<Vec<String>> {
+pub(crate) fn s3_keys(emus: &Emulators, prefix: &str) -> Result<Vec<String>> {
     let ep = emus
         .endpoint(Kind::S3)
         .context("the S3 emulator is not running")?;

@@ -5,16 +5,22 @@
 //!   end-to-end tests with a real PostgreSQL and the storage emulators.
 //! - `e2e`: only the end-to-end tests.
 //! - `setup`: installs what the tests need (Debian packages, emulators).
+//! - `dist`: the release binary and a Debian package (`target/dist/`).
 //!
 //! Every task installs its own prerequisites, so a fresh machine needs no
 //! manual step.
 
+mod archive_bench;
+mod archive_e2e;
 mod bench;
 mod crypto_bench;
 mod crypto_e2e;
+mod dist;
+mod dist_e2e;
 mod e2e;
 mod emulators;
 mod failover_e2e;
+mod hardening_e2e;
 mod pg;
 mod pgp_e2e;
 mod proxy;
@@ -59,7 +65,7 @@ fn build_walg(repo: &Path, release: bool) -> Result<PathBuf> {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: cargo xtask <demo|test|e2e|setup>");
+    eprintln!("usage: cargo xtask <demo|test|e2e|setup|bench|dist>");
     std::process::exit(2)
 }
 
@@ -74,6 +80,7 @@ fn main() {
             crypto_bench::run()
         }
         Some("bench") => bench::run(&args[1..]),
+        Some("dist") => dist::run_dist(&repo_root()),
         _ => usage(),
     };
     if let Err(e) = result {
@@ -165,6 +172,21 @@ fn test(args: &[String]) -> Result<()> {
     if !status.success() {
         bail!("cargo test --workspace failed");
     }
+    // The downstream-tool example (built by cargo test above) must also run.
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(&repo)
+        .args([
+            "run",
+            "--quiet",
+            "-p",
+            "walg-failover",
+            "--example",
+            "downstream_tool",
+        ])
+        .status()?;
+    if !status.success() {
+        bail!("the example downstream_tool failed");
+    }
     run_e2e(&repo, emus, args)
 }
 
@@ -196,6 +218,13 @@ fn run_e2e(repo: &Path, emus: Arc<emulators::Emulators>, args: &[String]) -> Res
     {
         let walg = walg.clone();
         tests.push(("cli_contract", Box::new(move || e2e::cli_contract(&walg))));
+    }
+    {
+        let walg = walg.clone();
+        tests.push((
+            "package_install",
+            Box::new(move || dist_e2e::package_install(&walg)),
+        ));
     }
     {
         let walg = walg.clone();
@@ -310,8 +339,75 @@ fn run_e2e(repo: &Path, emus: Arc<emulators::Emulators>, args: &[String]) -> Res
     }
     {
         let walg = walg.clone();
+        let emus = emus.clone();
+        tests.push((
+            "archive_health_verify_repair",
+            Box::new(move || archive_e2e::verify_repair(&walg, &emus)),
+        ));
+    }
+    {
+        let walg = walg.clone();
+        let emus = emus.clone();
+        tests.push((
+            "archive_health_prune",
+            Box::new(move || archive_e2e::prune(&walg, &emus)),
+        ));
+    }
+    {
+        let walg = walg.clone();
+        tests.push((
+            "unopenable_primary",
+            Box::new(move || hardening_e2e::unopenable_primary(&walg)),
+        ));
+    }
+    {
+        let walg = walg.clone();
+        tests.push((
+            "archive_identity",
+            Box::new(move || hardening_e2e::archive_identity(&walg)),
+        ));
+    }
+    {
+        let walg = walg.clone();
+        tests.push((
+            "status_cache_processes",
+            Box::new(move || hardening_e2e::status_cache_processes(&walg)),
+        ));
+    }
+    {
+        let walg = walg.clone();
+        tests.push((
+            "no_hardlink_filesystem",
+            Box::new(move || hardening_e2e::no_hardlink_filesystem(&walg)),
+        ));
+    }
+    {
+        let walg = walg.clone();
+        let emus = emus.clone();
+        tests.push((
+            "st_clean",
+            Box::new(move || hardening_e2e::st_clean(&walg, &emus)),
+        ));
+    }
+    {
+        let walg = walg.clone();
+        tests.push((
+            "sigkill_archiving",
+            Box::new(move || hardening_e2e::sigkill_archiving(&walg).map(|_| ())),
+        ));
+    }
+    {
+        let walg = walg.clone();
         tests.push(("openpgp_gpg", Box::new(move || pgp_e2e::openpgp_gpg(&walg))));
     }
+    // The longest scenarios first, so the two threads finish together.
+    const LONG: &[&str] = &[
+        "sigkill_archiving",
+        "failover",
+        "archive_keeps_up",
+        "archive_health_prune",
+    ];
+    tests.sort_by_key(|(name, _)| LONG.iter().position(|l| l == name).unwrap_or(LONG.len()));
     if let Some(f) = filter {
         tests.retain(|(name, _)| name.contains(f.as_str()));
     }

@@ -58,7 +58,8 @@ pub fn apt(packages: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// PostgreSQL server binaries, the postgres OS user, lz4, zstd and gpg.
+/// PostgreSQL server binaries, the postgres OS user, lz4, zstd, gpg and
+/// dosfstools (mkfs.vfat).
 pub fn postgres() -> Result<()> {
     let mut missing = Vec::new();
     if pg::bindir().is_err() {
@@ -76,6 +77,14 @@ pub fn postgres() -> Result<()> {
     // gpg checks walg's OpenPGP objects and makes foreign ones.
     if !have("gpg") {
         missing.push("gnupg");
+    }
+    // A file system without hard links for the create-if-absent test.
+    if !have("mkfs.vfat") {
+        missing.push("dosfstools");
+    }
+    // Mounts the vfat image where the kernel has no vfat driver.
+    if !have("fusefat") {
+        missing.push("fusefat");
     }
     apt(&missing)?;
     pg::bindir()?;

@@ -226,6 +226,11 @@ async fn wal_fetch(cli: &Cli, name: &str, dest: &Path) -> Result<()> {
     // Refuse a bad name before touching the configuration or any storage.
     let wal = walg_core::fetch::validate_name(name)?;
     let cfg = load_config(cli)?;
+    if let walg_core::crypto::Encryption::Pgp(k) = &cfg.encryption {
+        if let Some(why) = k.decrypt_refusal() {
+            anyhow::bail!("{why}");
+        }
+    }
     if let Some(got) = crate::prefetch::take(&cfg, &wal, dest) {
         tracing::info!(
             "fetched {name} from the prefetch directory into {}: {}, {} ms",

@@ -85,8 +85,6 @@ const KNOWN_WALG: &[&str] = &[
 /// what the user asked to be encrypted would be a silent leak, so each is an
 /// error, never a warning.
 const UNSUPPORTED_ENCRYPTION: &[&str] = &[
-    "WALG_PGP_KEY",
-    "WALG_PGP_KEY_PATH",
     "WALG_GPG_KEY_ID",
     "WALE_GPG_KEY_ID",
     "WALG_CSE_KMS_ID",
@@ -388,7 +386,7 @@ pub struct Config {
 impl Config {
     pub fn from_raw(raw: &Raw) -> Result<Config> {
         if let Some(key) = UNSUPPORTED_ENCRYPTION.iter().find(|k| raw.get(k).is_some()) {
-            bail!("{key} is set, but walg does not implement this kind of encryption; refusing to archive or restore without it (walg encrypts with WALG_LIBSODIUM_KEY; unset {key} only if unencrypted WAL is acceptable)");
+            bail!("{key} is set, but walg does not implement this kind of encryption; refusing to archive or restore without it (walg encrypts with WALG_LIBSODIUM_KEY or WALG_PGP_KEY; unset {key} only if unencrypted WAL is acceptable)");
         }
         let encryption = encryption_from(raw)?;
         let mut warnings: Vec<String> = raw
@@ -578,6 +576,57 @@ fn parse_key(text: &[u8], transform: KeyTransform, source: &str) -> Result<Sodiu
 /// `WALG_LIBSODIUM_OLD_KEYS_PATH` (one a line). Everything is checked here,
 /// when walg starts, before any segment moves.
 fn encryption_from(raw: &Raw) -> Result<Encryption> {
+    let pgp = pgp_from(raw)?;
+    if let Some(pgp) = pgp {
+        if let Some(k) = ["WALG_LIBSODIUM_KEY", "WALG_LIBSODIUM_KEY_PATH"]
+            .into_iter()
+            .find(|k| raw.get(k).is_some())
+        {
+            bail!("both {k} and an OpenPGP key (WALG_PGP_KEY or WALG_PGP_KEY_PATH) are set; an archive has one encryption: keep only one");
+        }
+        return Ok(pgp);
+    }
+    libsodium_from(raw)
+}
+
+/// The OpenPGP keyring, by WAL-G's rules: `WALG_PGP_KEY` (armored text,
+/// literal `\n` turned into newlines) wins over `WALG_PGP_KEY_PATH`;
+/// `WALG_PGP_KEY_PASSPHRASE` unlocks the secret keys. Parsed and unlocked
+/// here, when walg starts.
+fn pgp_from(raw: &Raw) -> Result<Option<Encryption>> {
+    let passphrase = raw.get("WALG_PGP_KEY_PASSPHRASE");
+    let (armored, setting) = if let Some(text) = raw.get("WALG_PGP_KEY") {
+        (
+            text.replace("\\n", "\n").into_bytes(),
+            "WALG_PGP_KEY".to_string(),
+        )
+    } else if let Some(p) = raw.get("WALG_PGP_KEY_PATH").map(PathBuf::from) {
+        let content = std::fs::read(&p).with_context(|| {
+            format!(
+                "read the key file {} given by WALG_PGP_KEY_PATH (check that it exists and is readable by this user)",
+                p.display()
+            )
+        })?;
+        if trim_key_file(&content).is_empty() {
+            bail!(
+                "the key file {} given by WALG_PGP_KEY_PATH is empty",
+                p.display()
+            );
+        }
+        (content, key_source("WALG_PGP_KEY_PATH", Some(&p)))
+    } else {
+        if passphrase.is_some() {
+            bail!("WALG_PGP_KEY_PASSPHRASE is set without WALG_PGP_KEY or WALG_PGP_KEY_PATH; set the key too");
+        }
+        return Ok(None);
+    };
+    let keys =
+        walg_core::openpgp::pgp_keys(&armored, passphrase.as_deref().map(str::as_bytes), &setting)
+            .map_err(|e| anyhow::anyhow!(e))?;
+    Ok(Some(Encryption::Pgp(std::sync::Arc::new(keys))))
+}
+
+fn libsodium_from(raw: &Raw) -> Result<Encryption> {
     let inline = raw.get("WALG_LIBSODIUM_KEY");
     let path = raw.get("WALG_LIBSODIUM_KEY_PATH").map(PathBuf::from);
     let old_inline = raw.get("WALG_LIBSODIUM_OLD_KEYS");
@@ -758,7 +807,7 @@ mod tests {
                 assert_eq!(cfg.encryption.name(), name);
                 match &cfg.encryption {
                     Encryption::Libsodium(k) => assert_eq!(k.old.len(), old),
-                    Encryption::None => assert_eq!(old, 0),
+                    Encryption::None | Encryption::Pgp(_) => assert_eq!(old, 0),
                 }
                 // Storages never see key material.
                 for s in &cfg.storages {
@@ -872,8 +921,41 @@ mod tests {
             ],
             Err("line 2: libsodium key: while hex decoding key"),
         );
+        let pgp_pub = include_str!("../../walg-core/testdata/pgp/a.pub");
+        let pgp_sec = include_str!("../../walg-core/testdata/pgp/c.sec");
+        check_keys(&[("WALG_PGP_KEY", json!(pgp_pub))], Ok(("openpgp", 0)));
+        // WAL-G's inline form: literal "\n" for newlines.
+        check_keys(
+            &[("WALG_PGP_KEY", json!(pgp_pub.replace('\n', "\\n")))],
+            Ok(("openpgp", 0)),
+        );
+        check_keys(
+            &[
+                ("WALG_PGP_KEY", json!(pgp_sec)),
+                ("WALG_PGP_KEY_PASSPHRASE", json!("correct horse")),
+            ],
+            Ok(("openpgp", 0)),
+        );
+        check_keys(
+            &[("WALG_PGP_KEY", json!(pgp_sec)), ("WALG_PGP_KEY_PASSPHRASE", json!("wrong"))],
+            Err("WALG_PGP_KEY: the secret key cannot be unlocked: WALG_PGP_KEY_PASSPHRASE is missing or wrong"),
+        );
+        check_keys(
+            &[("WALG_PGP_KEY", json!("x"))],
+            Err("WALG_PGP_KEY is not an ASCII-armored OpenPGP key"),
+        );
+        check_keys(
+            &[("WALG_PGP_KEY_PASSPHRASE", json!("x"))],
+            Err("WALG_PGP_KEY_PASSPHRASE is set without WALG_PGP_KEY"),
+        );
+        check_keys(
+            &[
+                ("WALG_PGP_KEY", json!(pgp_pub)),
+                ("WALG_LIBSODIUM_KEY", json!("TEST_LIBSODIUM_KEY_______")),
+            ],
+            Err("both WALG_LIBSODIUM_KEY and an OpenPGP key"),
+        );
         for unsupported in [
-            "WALG_PGP_KEY",
             "WALG_GPG_KEY_ID",
             "YC_CSE_KMS_KEY_ID",
             "WALG_ENVELOPE_PGP_KEY_PATH",

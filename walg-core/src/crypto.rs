@@ -19,7 +19,7 @@
 //! of its own accord: the CLI gathers key text and passes it in.
 
 use std::fmt;
-use std::io::{self, Read};
+use std::io::{self, Cursor, Read};
 use std::sync::Arc;
 
 use dryoc::classic::crypto_secretstream_xchacha20poly1305::{
@@ -231,6 +231,7 @@ pub enum Encryption {
     #[default]
     None,
     Libsodium(Arc<SodiumKeys>),
+    Pgp(Arc<crate::openpgp::PgpKeys>),
 }
 
 impl Encryption {
@@ -247,6 +248,7 @@ impl Encryption {
         match self {
             Encryption::None => "none",
             Encryption::Libsodium(_) => "libsodium",
+            Encryption::Pgp(_) => "openpgp",
         }
     }
 
@@ -257,6 +259,7 @@ impl Encryption {
             Encryption::Libsodium(keys) => Encryptor(EncryptorInner::Sodium(Box::new(
                 SodiumWriter::new(&keys.main),
             ))),
+            Encryption::Pgp(keys) => Encryptor(EncryptorInner::Pgp(keys.clone(), Vec::new())),
         }
     }
 
@@ -269,6 +272,12 @@ impl Encryption {
             Encryption::Libsodium(keys) => Decryptor(DecryptorInner::Sodium(Box::new(
                 SodiumReader::new(input, keys.clone()),
             ))),
+            Encryption::Pgp(keys) => Decryptor(DecryptorInner::Pgp(Box::new(PgpReader {
+                input: Some(input),
+                keys: keys.clone(),
+                plain: Cursor::new(Vec::new()),
+                failure: None,
+            }))),
         }
     }
 
@@ -277,6 +286,7 @@ impl Encryption {
         match self {
             Encryption::None => Some(n),
             Encryption::Libsodium(_) => Some(sodium_encrypted_len(n)),
+            Encryption::Pgp(_) => None,
         }
     }
 }
@@ -284,7 +294,7 @@ impl Encryption {
 /// Added to a decode failure when no encryption is configured: WAL-G marks
 /// nothing, so an encrypted object read without a key just looks corrupt.
 pub const ENCRYPTED_HINT: &str =
-    "; if the archive was written with encryption, set WALG_LIBSODIUM_KEY to its key";
+    "; if the archive was written with encryption, set WALG_LIBSODIUM_KEY (or WALG_PGP_KEY) to its key";
 
 /// WAL-G's libsodium object size for `n` plaintext bytes.
 pub fn sodium_encrypted_len(n: u64) -> u64 {
@@ -300,6 +310,8 @@ pub struct Encryptor(EncryptorInner);
 enum EncryptorInner {
     None,
     Sodium(Box<SodiumWriter>),
+    /// The whole object, encrypted at `finish`.
+    Pgp(Arc<crate::openpgp::PgpKeys>, Vec<u8>),
 }
 
 impl Encryptor {
@@ -309,6 +321,14 @@ impl Encryptor {
         match &mut self.0 {
             EncryptorInner::None => Ok(input),
             EncryptorInner::Sodium(w) => w.push(&input),
+            EncryptorInner::Pgp(_, buf) => {
+                if buf.is_empty() {
+                    *buf = input;
+                } else {
+                    buf.extend_from_slice(&input);
+                }
+                Ok(Vec::new())
+            }
         }
     }
 
@@ -317,6 +337,7 @@ impl Encryptor {
         match self.0 {
             EncryptorInner::None => Ok(Vec::new()),
             EncryptorInner::Sodium(w) => w.finish(),
+            EncryptorInner::Pgp(keys, buf) => crate::openpgp::pgp_encrypt(&keys, buf),
         }
     }
 }
@@ -412,6 +433,42 @@ pub struct Decryptor<R>(DecryptorInner<R>);
 enum DecryptorInner<R> {
     None(R),
     Sodium(Box<SodiumReader<R>>),
+    Pgp(Box<PgpReader<R>>),
+}
+
+/// Reads the whole OpenPGP object, decrypts and authenticates it, then
+/// serves the plaintext.
+struct PgpReader<R> {
+    input: Option<R>,
+    keys: Arc<crate::openpgp::PgpKeys>,
+    plain: Cursor<Vec<u8>>,
+    failure: Option<String>,
+}
+
+impl<R> fmt::Debug for PgpReader<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PgpReader")
+    }
+}
+
+impl<R: Read> Read for PgpReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(mut input) = self.input.take() {
+            let mut data = Vec::new();
+            input.read_to_end(&mut data)?;
+            match crate::openpgp::pgp_decrypt(&self.keys, data) {
+                Ok(p) => self.plain = Cursor::new(p),
+                Err(e) => {
+                    self.failure = Some(e.to_string());
+                    return Err(e);
+                }
+            }
+        }
+        if let Some(f) = &self.failure {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, f.clone()));
+        }
+        self.plain.read(buf)
+    }
 }
 
 impl<R: Read> Read for Decryptor<R> {
@@ -419,6 +476,7 @@ impl<R: Read> Read for Decryptor<R> {
         match &mut self.0 {
             DecryptorInner::None(r) => r.read(buf),
             DecryptorInner::Sodium(r) => r.read(buf),
+            DecryptorInner::Pgp(r) => r.read(buf),
         }
     }
 }
@@ -430,6 +488,7 @@ impl<R: Read> Decryptor<R> {
         match &self.0 {
             DecryptorInner::None(_) => None,
             DecryptorInner::Sodium(r) => r.failure.clone(),
+            DecryptorInner::Pgp(r) => r.failure.clone(),
         }
     }
 
@@ -438,6 +497,16 @@ impl<R: Read> Decryptor<R> {
     pub fn finish(&mut self) -> io::Result<()> {
         match &mut self.0 {
             DecryptorInner::None(_) => Ok(()),
+            DecryptorInner::Pgp(r) => {
+                let mut sink = [0u8; 1];
+                match r.read(&mut sink)? {
+                    0 => Ok(()),
+                    _ => Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "decrypted data continues after the end of the compressed stream",
+                    )),
+                }
+            }
             DecryptorInner::Sodium(r) => {
                 let mut sink = [0u8; 1];
                 match r.read(&mut sink)? {
@@ -495,7 +564,7 @@ fn clear_text_hint(head: &[u8]) -> &'static str {
             "; it starts like a clear-text zstd frame: was it archived without encryption?"
         }
         [0xC1 | 0x84..=0x87, ..] => {
-            "; it looks like an OpenPGP message (WAL-G's WALG_PGP_KEY), which walg does not decrypt"
+            "; it looks like an OpenPGP message: set WALG_PGP_KEY (the private key) instead of the libsodium key"
         }
         _ => "",
     }

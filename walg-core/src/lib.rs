@@ -58,6 +58,7 @@ pub mod identity;
 pub mod layout;
 pub mod lz4frame;
 pub mod memory;
+pub mod openpgp;
 pub mod page;
 pub mod pgconf;
 pub mod prefetch;

@@ -53,7 +53,12 @@ fn noise(n: usize, seed: u64) -> Vec<u8> {
 
 /// Runs walg as the current user with exactly `env` (nothing inherited
 /// from the caller's environment but PATH), at debug level.
-fn walg_env(bin: &Path, home: &Path, env: &[(&str, &str)], args: &[&str]) -> Result<Output> {
+pub(crate) fn walg_env(
+    bin: &Path,
+    home: &Path,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> Result<Output> {
     let mut cmd = Command::new(bin);
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -64,7 +69,7 @@ fn walg_env(bin: &Path, home: &Path, env: &[(&str, &str)], args: &[&str]) -> Res
     cmd.output().with_context(|| format!("run walg {args:?}"))
 }
 
-fn stderr(out: &Output) -> String {
+pub(crate) fn stderr(out: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -111,7 +116,11 @@ impl Reference {
 
 /// A real segment of a fresh cluster (16 MiB unless `initdb_args` say
 /// otherwise), copied out right after its switch.
-fn real_segment(work: &Workdir, label: &str, initdb_args: &[&str]) -> Result<(String, Vec<u8>)> {
+pub(crate) fn real_segment(
+    work: &Workdir,
+    label: &str,
+    initdb_args: &[&str],
+) -> Result<(String, Vec<u8>)> {
     let mut c = Cluster::init(&work.path.join(label), "", initdb_args)?;
     c.start()?;
     c.sql("create table t as select g, md5(g::text) from generate_series(1, 30000) g")?;
@@ -269,7 +278,7 @@ pub fn libsodium_interop(built: &Path, repo: &Path) -> Result<()> {
 }
 
 /// The directory's files, recursively, with their contents.
-fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+pub(crate) fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {

@@ -20,9 +20,10 @@ mod dist_e2e;
 mod e2e;
 mod emulators;
 mod failover_e2e;
-mod memory_e2e;
 mod hardening_e2e;
+mod memory_e2e;
 mod pg;
+mod pgp_e2e;
 mod proxy;
 mod setup;
 mod status_e2e;
@@ -475,6 +476,10 @@ fn run_e2e(repo: &Path, emus: Arc<emulators::Emulators>, args: &[String]) -> Res
                 Ok(())
             }),
         ));
+    }
+    {
+        let walg = walg.clone();
+        tests.push(("openpgp_gpg", Box::new(move || pgp_e2e::openpgp_gpg(&walg))));
     }
     // The longest scenarios first, so the two threads finish together.
     const LONG: &[&str] = &[

@@ -58,8 +58,8 @@ pub fn apt(packages: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// PostgreSQL server binaries, the postgres OS user, lz4, zstd, GNU time
-/// and dosfstools (mkfs.vfat).
+/// PostgreSQL server binaries, the postgres OS user, lz4, zstd, GNU time,
+/// gpg and dosfstools (mkfs.vfat).
 pub fn postgres() -> Result<()> {
     let mut missing = Vec::new();
     if pg::bindir().is_err() {
@@ -77,6 +77,10 @@ pub fn postgres() -> Result<()> {
     // Peak memory of a child (`/usr/bin/time -f %M`) in the memory tests.
     if !std::path::Path::new("/usr/bin/time").is_file() {
         missing.push("time");
+    }
+    // gpg checks walg's OpenPGP objects and makes foreign ones.
+    if !have("gpg") {
+        missing.push("gnupg");
     }
     // A file system without hard links for the create-if-absent test.
     if !have("mkfs.vfat") {

@@ -541,7 +541,7 @@ impl<R> fmt::Debug for SodiumReader<R> {
 }
 
 /// Reads until `buf` is full or the input ends.
-fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match r.read(&mut buf[n..]) {

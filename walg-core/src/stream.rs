@@ -10,7 +10,7 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use crate::codec::Compression;
-use crate::crypto::Encryption;
+use crate::crypto::{read_full, Encryption};
 use crate::error::{ErrorKind, StoreError};
 use crate::store::{Body, ByteStream};
 
@@ -28,24 +28,141 @@ pub const CHUNK_SIZE: usize = 1 << 20;
 /// Chunks in flight between the codec thread and the storage.
 const CHANNEL_DEPTH: usize = 4;
 
-fn receiver_stream(rx: mpsc::Receiver<Result<Bytes, StoreError>>) -> ByteStream {
-    Box::pin(futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    }))
+type Sender = mpsc::Sender<Result<Bytes, StoreError>>;
+
+/// The stream a storage reads a body from. It ends cleanly only when the
+/// producing stage said it finished (`done`): a stage that died without a
+/// word (a panic) ends the stream with an error, so a cut object is never
+/// taken as complete.
+fn receiver_stream(
+    rx: mpsc::Receiver<Result<Bytes, StoreError>>,
+    done: Arc<AtomicBool>,
+) -> ByteStream {
+    Box::pin(futures::stream::unfold(
+        (rx, done, false),
+        |(mut rx, done, ended)| async move {
+            if ended {
+                return None;
+            }
+            match rx.recv().await {
+                Some(item) => Some((item, (rx, done, false))),
+                None if done.load(Ordering::Acquire) => None,
+                None => Some((
+                    Err(StoreError::new(
+                        ErrorKind::Other,
+                        "read",
+                        "local",
+                        "",
+                        "the compression or encryption stage stopped before the end of the file",
+                    )),
+                    (rx, done, true),
+                )),
+            }
+        },
+    ))
 }
 
-/// Reads until `buf` is full or the file ends.
-fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+/// What a stage does when its work ends: the final bytes go out and the
+/// stream is marked complete, or the error goes out in their place.
+fn stage_end(
+    out: io::Result<Option<Vec<u8>>>,
+    path: &Path,
+    tx: &Sender,
+    done: &AtomicBool,
+    count: impl FnOnce(u64),
+) {
+    match out {
+        Ok(Some(last)) => {
+            count(last.len() as u64);
+            if !last.is_empty() && tx.blocking_send(Ok(Bytes::from(last))).is_err() {
+                return;
+            }
+            done.store(true, Ordering::Release);
+        }
+        // The consumer gave up; nothing to report to anyone.
+        Ok(None) => {}
+        Err(e) => {
+            let key = path.display().to_string();
+            let _ = tx.blocking_send(Err(StoreError::from_io("read", "local", &key, &e)));
         }
     }
-    Ok(n)
+}
+
+/// Reads `path` and sends its compressed chunks to `tx`; returns the last
+/// bytes (the codec's trailer), or `None` when the consumer went away.
+fn compress_file(
+    path: &Path,
+    compression: Compression,
+    expected: u64,
+    tx: &Sender,
+    produced: Option<&AtomicU64>,
+) -> io::Result<Option<Vec<u8>>> {
+    let mut f = File::open(path)?;
+    let mut enc = compression.encoder()?;
+    let mut buf = vec![0u8; CHUNK_SIZE];
+    let mut read = 0u64;
+    loop {
+        let n = read_full(&mut f, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        read += n as u64;
+        let out = enc.push(&buf[..n])?;
+        if out.is_empty() {
+            continue;
+        }
+        if let Some(p) = produced {
+            p.fetch_add(out.len() as u64, Ordering::Relaxed);
+        }
+        if tx.blocking_send(Ok(Bytes::from(out))).is_err() {
+            return Ok(None);
+        }
+    }
+    if read != expected {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("file changed size while reading: expected {expected} bytes, read {read}"),
+        ));
+    }
+    enc.finish().map(Some)
+}
+
+/// Encrypts the compressed chunks from `rx` into `tx`, counting what it
+/// sends in `produced`; returns the encryption's trailer.
+fn encrypt_stage(
+    mut rx: mpsc::Receiver<Result<Bytes, StoreError>>,
+    compressed: &AtomicBool,
+    encryption: &Encryption,
+    tx: &Sender,
+    produced: &AtomicU64,
+) -> io::Result<Option<Vec<u8>>> {
+    let mut crypt = encryption.encryptor();
+    let mut send = |out: Vec<u8>| -> bool {
+        produced.fetch_add(out.len() as u64, Ordering::Relaxed);
+        out.is_empty() || tx.blocking_send(Ok(Bytes::from(out))).is_ok()
+    };
+    while let Some(item) = rx.blocking_recv() {
+        match item {
+            Ok(chunk) => {
+                if !send(crypt.push(Vec::from(chunk))?) {
+                    return Ok(None);
+                }
+            }
+            Err(e) => {
+                // The compression stage's error, passed on as it is.
+                let _ = tx.blocking_send(Err(e));
+                return Ok(None);
+            }
+        }
+    }
+    if !compressed.load(Ordering::Acquire) {
+        return Err(io::Error::other(
+            "the compression stage stopped before the end of the file",
+        ));
+    }
+    let last = crypt.finish()?;
+    produced.fetch_add(last.len() as u64, Ordering::Relaxed);
+    Ok(Some(last))
 }
 
 /// A local file, compressed (then encrypted) on the fly each time it is
@@ -91,56 +208,39 @@ impl FileBody {
 impl Body for FileBody {
     fn open(&self) -> ByteStream {
         let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+        let done = Arc::new(AtomicBool::new(false));
         let path = self.path.clone();
         let compression = self.compression;
-        let encryption = self.encryption.clone();
         let expected = self.expected_len;
         let produced = self.produced.clone();
         produced.store(0, Ordering::Relaxed);
-        tokio::task::spawn_blocking(move || {
-            let run = |tx: &mpsc::Sender<Result<Bytes, StoreError>>| -> io::Result<()> {
-                let mut f = File::open(&path)?;
-                let mut enc = compression.encoder()?;
-                let mut crypt = encryption.encryptor();
-                let mut buf = vec![0u8; CHUNK_SIZE];
-                let mut read = 0u64;
-                loop {
-                    let n = read_full(&mut f, &mut buf)?;
-                    if n == 0 {
-                        break;
-                    }
-                    read += n as u64;
-                    let out = enc.push(&buf[..n])?;
-                    let out = if out.is_empty() {
-                        out
-                    } else {
-                        crypt.push(out)?
-                    };
-                    if !out.is_empty() {
-                        produced.fetch_add(out.len() as u64, Ordering::Relaxed);
-                        if tx.blocking_send(Ok(Bytes::from(out))).is_err() {
-                            return Ok(()); // the consumer gave up; nothing to report
-                        }
-                    }
-                }
-                if read != expected {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!("file changed size while reading: expected {expected} bytes, read {read}"),
-                    ));
-                }
-                let mut out = crypt.push(enc.finish()?)?;
-                out.extend(crypt.finish()?);
-                produced.fetch_add(out.len() as u64, Ordering::Relaxed);
-                let _ = tx.blocking_send(Ok(Bytes::from(out)));
-                Ok(())
-            };
-            if let Err(e) = run(&tx) {
-                let key = path.display().to_string();
-                let _ = tx.blocking_send(Err(StoreError::from_io("read", "local", &key, &e)));
-            }
-        });
-        receiver_stream(rx)
+        if matches!(self.encryption, Encryption::None) {
+            let finished = done.clone();
+            tokio::task::spawn_blocking(move || {
+                let out = compress_file(&path, compression, expected, &tx, Some(&produced));
+                stage_end(out, &path, &tx, &finished, |n| {
+                    produced.fetch_add(n, Ordering::Relaxed);
+                });
+            });
+        } else {
+            // Encryption gets a thread of its own, so it overlaps with the
+            // codec and the I/O instead of adding to them.
+            let (ctx, crx) = mpsc::channel(CHANNEL_DEPTH);
+            let compressed = Arc::new(AtomicBool::new(false));
+            let finished = compressed.clone();
+            let key = path.clone();
+            tokio::task::spawn_blocking(move || {
+                let out = compress_file(&path, compression, expected, &ctx, None);
+                stage_end(out, &path, &ctx, &finished, |_| {});
+            });
+            let encryption = self.encryption.clone();
+            let finished = done.clone();
+            tokio::task::spawn_blocking(move || {
+                let out = encrypt_stage(crx, &compressed, &encryption, &tx, &produced);
+                stage_end(out, &key, &tx, &finished, |_| {});
+            });
+        }
+        receiver_stream(rx, done)
     }
 
     fn len_hint(&self) -> Option<u64> {
@@ -216,38 +316,29 @@ where
     W: Write + Send + 'static,
 {
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_DEPTH);
-    let encryption = encryption.clone();
-    let worker = tokio::task::spawn_blocking(move || {
-        let reader = ChannelReader {
-            rx,
-            current: Bytes::new(),
-        };
-        let mut sink = SinkWriter {
-            inner: sink,
-            failed: None,
-        };
-        let mut decrypted = encryption.decryptor(reader);
-        let result = compression
-            .decoder(&mut decrypted)
-            .and_then(|mut dec| io::copy(&mut dec, &mut sink))
-            // The decompressor may stop before the end of the encrypted
-            // stream (an empty final piece): read it to the end, so a
-            // truncated or extended object is never taken as complete.
-            .and_then(|_| decrypted.finish());
-        match result {
-            Ok(_) => Ok(sink.inner),
-            Err(e) => match (sink.failed.take(), decrypted.failure()) {
-                (Some(sink_err), _) => Err(DecodeError::Sink(sink_err)),
-                // Say why decryption failed, not how the decompressor
-                // reworded it.
-                (None, Some(why)) => Err(DecodeError::Corrupt(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    why,
-                ))),
-                (None, None) => Err(DecodeError::Corrupt(e)),
-            },
-        }
-    });
+    let reader = ChannelReader {
+        rx,
+        current: Bytes::new(),
+    };
+    let worker = if matches!(encryption, Encryption::None) {
+        tokio::task::spawn_blocking(move || decompress_stage(reader, compression, sink, None))
+    } else {
+        // Decryption gets a thread of its own, so it overlaps with the
+        // decompressor and the download instead of adding to them.
+        let (ptx, prx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_DEPTH);
+        let encryption = encryption.clone();
+        let (vtx, verdict) = tokio::sync::oneshot::channel();
+        tokio::task::spawn_blocking(move || {
+            let _ = vtx.send(decrypt_stage(reader, &encryption, ptx));
+        });
+        tokio::task::spawn_blocking(move || {
+            let plain = ChannelReader {
+                rx: prx,
+                current: Bytes::new(),
+            };
+            decompress_stage(plain, compression, sink, Some(verdict))
+        })
+    };
     let mut store_error = None;
     while let Some(item) = stream.next().await {
         match item {
@@ -270,6 +361,85 @@ where
     match (store_error, decoded) {
         (Some(e), _) => Err(DecodeError::Store(e)),
         (None, result) => result,
+    }
+}
+
+/// Decrypts everything `input` holds into `tx`, to the authenticated end of
+/// the stream. On failure it returns why, in the decryptor's words.
+fn decrypt_stage(
+    input: ChannelReader,
+    encryption: &Encryption,
+    tx: mpsc::Sender<io::Result<Bytes>>,
+) -> Result<(), String> {
+    let mut decrypted = encryption.decryptor(input);
+    loop {
+        let mut buf = vec![0u8; CHUNK_SIZE];
+        let n = match read_full(&mut decrypted, &mut buf) {
+            Ok(n) => n,
+            Err(e) => {
+                let why = decrypted.failure().unwrap_or_else(|| e.to_string());
+                let _ =
+                    tx.blocking_send(Err(io::Error::new(io::ErrorKind::InvalidData, why.clone())));
+                return Err(why);
+            }
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        buf.truncate(n);
+        if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+            return Ok(()); // the decompressor stopped; its error says why
+        }
+    }
+}
+
+/// Decompresses `input` into `sink`. With a decryption stage in front, its
+/// verdict wins, and decrypted bytes after the end of the compressed stream
+/// are an error (the object holds more than one stream).
+fn decompress_stage<W: Write>(
+    mut input: ChannelReader,
+    compression: Compression,
+    sink: W,
+    verdict: Option<tokio::sync::oneshot::Receiver<Result<(), String>>>,
+) -> Result<W, DecodeError> {
+    let mut sink = SinkWriter {
+        inner: sink,
+        failed: None,
+    };
+    let mut result = compression
+        .decoder(&mut input)
+        .and_then(|mut dec| io::copy(&mut dec, &mut sink))
+        .map(|_| ());
+    if let Some(verdict) = verdict {
+        if result.is_ok() {
+            let mut one = [0u8; 1];
+            result = match input.read(&mut one) {
+                Ok(0) => Ok(()),
+                Ok(_) => Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "decrypted data continues after the end of the compressed stream",
+                )),
+                Err(e) => Err(e),
+            };
+        }
+        // Let the decryption stage end: it may be blocked sending to us.
+        drop(input);
+        let verdict = verdict
+            .blocking_recv()
+            .unwrap_or_else(|_| Err("the decryption stage stopped before the end".into()));
+        if let (Err(why), None) = (verdict, &sink.failed) {
+            return Err(DecodeError::Corrupt(io::Error::new(
+                io::ErrorKind::InvalidData,
+                why,
+            )));
+        }
+    }
+    match result {
+        Ok(()) => Ok(sink.inner),
+        Err(e) => match sink.failed.take() {
+            Some(sink_err) => Err(DecodeError::Sink(sink_err)),
+            None => Err(DecodeError::Corrupt(e)),
+        },
     }
 }
 
@@ -319,5 +489,71 @@ pub fn decode_error_to_store(e: DecodeError, store: &str, key: &str) -> StoreErr
             StoreError::new(ErrorKind::Corrupt, "decode", store, key, e.to_string())
         }
         DecodeError::Sink(e) => StoreError::from_io("write", "local", key, &e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{sodium_key, KeyTransform};
+
+    async fn encrypted_body(dir: &Path, data: &[u8], c: Compression, e: &Encryption) -> Vec<u8> {
+        let path = dir.join("segment");
+        std::fs::write(&path, data).expect("write");
+        let body = FileBody::encrypted(&path, c, e.clone(), data.len() as u64);
+        let mut s = body.open();
+        let mut out = Vec::new();
+        while let Some(chunk) = s.next().await {
+            out.extend_from_slice(&chunk.expect("chunk"));
+        }
+        assert_eq!(
+            body.produced(),
+            out.len() as u64,
+            "produced counts stored bytes"
+        );
+        out
+    }
+
+    async fn decode(
+        stored: Vec<u8>,
+        c: Compression,
+        e: &Encryption,
+    ) -> Result<Vec<u8>, DecodeError> {
+        let stream: ByteStream = Box::pin(futures::stream::iter(
+            stored
+                .chunks(100_000)
+                .map(|c| Ok(Bytes::copy_from_slice(c)))
+                .collect::<Vec<_>>(),
+        ));
+        decode_into(stream, c, e, Vec::new()).await
+    }
+
+    /// The staged pipeline (compress | encrypt, decrypt | decompress) keeps
+    /// every verdict of the one-thread pipeline: a cut object, a cut at a
+    /// piece boundary, and a second stream appended are all refused.
+    #[tokio::test]
+    async fn staged_encryption_round_trips_and_refuses_damage() {
+        let key = sodium_key(b"STAGED_LIBSODIUM_KEY_____", KeyTransform::None).expect("key");
+        let e = Encryption::libsodium(key, vec![]);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        for c in Compression::ALL {
+            let stored = encrypted_body(dir.path(), &data, c, &e).await;
+            let got = decode(stored.clone(), c, &e).await.expect("round trip");
+            assert_eq!(got, data, "{c}");
+            for cut in [1, 8192 + 17, stored.len() - 24] {
+                let cut_at = stored.len().saturating_sub(cut);
+                let err = decode(stored[..cut_at].to_vec(), c, &e)
+                    .await
+                    .expect_err("a cut object must fail");
+                assert!(
+                    matches!(err, DecodeError::Corrupt(_)),
+                    "{c} cut {cut}: {err:?}"
+                );
+            }
+            let twice = [stored.clone(), stored.clone()].concat();
+            let err = decode(twice, c, &e).await.expect_err("two streams");
+            assert!(matches!(err, DecodeError::Corrupt(_)), "{c}: {err:?}");
+        }
     }
 }

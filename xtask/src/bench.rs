@@ -5,8 +5,13 @@
 //! TPC-B run and a high-entropy insert workload, kept apart so results and
 //! compression can be told per kind), keeps that cluster running so
 //! pgBackRest stanzas can be created for it, and then, for file storage and
-//! the S3 emulator (moto), lets the peers take turns, alternating their order
-//! every repetition:
+//! S3, lets the peers take turns, alternating their order every repetition.
+//! S3 is `s3s-fs` (a Rust S3 server on the local file system that serves
+//! requests in parallel, unlike moto), reached by both peers over TLS
+//! through the same local proxy (pgBackRest speaks S3 over https only), once
+//! directly (`s3`) and once through the xtask's proxy shaped like a network
+//! to a cloud region (`s3-shaped`: 20 ms per request and per new connection,
+//! 100 MB/s per connection and direction):
 //!
 //! - sequential push, one process per segment, as PostgreSQL's archiver runs
 //!   `archive_command` (cwd = data directory, `%p` = `pg_wal/<segment>`);
@@ -15,7 +20,8 @@
 //!   upload-ahead, walg sequential, pgBackRest with `archive-async`;
 //! - sequential fetch into `pg_wal/RECOVERYXLOG`, with and without walg's
 //!   prefetch, against pgBackRest `archive-get` sync and async;
-//! - peak resident memory (`/usr/bin/time -f %M`) of one push and one fetch.
+//! - peak resident memory (`/usr/bin/time -f %M`) of one push and one fetch
+//!   of a 16 MiB segment, and (walg only) of a 1 GiB one on file and S3.
 //!
 //! Every child runs as the `postgres` OS user (set directly with
 //! `Command::uid`, not through `runuser`, whose PAM session would add
@@ -24,7 +30,8 @@
 //! `target/bench/report.md`.
 //!
 //! What it does not do: assert targets (a benchmark is a report, not a test),
-//! measure GCS or Azure, or tune the peers beyond the settings it states. A
+//! measure GCS or Azure, measure pgBackRest with 1 GiB segments (it needs a
+//! cluster made with them), or tune the peers beyond the settings it states. A
 //! peer that fails is reported as `failed: <reason>`, never hidden and never
 //! fatal for the other peers.
 
@@ -42,8 +49,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::{json, Value};
 
-use crate::emulators::{self, Emulators, Kind as EmulatorKind, BUCKET};
+use crate::emulators::BUCKET;
 use crate::pg::{self, Cluster, Workdir};
+use crate::proxy::{Proxy, Shape};
 use crate::{build_walg, repo_root, setup, target_dir};
 
 /// The pgBackRest stanza made for the corpus cluster.
@@ -104,10 +112,13 @@ pub fn run(args: &[String]) -> Result<()> {
         corpus_time.as_secs_f64()
     );
 
-    println!("bench: starting the S3 emulator ...");
+    println!("bench: starting s3s-fs and the TLS and shaping proxies ...");
     let s3 = S3::start(&repo, &work.path).map_err(|e| format!("{e:#}"));
-    if let Err(e) = &s3 {
-        println!("bench: S3 emulator unavailable, S3 rows will be reported as failed: {e}");
+    match &s3 {
+        Err(e) => println!("bench: S3 unavailable, S3 rows will be reported as failed: {e}"),
+        // For the children this process runs directly (the 1 GiB memory
+        // runs); the peers' commands get it explicitly.
+        Ok(s3) => std::env::set_var("SSL_CERT_FILE", &s3.cert),
     }
 
     let bench = Bench {
@@ -124,8 +135,8 @@ pub fn run(args: &[String]) -> Result<()> {
     };
     let mut rows = Row::all();
     if let Err(e) = &s3 {
-        for row in rows.iter_mut().filter(|r| r.storage == Storage::S3) {
-            row.failed = Some(format!("S3 emulator: {e}"));
+        for row in rows.iter_mut().filter(|r| r.storage != Storage::File) {
+            row.failed = Some(format!("S3: {e}"));
         }
     }
     let mut memory = MemoryRow::all();
@@ -142,7 +153,7 @@ pub fn run(args: &[String]) -> Result<()> {
             .to_string();
         println!("bench: repetition {}/{runs} (load average {load})", r + 1);
         loads.push(load);
-        for storage in [Storage::File, Storage::S3] {
+        for storage in Storage::ALL {
             for scenario in [Scenario::Push, Scenario::Fetch, Scenario::Backlog] {
                 let mut order: Vec<usize> = (0..rows.len())
                     .filter(|&i| rows[i].storage == storage && rows[i].scenario == scenario)
@@ -186,6 +197,8 @@ pub fn run(args: &[String]) -> Result<()> {
         }
         bench.memory(r, &mut memory);
     }
+    println!("bench: peak memory of 1 GiB segments ...");
+    let large = bench.large_memory(&built);
 
     let elapsed = started.elapsed();
     let times = Times {
@@ -198,6 +211,7 @@ pub fn run(args: &[String]) -> Result<()> {
         &bench,
         &rows,
         &memory,
+        &large,
         compression.as_ref(),
         runs,
         &times,
@@ -461,34 +475,129 @@ impl Drop for Group {
 // ---------------------------------------------------------------------------
 // The S3 emulator
 
-/// moto, plus a TLS proxy in front of it for pgBackRest, which speaks S3
-/// over https only; walg talks to moto's plain http port directly.
+/// s3s-fs on 127.0.0.1, behind two TLS proxies (socat): one straight to
+/// it, one through the shaping proxy. Both peers use TLS: pgBackRest speaks
+/// S3 over https only, and walg trusts the proxies' self-signed certificate
+/// through `SSL_CERT_FILE`, so neither pays a cost the other does not.
 #[derive(Debug)]
 struct S3 {
-    emulators: Emulators,
-    port: u16,
+    /// The server's root; the bucket is the directory [`BUCKET`] in it.
+    root: PathBuf,
+    /// The certificate both peers are given.
+    cert: PathBuf,
     tls_port: u16,
-    _proxy: Group,
+    shaped_tls_port: u16,
+    _tls: Group,
+    _shaped_tls: Group,
+    _shaper: Proxy,
+    _server: Group,
+}
+
+/// The version of s3s-fs that builds with this machine's Rust.
+const S3S_VERSION: &str = "0.14.1";
+const S3_KEY: &str = "walg-test";
+const S3_SECRET: &str = "walg-test-secret";
+/// What a network to a cloud region adds: one round trip per request and
+/// per new connection, and one stream's bandwidth.
+const SHAPE: Shape = Shape {
+    round_trip: Duration::from_millis(20),
+    bytes_per_sec: 100_000_000,
+};
+
+/// Installs s3s-fs under `<repo>/.tmp/tools/s3s` (once; ~5 minutes on two
+/// cores) and returns the binary.
+fn install_s3s(repo: &Path) -> Result<PathBuf> {
+    let root = repo.join(".tmp/tools/s3s");
+    let bin = root.join("bin/s3s-fs");
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    println!("bench: installing s3s-fs {S3S_VERSION} (cargo install, once) ...");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args([
+            "install",
+            &format!("s3s-fs@{S3S_VERSION}"),
+            "--locked",
+            "--features",
+            "binary",
+            "--root",
+        ])
+        .arg(&root)
+        .env("CARGO_TARGET_DIR", target_dir(repo).join("s3s-fs"))
+        .status()
+        .context("run cargo install s3s-fs")?;
+    ensure!(status.success(), "cargo install s3s-fs@{S3S_VERSION} failed");
+    Ok(bin)
+}
+
+fn wait_listening(port: u16, what: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        ensure!(
+            Instant::now() < deadline,
+            "{what} did not listen on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// `socat` terminating TLS on `port` and forwarding to `upstream`.
+fn tls_proxy(pem: &Path, port: u16, upstream: u16, log: &Path) -> Result<Group> {
+    let log = File::create(log)?;
+    let child = Command::new("socat")
+        .arg("-b262144")
+        .arg(format!(
+            "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert={},verify=0",
+            pem.display()
+        ))
+        .arg(format!("TCP:127.0.0.1:{upstream},nodelay"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .context("start socat as a TLS proxy")?;
+    let group = Group(child);
+    wait_listening(port, "the TLS proxy")?;
+    Ok(group)
 }
 
 impl S3 {
     fn start(repo: &Path, work: &Path) -> Result<S3> {
-        emulators::install(repo).context("install the S3 emulator")?;
-        let emulators =
-            Emulators::start(repo, &[EmulatorKind::S3]).context("start the S3 emulator")?;
-        let endpoint = emulators
-            .endpoint(EmulatorKind::S3)
-            .context("find the S3 emulator's endpoint")?;
-        let port: u16 = endpoint
+        let bin = install_s3s(repo)?;
+        if !have("socat") {
+            setup::apt(&["socat"])?;
+        }
+        let root = work.join("s3s");
+        fs::create_dir_all(root.join(BUCKET))?;
+        let port = pg::free_port()?;
+        let log = File::create(work.join("s3s-fs.log"))?;
+        let server = Group(
+            Command::new(&bin)
+                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--access-key", S3_KEY, "--secret-key", S3_SECRET])
+                .arg(&root)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .process_group(0)
+                .spawn()
+                .context("start s3s-fs")?,
+        );
+        wait_listening(port, "s3s-fs")?;
+        let shaper = Proxy::start_shaped(
+            format!("127.0.0.1:{port}").parse()?,
+            SHAPE,
+        )?;
+        let shaper_port: u16 = shaper
+            .url()
             .rsplit(':')
             .next()
             .unwrap_or_default()
             .parse()
-            .context("parse the S3 emulator's port")?;
+            .context("the shaping proxy's port")?;
 
-        if !have("socat") {
-            setup::apt(&["socat"])?;
-        }
         let tls = work.join("tls");
         fs::create_dir_all(&tls)?;
         let (key, cert, pem) = (
@@ -508,58 +617,74 @@ impl S3 {
                     "2",
                     "-subj",
                     "/CN=127.0.0.1",
+                    "-addext",
+                    "subjectAltName=IP:127.0.0.1",
                     "-keyout",
                 ])
                 .arg(&key)
                 .arg("-out")
                 .arg(&cert),
         )
-        .context("make a self-signed certificate for the TLS proxy")?;
+        .context("make a self-signed certificate for the TLS proxies")?;
         fs::write(&pem, [fs::read(&key)?, fs::read(&cert)?].concat())
-            .context("write the proxy's pem file")?;
+            .context("write the proxies' pem file")?;
+        fs::set_permissions(&cert, fs::Permissions::from_mode(0o644))?;
+        fs::set_permissions(&tls, fs::Permissions::from_mode(0o755))?;
         let tls_port = pg::free_port()?;
-        let log = File::create(tls.join("socat.log"))?;
-        let child = Command::new("socat")
-            .arg(format!(
-                "OPENSSL-LISTEN:{tls_port},bind=127.0.0.1,reuseaddr,fork,cert={},verify=0",
-                pem.display()
-            ))
-            .arg(format!("TCP:127.0.0.1:{port}"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .context("start socat as a TLS proxy for pgBackRest")?;
-        let proxy = Group(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", tls_port)).is_err() {
-            ensure!(
-                Instant::now() < deadline,
-                "the TLS proxy did not listen on port {tls_port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let tls_proxy_plain = tls_proxy(&pem, tls_port, port, &tls.join("socat.log"))?;
+        let shaped_tls_port = pg::free_port()?;
+        let tls_proxy_shaped = tls_proxy(
+            &pem,
+            shaped_tls_port,
+            shaper_port,
+            &tls.join("socat-shaped.log"),
+        )?;
         Ok(S3 {
-            emulators,
-            port,
+            root,
+            cert,
             tls_port,
-            _proxy: proxy,
+            shaped_tls_port,
+            _tls: tls_proxy_plain,
+            _shaped_tls: tls_proxy_shaped,
+            _shaper: shaper,
+            _server: server,
         })
     }
 
-    /// Drops every object (moto keeps them in memory) and recreates the bucket.
+    fn port(&self, storage: Storage) -> u16 {
+        match storage {
+            Storage::S3Shaped => self.shaped_tls_port,
+            _ => self.tls_port,
+        }
+    }
+
+    /// walg's settings for `storage`, archiving under `prefix`.
+    fn walg_settings(&self, storage: Storage, prefix: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("WALG_S3_PREFIX", format!("s3://{BUCKET}/{prefix}")),
+            (
+                "AWS_ENDPOINT",
+                format!("https://127.0.0.1:{}", self.port(storage)),
+            ),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_S3_FORCE_PATH_STYLE", "true".into()),
+            ("AWS_ACCESS_KEY_ID", S3_KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY", S3_SECRET.into()),
+        ]
+    }
+
+    /// Removes every object (the bucket is a directory).
     fn reset(&self) -> Result<()> {
-        let base = format!("http://127.0.0.1:{}", self.port);
-        pg::run(Command::new("curl").args([
-            "-sSf",
-            "-X",
-            "POST",
-            &format!("{base}/moto-api/reset"),
-        ]))
-        .context("reset the S3 emulator")?;
-        pg::run(Command::new("curl").args(["-sSf", "-X", "PUT", &format!("{base}/{BUCKET}")]))
-            .context("recreate the S3 emulator's bucket")?;
+        let bucket = self.root.join(BUCKET);
+        for entry in fs::read_dir(&bucket)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            }
+            .with_context(|| format!("remove {}", path.display()))?;
+        }
         Ok(())
     }
 }
@@ -570,14 +695,20 @@ impl S3 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Storage {
     File,
+    /// s3s-fs over TLS on loopback.
     S3,
+    /// The same through the shaping proxy.
+    S3Shaped,
 }
 
 impl Storage {
+    const ALL: [Storage; 3] = [Storage::File, Storage::S3, Storage::S3Shaped];
+
     fn name(self) -> &'static str {
         match self {
             Storage::File => "file",
             Storage::S3 => "s3",
+            Storage::S3Shaped => "s3-shaped",
         }
     }
 }
@@ -603,6 +734,8 @@ impl Scenario {
 enum Peer {
     /// walg one file per call (upload and download concurrency 1).
     Walg,
+    /// The same with compression `none`: the bytes `cp` writes.
+    WalgNone,
     /// walg with upload-ahead (backlog).
     WalgAhead,
     /// walg with restore prefetch (fetch).
@@ -619,6 +752,7 @@ impl Peer {
     fn slug(self) -> &'static str {
         match self {
             Peer::Walg => "walg",
+            Peer::WalgNone => "walg-none",
             Peer::WalgAhead => "walg-ahead",
             Peer::WalgPrefetch => "walg-prefetch",
             Peer::Pgbr => "pgbr",
@@ -628,7 +762,10 @@ impl Peer {
     }
 
     fn is_walg(self) -> bool {
-        matches!(self, Peer::Walg | Peer::WalgAhead | Peer::WalgPrefetch)
+        matches!(
+            self,
+            Peer::Walg | Peer::WalgNone | Peer::WalgAhead | Peer::WalgPrefetch
+        )
     }
 }
 
@@ -652,7 +789,7 @@ struct Row {
 impl Row {
     fn all() -> Vec<Row> {
         let mut rows = Vec::new();
-        for storage in [Storage::File, Storage::S3] {
+        for storage in Storage::ALL {
             let mut add = |scenario, peers: &[Peer]| {
                 for &peer in peers {
                     rows.push(Row {
@@ -665,7 +802,10 @@ impl Row {
                 }
             };
             if storage == Storage::File {
-                add(Scenario::Push, &[Peer::Walg, Peer::Pgbr, Peer::CpFsync]);
+                add(
+                    Scenario::Push,
+                    &[Peer::Walg, Peer::WalgNone, Peer::Pgbr, Peer::CpFsync],
+                );
             } else {
                 add(Scenario::Push, &[Peer::Walg, Peer::Pgbr]);
             }
@@ -684,6 +824,7 @@ impl Row {
     fn label(&self, concurrency: usize) -> String {
         match (self.scenario, self.peer) {
             (_, Peer::Walg) => "walg (concurrency 1)".into(),
+            (_, Peer::WalgNone) => "walg compression none (concurrency 1)".into(),
             (_, Peer::WalgAhead) => format!("walg upload-ahead ({concurrency})"),
             (_, Peer::WalgPrefetch) => format!("walg prefetch ({PREFETCH})"),
             (Scenario::Fetch, Peer::Pgbr) => "pgBackRest archive-get".into(),
@@ -958,7 +1099,7 @@ impl Bench<'_> {
                 fs::create_dir_all(&dest)?;
                 Tool::Dd(dest)
             }
-            Peer::Walg | Peer::WalgAhead | Peer::WalgPrefetch => {
+            Peer::Walg | Peer::WalgNone | Peer::WalgAhead | Peer::WalgPrefetch => {
                 let mut s = serde_json::Map::new();
                 match storage {
                     Storage::File => {
@@ -967,18 +1108,15 @@ impl Bench<'_> {
                             json!(archive_run.join("repo").display().to_string()),
                         );
                     }
-                    Storage::S3 => {
-                        let s3 = self.s3.context("the S3 emulator is not running")?;
-                        for (k, v) in s3
-                            .emulators
-                            .settings_for(EmulatorKind::S3, &archive_id)
-                            .context("get S3 settings")?
-                        {
-                            s.insert(k, json!(v));
+                    Storage::S3 | Storage::S3Shaped => {
+                        let s3 = self.s3.context("S3 is not running")?;
+                        for (k, v) in s3.walg_settings(storage, &archive_id) {
+                            s.insert(k.into(), json!(v));
                         }
                     }
                 }
-                s.insert("WALG_COMPRESSION_METHOD".into(), json!("lz4"));
+                let method = if peer == Peer::WalgNone { "none" } else { "lz4" };
+                s.insert("WALG_COMPRESSION_METHOD".into(), json!(method));
                 let up = if peer == Peer::WalgAhead {
                     self.concurrency
                 } else {
@@ -999,13 +1137,13 @@ impl Bench<'_> {
             Peer::Pgbr | Peer::PgbrAsync => {
                 let repo = match storage {
                     Storage::File => format!("repo1-path={}\n", archive_run.join("repo").display()),
-                    Storage::S3 => {
-                        let s3 = self.s3.context("the S3 emulator is not running")?;
+                    Storage::S3 | Storage::S3Shaped => {
+                        let s3 = self.s3.context("S3 is not running")?;
                         format!(
                             "repo1-type=s3\nrepo1-s3-bucket={BUCKET}\nrepo1-s3-endpoint=127.0.0.1\nrepo1-storage-port={}\n\
-                             repo1-s3-region=us-east-1\nrepo1-s3-key=walg-test\nrepo1-s3-key-secret=walg-test-secret\n\
+                             repo1-s3-region=us-east-1\nrepo1-s3-key={S3_KEY}\nrepo1-s3-key-secret={S3_SECRET}\n\
                              repo1-s3-uri-style=path\nrepo1-storage-verify-tls=n\nrepo1-path=/{archive_id}\n",
-                            s3.tls_port
+                            s3.port(storage)
                         )
                     }
                 };
@@ -1072,6 +1210,10 @@ impl Bench<'_> {
             .env("HOME", &self.identity.home)
             .env("LANG", "C.UTF-8")
             .stdin(Stdio::null());
+        if let Some(s3) = self.s3 {
+            // walg's TLS roots (rustls-native-certs) come from this file.
+            c.env("SSL_CERT_FILE", &s3.cert);
+        }
         if let Some((uid, gid)) = self.identity.ids {
             c.uid(uid).gid(gid);
         }
@@ -1252,7 +1394,7 @@ impl Bench<'_> {
                 let _ = fs::remove_dir_all(entry.path());
             }
         }
-        if storage == Storage::S3 {
+        if storage != Storage::File {
             if let Some(s3) = self.s3 {
                 if let Err(e) = s3.reset() {
                     println!("bench: {e:#}");
@@ -1301,6 +1443,43 @@ impl Bench<'_> {
                 }
             }
         }
+    }
+
+    /// Peak RSS of one walg push and fetch of a sparse 1 GiB segment
+    /// (compression `none`, so every byte crosses the storage path), on
+    /// file storage and on S3.
+    fn large_memory(&self, built: &Path) -> Vec<(String, Result<Vec<(String, u64)>, String>)> {
+        let mut out = Vec::new();
+        let dir = self.runs_dir.join("mem-1gib");
+        let file = (|| {
+            fresh_dir(&dir)?;
+            let settings = crate::e2e::file_settings(&dir.join("repo"));
+            crate::memory_e2e::large_segment_memory(built, "bench-1gib-file", &settings, &["none"], 1024)
+        })();
+        let _ = fs::remove_dir_all(&dir);
+        out.push(("file".to_string(), file.map_err(|e| format!("{e:#}"))));
+        let s3 = match self.s3 {
+            None => Err("S3 is not running".to_string()),
+            Some(s3) => {
+                let settings = s3
+                    .walg_settings(Storage::S3, "mem-1gib")
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), json!(v)))
+                    .collect();
+                let r = crate::memory_e2e::large_segment_memory(
+                    built,
+                    "bench-1gib-s3",
+                    &settings,
+                    &["none"],
+                    1024,
+                )
+                .map_err(|e| format!("{e:#}"));
+                let _ = s3.reset();
+                r
+            }
+        };
+        out.push(("s3".to_string(), s3));
+        out
     }
 
     fn peak_kib(
@@ -1440,6 +1619,7 @@ fn render(
     b: &Bench<'_>,
     rows: &[Row],
     memory: &[MemoryRow],
+    large: &[(String, Result<Vec<(String, u64)>, String>)],
     compression: Option<&Compression>,
     runs: usize,
     times: &Times,
@@ -1468,8 +1648,10 @@ fn render(
     );
     let _ = writeln!(
         o,
-        "- machine: {} CPUs; storage: file system under /tmp; S3 = moto on 127.0.0.1 (walg over http, pgBackRest over https through a local socat TLS proxy, since pgBackRest speaks S3 over TLS only)",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+        "- machine: {} CPUs; storage: file system under /tmp; S3 = s3s-fs {S3S_VERSION} on 127.0.0.1 (its files under /tmp), both peers over https through the same local socat TLS proxy (pgBackRest speaks S3 over TLS only); s3-shaped = the same through a proxy adding {} ms per request and per new connection and {} MB/s per connection and direction",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        SHAPE.round_trip.as_millis(),
+        SHAPE.bytes_per_sec / 1_000_000
     );
     let _ = writeln!(
         o,
@@ -1552,88 +1734,106 @@ fn render(
     };
     use Peer::*;
     use Scenario::*;
-    use Storage::{File as F, S3 as S};
+    use Storage::{File as F, S3Shaped as X, S3 as S};
     let _ = writeln!(
         o,
         "\n## walg / peer (time ratio, lower is better for walg)\n"
     );
-    let _ = writeln!(o, "| comparison | ratio | issue 5 target |");
+    let _ = writeln!(o, "| comparison | ratio | target |");
     let _ = writeln!(o, "|---|---:|---|");
     type Key = (Scenario, Storage, Peer);
-    let pairs: [(&str, Key, Key, &str); 12] = [
+    let mut pairs: Vec<(String, Key, Key, &str)> = vec![
         (
-            "push file: walg / pgBackRest archive-push",
+            "push file: walg / pgBackRest archive-push".into(),
             (Push, F, Walg),
             (Push, F, Pgbr),
             "<= 0.75x",
         ),
         (
-            "push file: walg / cp + fsync",
+            "push file: walg / cp + fsync".into(),
             (Push, F, Walg),
             (Push, F, CpFsync),
             "<= 1.0x",
         ),
         (
-            "push s3: walg / pgBackRest archive-push",
-            (Push, S, Walg),
-            (Push, S, Pgbr),
-            "",
+            "push file: walg compression none / cp + fsync".into(),
+            (Push, F, WalgNone),
+            (Push, F, CpFsync),
+            "<= 1.0x",
         ),
         (
-            "backlog file: walg upload-ahead / pgBackRest async",
+            "backlog file: walg upload-ahead / pgBackRest async".into(),
             (Backlog, F, WalgAhead),
             (Backlog, F, PgbrAsync),
             "< 1.0x",
         ),
         (
-            "backlog file: walg upload-ahead / walg sequential",
+            "backlog file: walg upload-ahead / walg sequential".into(),
             (Backlog, F, WalgAhead),
             (Backlog, F, Walg),
             "",
         ),
         (
-            "backlog s3: walg upload-ahead / pgBackRest async",
-            (Backlog, S, WalgAhead),
-            (Backlog, S, PgbrAsync),
-            "",
-        ),
-        (
-            "backlog s3: walg upload-ahead / walg sequential",
-            (Backlog, S, WalgAhead),
-            (Backlog, S, Walg),
-            "<= 0.33x",
-        ),
-        (
-            "fetch file: walg / pgBackRest archive-get",
+            "fetch file: walg / pgBackRest archive-get".into(),
             (Fetch, F, Walg),
             (Fetch, F, Pgbr),
             "<= 0.8x",
         ),
         (
-            "fetch file: walg prefetch / pgBackRest async get",
+            "fetch file: walg prefetch / pgBackRest async get".into(),
             (Fetch, F, WalgPrefetch),
             (Fetch, F, PgbrAsync),
             "",
         ),
         (
-            "fetch file: walg prefetch / walg sequential",
+            "fetch file: walg prefetch / walg sequential".into(),
             (Fetch, F, WalgPrefetch),
             (Fetch, F, Walg),
             "",
         ),
-        (
-            "fetch s3: walg / pgBackRest archive-get",
-            (Fetch, S, Walg),
-            (Fetch, S, Pgbr),
-            "",
-        ),
-        (
-            "fetch s3: walg prefetch / pgBackRest async get",
-            (Fetch, S, WalgPrefetch),
-            (Fetch, S, PgbrAsync),
-            "",
-        ),
     ];
+    for st in [S, X] {
+        let n = st.name();
+        let shaped = st == X;
+        pairs.extend([
+            (
+                format!("push {n}: walg / pgBackRest archive-push"),
+                (Push, st, Walg),
+                (Push, st, Pgbr),
+                "",
+            ),
+            (
+                format!("backlog {n}: walg upload-ahead / walg sequential"),
+                (Backlog, st, WalgAhead),
+                (Backlog, st, Walg),
+                if shaped { "<= 0.33x" } else { "" },
+            ),
+            (
+                format!("backlog {n}: walg upload-ahead / pgBackRest async"),
+                (Backlog, st, WalgAhead),
+                (Backlog, st, PgbrAsync),
+                if shaped { "< 1.0x" } else { "" },
+            ),
+            (
+                format!("fetch {n}: walg / pgBackRest archive-get"),
+                (Fetch, st, Walg),
+                (Fetch, st, Pgbr),
+                "",
+            ),
+            (
+                format!("fetch {n}: walg prefetch / walg sequential"),
+                (Fetch, st, WalgPrefetch),
+                (Fetch, st, Walg),
+                if shaped { "<= 0.5x" } else { "" },
+            ),
+            (
+                format!("fetch {n}: walg prefetch / pgBackRest async get"),
+                (Fetch, st, WalgPrefetch),
+                (Fetch, st, PgbrAsync),
+                if shaped { "< 1.0x" } else { "" },
+            ),
+        ]);
+    }
     for (label, a, bb, target) in pairs {
         let _ = writeln!(o, "| {label} | {} | {target} |", ratio(a, bb));
     }
@@ -1660,6 +1860,24 @@ fn render(
             ""
         };
         let _ = writeln!(o, "| {}{target} | {v} |", m.label);
+    }
+
+    let _ = writeln!(
+        o,
+        "\n## Peak resident memory, walg, one 1 GiB segment (compression none, sparse source)\n"
+    );
+    let _ = writeln!(o, "| storage | peak RSS MiB (target < 64) |");
+    let _ = writeln!(o, "|---|---|");
+    for (storage, result) in large {
+        let v = match result {
+            Err(e) => format!("failed: {}", one_line(e)),
+            Ok(peaks) => peaks
+                .iter()
+                .map(|(what, kib)| format!("{what} {:.1}", *kib as f64 / 1024.0))
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        let _ = writeln!(o, "| {storage} | {v} |");
     }
 
     let _ = writeln!(

@@ -16,6 +16,11 @@
 //! client-to-server stream (`Content-Length` and chunked bodies), so
 //! keep-alive connections carrying several requests are counted right.
 //!
+//! With a [`Shape`] ([`Proxy::start_shaped`]) it also adds what a cloud
+//! region adds that loopback does not: a round trip before each request and
+//! before the first byte of each connection, and a bandwidth cap per
+//! connection and direction.
+//!
 //! What it does not do: TLS, HTTP/2, or parse responses.
 
 use std::io::{ErrorKind, Read, Write};
@@ -67,8 +72,56 @@ struct Conn {
     upstream: Option<TcpStream>,
 }
 
+/// Network shaping for benchmarks.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    /// Added before each HTTP request is forwarded (its round trip), and
+    /// once when a connection opens (the TCP handshake).
+    pub round_trip: Duration,
+    /// Bytes per second per connection, each direction.
+    pub bytes_per_sec: u64,
+}
+
+/// Paces writes to a rate: no faster than `rate` bytes per second since the
+/// connection last went idle (idle time earns no credit).
+struct Pacer {
+    rate: u64,
+    start: Instant,
+    sent: u64,
+}
+
+impl Pacer {
+    fn new(shape: Option<Shape>) -> Pacer {
+        Pacer {
+            rate: shape.map_or(0, |s| s.bytes_per_sec),
+            start: Instant::now(),
+            sent: 0,
+        }
+    }
+
+    fn due(&self) -> Instant {
+        self.start + Duration::from_secs_f64(self.sent as f64 / self.rate as f64)
+    }
+
+    /// Waits until `n` more bytes may have left.
+    fn pace(&mut self, n: usize) {
+        if self.rate == 0 {
+            return;
+        }
+        if Instant::now() > self.due() {
+            self.start = Instant::now();
+            self.sent = 0;
+        }
+        self.sent += n as u64;
+        if let Some(wait) = self.due().checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+}
+
 struct Inner {
     upstream: SocketAddr,
+    shape: Option<Shape>,
     port: u16,
     mode: AtomicU8,
     /// The mode the accept loop has put into effect.
@@ -113,10 +166,21 @@ impl Proxy {
     /// Starts a proxy in `PassThrough` mode on a free port of 127.0.0.1,
     /// forwarding to `upstream` (e.g. `127.0.0.1:9000`).
     pub fn start(upstream: SocketAddr) -> Result<Proxy> {
+        Proxy::start_inner(upstream, None)
+    }
+
+    /// A pass-through proxy that shapes traffic like a network to a cloud
+    /// region (see [`Shape`]).
+    pub fn start_shaped(upstream: SocketAddr, shape: Shape) -> Result<Proxy> {
+        Proxy::start_inner(upstream, Some(shape))
+    }
+
+    fn start_inner(upstream: SocketAddr, shape: Option<Shape>) -> Result<Proxy> {
         let listener = bind(0).context("bind the proxy on 127.0.0.1")?;
         let port = listener.local_addr()?.port();
         let inner = Arc::new(Inner {
             upstream,
+            shape,
             port,
             mode: AtomicU8::new(Mode::PassThrough.to_u8()),
             applied: AtomicU8::new(Mode::PassThrough.to_u8()),
@@ -260,6 +324,9 @@ fn handle(inner: Arc<Inner>, client: TcpStream) {
         match TcpStream::connect_timeout(&inner.upstream, Duration::from_secs(5)) {
             Ok(u) => {
                 let _ = u.set_nodelay(true);
+                if let Some(shape) = inner.shape {
+                    std::thread::sleep(shape.round_trip);
+                }
                 Some(u)
             }
             Err(_) => {
@@ -310,6 +377,7 @@ fn client_to_server(
     poisoned: &AtomicBool,
 ) {
     let mut parser = Parser::default();
+    let mut pacer = Pacer::new(inner.shape);
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match client.read(&mut buf) {
@@ -319,6 +387,9 @@ fn client_to_server(
         let mode = inner.mode();
         let mut seen = Vec::new();
         parser.feed(&buf[..n], &mut seen);
+        if let (Some(shape), false) = (inner.shape, seen.is_empty()) {
+            std::thread::sleep(shape.round_trip);
+        }
         if !seen.is_empty() {
             let mut log = inner.log.lock().unwrap_or_else(|e| e.into_inner());
             for (method, target) in seen {
@@ -340,6 +411,7 @@ fn client_to_server(
             Mode::PassThrough => {}
         }
         let Some(u) = upstream.as_mut() else { continue };
+        pacer.pace(n);
         if u.write_all(&buf[..n]).is_err() {
             break;
         }
@@ -361,6 +433,7 @@ fn server_to_client(
     mut client: TcpStream,
     poisoned: &AtomicBool,
 ) {
+    let mut pacer = Pacer::new(inner.shape);
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match upstream.read(&mut buf) {
@@ -376,6 +449,7 @@ fn server_to_client(
             Mode::PassThrough if poisoned.load(Ordering::SeqCst) => continue,
             Mode::PassThrough => {}
         }
+        pacer.pace(n);
         if client.write_all(&buf[..n]).is_err() {
             break;
         }

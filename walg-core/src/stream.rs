@@ -137,7 +137,7 @@ fn encrypt_stage(
     produced: &AtomicU64,
 ) -> io::Result<Option<Vec<u8>>> {
     let mut crypt = encryption.encryptor();
-    let mut send = |out: Vec<u8>| -> bool {
+    let send = |out: Vec<u8>| -> bool {
         produced.fetch_add(out.len() as u64, Ordering::Relaxed);
         out.is_empty() || tx.blocking_send(Ok(Bytes::from(out))).is_ok()
     };

@@ -147,7 +147,7 @@ pub fn run() -> Result<()> {
     for r in 0..runs {
         // Rotate the order so no variant always runs first.
         let mut order = Variant::ALL;
-        order.rotate_left(r % order.len());
+        order.rotate_left(r % Variant::ALL.len());
         for v in order {
             let i = v as usize;
             let archive = work.path.join(format!("archive-{r}-{i}"));

@@ -78,6 +78,9 @@ const KNOWN_WALG: &[&str] = &[
     "WALG_LIBSODIUM_KEY_TRANSFORM",
     "WALG_LIBSODIUM_OLD_KEYS",
     "WALG_LIBSODIUM_OLD_KEYS_PATH",
+    "WALG_PGP_KEY",
+    "WALG_PGP_KEY_PATH",
+    "WALG_PGP_KEY_PASSPHRASE",
 ];
 
 /// WAL-G encryption settings walg does not implement (cloud KMS, envelope

@@ -196,11 +196,18 @@ pub fn pgp_decrypt(keys: &PgpKeys, data: Vec<u8>) -> io::Result<Vec<u8>> {
     let mut msg = msg
         .decrypt_with_keys(pws, keys.secret.iter().collect())
         .map_err(|e| {
-            failure(format!(
-                "OpenPGP decryption failed: no key of {} opens the object ({})",
-                keys.setting,
-                short(&e)
-            ))
+            let why = short(&e);
+            if why.contains("Modification Detection Code") {
+                // The key opened it; the integrity check refused the data.
+                failure(format!(
+                    "OpenPGP object damaged or tampered with: its integrity check (MDC) failed ({why})"
+                ))
+            } else {
+                failure(format!(
+                    "OpenPGP decryption failed: no key of {} opens the object ({why})",
+                    keys.setting
+                ))
+            }
         })?;
     let mut out = Vec::new();
     let r = if msg.is_compressed() {

@@ -526,7 +526,10 @@ fn install_s3s(repo: &Path) -> Result<PathBuf> {
         .env("CARGO_TARGET_DIR", target_dir(repo).join("s3s-fs"))
         .status()
         .context("run cargo install s3s-fs")?;
-    ensure!(status.success(), "cargo install s3s-fs@{S3S_VERSION} failed");
+    ensure!(
+        status.success(),
+        "cargo install s3s-fs@{S3S_VERSION} failed"
+    );
     Ok(bin)
 }
 
@@ -586,10 +589,7 @@ impl S3 {
                 .context("start s3s-fs")?,
         );
         wait_listening(port, "s3s-fs")?;
-        let shaper = Proxy::start_shaped(
-            format!("127.0.0.1:{port}").parse()?,
-            SHAPE,
-        )?;
+        let shaper = Proxy::start_shaped(format!("127.0.0.1:{port}").parse()?, SHAPE)?;
         let shaper_port: u16 = shaper
             .url()
             .rsplit(':')
@@ -1115,7 +1115,11 @@ impl Bench<'_> {
                         }
                     }
                 }
-                let method = if peer == Peer::WalgNone { "none" } else { "lz4" };
+                let method = if peer == Peer::WalgNone {
+                    "none"
+                } else {
+                    "lz4"
+                };
                 s.insert("WALG_COMPRESSION_METHOD".into(), json!(method));
                 let up = if peer == Peer::WalgAhead {
                     self.concurrency
@@ -1454,7 +1458,13 @@ impl Bench<'_> {
         let file = (|| {
             fresh_dir(&dir)?;
             let settings = crate::e2e::file_settings(&dir.join("repo"));
-            crate::memory_e2e::large_segment_memory(built, "bench-1gib-file", &settings, &["none"], 1024)
+            crate::memory_e2e::large_segment_memory(
+                built,
+                "bench-1gib-file",
+                &settings,
+                &["none"],
+                1024,
+            )
         })();
         let _ = fs::remove_dir_all(&dir);
         out.push(("file".to_string(), file.map_err(|e| format!("{e:#}"))));

@@ -46,8 +46,10 @@ fn make_key(home: &Path, who: &str, passphrase: Option<&str>) -> Result<(String,
     fs::write(
         &params,
         format!(
-            "{protection}\nKey-Type: RSA\nKey-Length: 2048\nSubkey-Type: RSA\nSubkey-Length: 2048\n\
-             Name-Real: {who}\nName-Email: {who}@example.invalid\nExpire-Date: 0\n%commit\n"
+            // A parameter block starts with Key-Type; the passphrase is one
+            // of its parameters.
+            "Key-Type: RSA\nKey-Length: 2048\nSubkey-Type: RSA\nSubkey-Length: 2048\n\
+             Name-Real: {who}\nName-Email: {who}@example.invalid\nExpire-Date: 0\n{protection}\n%commit\n"
         ),
     )?;
     let p = params.display().to_string();
@@ -93,7 +95,7 @@ pub fn openpgp_gpg(built: &Path) -> Result<()> {
     };
 
     // 1. walg writes with the public key only; gpg reads.
-    let walg_arch = work.path.join("walg").display().to_string();
+    let walg_arch = work.path.join("arch-walg").display().to_string();
     let out = walg_env(
         &bin,
         &work.path,
@@ -108,7 +110,7 @@ pub fn openpgp_gpg(built: &Path) -> Result<()> {
         "wal-push with a public key: {}",
         stderr(&out)
     );
-    let obj = object_in("walg");
+    let obj = object_in("arch-walg");
     ensure!(
         obj.exists(),
         "the object keeps WAL-G's name {}",
@@ -278,7 +280,7 @@ pub fn openpgp_gpg(built: &Path) -> Result<()> {
             "tampered object",
             vec![("WALG_PGP_KEY", a_sec.as_str())],
             tampered_a,
-            "OpenPGP",
+            "OpenPGP object damaged or tampered with",
         ),
         (
             "envelope PGP",
@@ -293,8 +295,11 @@ pub fn openpgp_gpg(built: &Path) -> Result<()> {
             "WALG_GPG_KEY_ID is set, but walg does not implement",
         ),
     ];
+    // Earlier fetches may have left prefetched segments under out/.wal-g;
+    // a refused fetch must add nothing.
+    let out_before = snapshot(&out_dir);
     for (what, env, archive, needle) in cases {
-        let before = snapshot(&work.path.join("walg"));
+        let before = snapshot(&work.path.join("arch-walg"));
         let mut env = env;
         env.push(("WALG_FILE_PREFIX", archive));
         let out = walg_env(&bin, &work.path, &env, &["wal-fetch", &seg_name, &dest_arg])?;
@@ -314,13 +319,19 @@ pub fn openpgp_gpg(built: &Path) -> Result<()> {
                 "{what}: key text appears in walg's output: {text}"
             );
         }
+        let out_after = snapshot(&out_dir);
         ensure!(
-            snapshot(&out_dir).is_empty(),
-            "{what}: wal-fetch left files in {}",
-            out_dir.display()
+            !dest.exists() && out_after == out_before,
+            "{what}: wal-fetch left files in {}: {:?}",
+            out_dir.display(),
+            out_after
+                .iter()
+                .filter(|f| !out_before.contains(f))
+                .map(|(p, _)| p)
+                .collect::<Vec<_>>()
         );
         ensure!(
-            snapshot(&work.path.join("walg")) == before,
+            snapshot(&work.path.join("arch-walg")) == before,
             "{what}: the archive changed"
         );
         let line = text

@@ -457,17 +457,38 @@ pub(crate) fn map_error(
     err: &opendal::Error,
     secrets: &[String],
 ) -> StoreError {
-    let text = redact(&format!("{err}"), secrets);
+    let text = redact(&with_causes(err), secrets);
     let kind = classify(err, &text);
     let hint = match kind {
         ErrorKind::Config => {
             " (check that the bucket or container exists and the prefix setting is right)"
         }
         ErrorKind::PermissionDenied => " (check the credentials and their permissions)",
+        ErrorKind::Unavailable if text.contains("certificate") => {
+            " (TLS: the server's certificate is not trusted here; for a private CA set SSL_CERT_FILE to its PEM file; it will be retried)"
+        }
         ErrorKind::Unavailable => " (the storage may be down or unreachable; it will be retried)",
         _ => "",
     };
     StoreError::new(kind, op, store, key, format!("{url}: {text}{hint}"))
+}
+
+/// opendal's message with the causes below it: the HTTP client says "error
+/// sending request" and keeps the reason (a refused connection, a
+/// certificate the system does not trust) in its sources.
+fn with_causes(err: &opendal::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = std::error::Error::source(err);
+    for _ in 0..8 {
+        let Some(e) = cause else { break };
+        let s = e.to_string();
+        if !text.contains(&s) {
+            text.push_str(": ");
+            text.push_str(&s);
+        }
+        cause = e.source();
+    }
+    text
 }
 
 fn classify(err: &opendal::Error, text: &str) -> ErrorKind {
@@ -580,6 +601,37 @@ mod tests {
             ErrorKind::Unavailable,
         );
         check(O::Unexpected, "weird", false, ErrorKind::Other);
+    }
+
+    /// A cause two levels down (where reqwest keeps a TLS failure) reaches
+    /// the message, with a hint for a certificate problem.
+    #[test]
+    fn nested_causes_reach_the_message() {
+        #[derive(Debug)]
+        struct Wrapper(std::io::Error);
+        impl std::fmt::Display for Wrapper {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("error sending request")
+            }
+        }
+        impl std::error::Error for Wrapper {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let inner = std::io::Error::other("invalid peer certificate: UnknownIssuer");
+        let e = opendal::Error::new(opendal::ErrorKind::Unexpected, "send http request")
+            .set_source(Wrapper(inner))
+            .set_temporary();
+        let got = map_error("get", "default", "s3://b/p", "k", &e, &[]);
+        assert_eq!(got.kind, ErrorKind::Unavailable);
+        assert!(
+            got.message
+                .contains("invalid peer certificate: UnknownIssuer")
+                && got.message.contains("SSL_CERT_FILE"),
+            "{}",
+            got.message
+        );
     }
 
     #[test]

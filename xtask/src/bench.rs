@@ -483,7 +483,7 @@ impl Drop for Group {
 struct S3 {
     /// The server's root; the bucket is the directory [`BUCKET`] in it.
     root: PathBuf,
-    /// The certificate both peers are given.
+    /// The CA certificate walg is given (pgBackRest does not verify).
     cert: PathBuf,
     tls_port: u16,
     shaped_tls_port: u16,
@@ -566,6 +566,75 @@ fn tls_proxy(pem: &Path, port: u16, upstream: u16, log: &Path) -> Result<Group> 
     Ok(group)
 }
 
+/// A CA and a server certificate for 127.0.0.1 signed by it (rustls, like
+/// any strict client, refuses a self-signed CA certificate used as the
+/// server's own). Returns the CA certificate (what clients trust) and the
+/// proxies' key + certificate file.
+fn make_certificates(dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    let p = |name: &str| dir.join(name);
+    let openssl = |args: &[&str]| -> Result<()> {
+        pg::run(Command::new("openssl").args(args).current_dir(dir))
+            .map(|_| ())
+            .with_context(|| format!("openssl {}", args[0]))
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=walg bench CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ])?;
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "server.csr",
+    ])?;
+    fs::write(
+        p("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )?;
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "cert.pem",
+    ])?;
+    fs::write(
+        p("proxy.pem"),
+        [fs::read(p("key.pem"))?, fs::read(p("cert.pem"))?].concat(),
+    )
+    .context("write the proxies' pem file")?;
+    fs::set_permissions(p("proxy.pem"), fs::Permissions::from_mode(0o600))?;
+    fs::set_permissions(p("ca.pem"), fs::Permissions::from_mode(0o644))?;
+    Ok((p("ca.pem"), p("proxy.pem")))
+}
+
 impl S3 {
     fn start(repo: &Path, work: &Path) -> Result<S3> {
         let bin = install_s3s(repo)?;
@@ -600,35 +669,7 @@ impl S3 {
 
         let tls = work.join("tls");
         fs::create_dir_all(&tls)?;
-        let (key, cert, pem) = (
-            tls.join("key.pem"),
-            tls.join("cert.pem"),
-            tls.join("proxy.pem"),
-        );
-        pg::run(
-            Command::new("openssl")
-                .args([
-                    "req",
-                    "-x509",
-                    "-newkey",
-                    "rsa:2048",
-                    "-nodes",
-                    "-days",
-                    "2",
-                    "-subj",
-                    "/CN=127.0.0.1",
-                    "-addext",
-                    "subjectAltName=IP:127.0.0.1",
-                    "-keyout",
-                ])
-                .arg(&key)
-                .arg("-out")
-                .arg(&cert),
-        )
-        .context("make a self-signed certificate for the TLS proxies")?;
-        fs::write(&pem, [fs::read(&key)?, fs::read(&cert)?].concat())
-            .context("write the proxies' pem file")?;
-        fs::set_permissions(&cert, fs::Permissions::from_mode(0o644))?;
+        let (cert, pem) = make_certificates(&tls)?;
         fs::set_permissions(&tls, fs::Permissions::from_mode(0o755))?;
         let tls_port = pg::free_port()?;
         let tls_proxy_plain = tls_proxy(&pem, tls_port, port, &tls.join("socat.log"))?;

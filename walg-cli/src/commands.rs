@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::{Instant, SystemTime};
 
 use anyhow::{bail, Context, Result};
-use walg_core::ahead::{AheadDir, Marker};
+use walg_core::ahead::{AheadDir, FileStamp, Marker};
 use walg_core::fetch::{fetch_file, FetchError, FetchOptions};
 use walg_core::push::{push_file, push_validated, validate_local, PushOptions, PushOutcome};
 use walg_core::store::Store;
@@ -98,11 +98,11 @@ async fn wal_push(cli: &Cli, path: &Path) -> Result<()> {
     };
 
     if let Some(ahead) = &ahead {
-        if let Some(marker) = ahead.verified(store.as_ref(), &name, len).await {
+        if let Some(marker) = ahead.verified(store.as_ref(), &name, path, len).await {
             ahead.remove_marker(&name);
             ahead.clean_stale();
             tracing::info!(
-                "{name} was uploaded ahead to {} on {:?}; confirmed stored, {} ms",
+                "{name} was uploaded ahead to {} on {:?}; already stored (upload-ahead), {} ms",
                 marker.key,
                 marker.storage,
                 started.elapsed().as_millis()
@@ -120,13 +120,18 @@ async fn wal_push(cli: &Cli, path: &Path) -> Result<()> {
     let main = push_validated(store.as_ref(), path, &name, len, opts);
     let side = futures::future::join_all(others.iter().map(|(n, p)| {
         let store = store.clone();
-        async move { (n, p, push_file(store.as_ref(), p, opts).await) }
+        async move {
+            // Stamped before it is read: a file that changes while it is
+            // pushed gets a marker its later call will not trust.
+            let stamp = FileStamp::of(p).ok();
+            (n, p, stamp, push_file(store.as_ref(), p, opts).await)
+        }
     }));
     let (outcome, side) = tokio::join!(main, side);
 
     if let Some(ahead) = &ahead {
         let mut failed = Vec::new();
-        for (other, other_path, result) in side {
+        for (other, other_path, stamp, result) in side {
             match result {
                 Ok(o) => {
                     let (key, storage, stored) = match o {
@@ -153,6 +158,7 @@ async fn wal_push(cli: &Cli, path: &Path) -> Result<()> {
                         key,
                         stored_size: stored,
                         source_size,
+                        source_stamp: stamp,
                     };
                     if let Err(e) = ahead.write_marker(other, &marker) {
                         tracing::warn!("record upload-ahead of {other}: {e}; PostgreSQL's own call will push it again");

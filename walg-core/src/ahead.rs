@@ -7,9 +7,15 @@
 //! parallel turns that into one round trip per batch. Each upload-ahead
 //! success leaves a marker in `pg_wal/walg_data/walg_archive_status/<name>`
 //! (WAL-G's location: inside the cluster, never a shared `/tmp`) naming the
-//! storage and key it went to; the archiver's later call for that file
-//! checks the marker *and* that the object is really stored (a `stat` with
-//! the recorded size) before it reports success, then removes the marker.
+//! storage and key it went to, and the local file's stamp (device, inode,
+//! size, modification time) taken before it was read. The archiver's later
+//! call for that file trusts the marker when the file still has that stamp:
+//! the marker was written only after the storage confirmed the upload, so
+//! no request is needed (WAL-G and pgBackRest's async spool trust their
+//! markers the same way; one round trip per segment would cap the drain
+//! rate on a distant storage). A marker without a stamp, or a file whose
+//! stamp changed, falls back to a `stat` with the recorded size, then to a
+//! normal push.
 //!
 //! What this module does not do: rename PostgreSQL's `.ready` files (only
 //! the archiver does that, on our exit 0), or decide the concurrency.
@@ -35,14 +41,59 @@ pub struct Marker {
     pub stored_size: u64,
     /// Size of the local file when it was pushed.
     pub source_size: u64,
+    /// The local file's stamp before it was read.
+    pub source_stamp: Option<FileStamp>,
+}
+
+/// What tells one local file from another without reading it: device,
+/// inode, size and modification time (ns). WAL files are written once and
+/// renamed into place, so a recycled or rewritten file gets a new stamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime_ns: i128,
+}
+
+impl FileStamp {
+    pub fn of(path: &Path) -> io::Result<FileStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = fs::metadata(path)?;
+        Ok(FileStamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+        })
+    }
+
+    fn encode(&self) -> String {
+        format!("{}:{}:{}:{}", self.dev, self.ino, self.len, self.mtime_ns)
+    }
+
+    fn decode(text: &str) -> Option<FileStamp> {
+        let mut it = text.split(':');
+        let stamp = FileStamp {
+            dev: it.next()?.parse().ok()?,
+            ino: it.next()?.parse().ok()?,
+            len: it.next()?.parse().ok()?,
+            mtime_ns: it.next()?.parse().ok()?,
+        };
+        it.next().is_none().then_some(stamp)
+    }
 }
 
 impl Marker {
     fn encode(&self) -> String {
         // One `key=value` per line: trivially parsed, and a torn write (a
         // crash) fails to parse and is ignored.
+        let stamp = self
+            .source_stamp
+            .map(|s| format!("source_stamp={}\n", s.encode()))
+            .unwrap_or_default();
         format!(
-            "storage={}\nkey={}\nstored_size={}\nsource_size={}\nend\n",
+            "storage={}\nkey={}\nstored_size={}\nsource_size={}\n{stamp}end\n",
             self.storage, self.key, self.stored_size, self.source_size
         )
     }
@@ -52,6 +103,7 @@ impl Marker {
         let mut key = None;
         let mut stored = None;
         let mut source = None;
+        let mut stamp = None;
         let mut complete = false;
         for line in text.lines() {
             if line == "end" {
@@ -64,6 +116,7 @@ impl Marker {
                 "key" => key = Some(v.to_string()),
                 "stored_size" => stored = v.parse().ok(),
                 "source_size" => source = v.parse().ok(),
+                "source_stamp" => stamp = Some(FileStamp::decode(v)?),
                 _ => {}
             }
         }
@@ -73,6 +126,7 @@ impl Marker {
             key: key?,
             stored_size: stored?,
             source_size: source?,
+            source_stamp: stamp,
         })
     }
 }
@@ -124,19 +178,25 @@ impl AheadDir {
         let _ = fs::remove_file(self.marker_path(name));
     }
 
-    /// Whether the marker of `name` proves the file is stored: the marker
-    /// names `storage` (the store this call uses), the local file still has
-    /// the recorded size, and the storage has the object at the recorded
-    /// size. Anything else means "push it normally".
+    /// Whether the marker of `name` proves the file at `path` is stored:
+    /// the local file still has the recorded size, and either still has the
+    /// recorded stamp (no request) or the storage has the object at the
+    /// recorded size. Anything else means "push it normally".
     pub async fn verified(
         &self,
         store: &dyn Store,
         name: &WalName,
+        path: &Path,
         local_size: u64,
     ) -> Option<Marker> {
         let marker = self.marker(name)?;
         if marker.source_size != local_size {
             return None;
+        }
+        if let (Some(recorded), Ok(now)) = (marker.source_stamp, FileStamp::of(path)) {
+            if recorded == now {
+                return Some(marker);
+            }
         }
         match store.stat(&marker.key).await {
             Ok(meta) if meta.size == marker.stored_size => Some(marker),
@@ -260,6 +320,7 @@ mod tests {
             key: "k".into(),
             stored_size: 1,
             source_size: 1,
+            source_stamp: None,
         };
         ahead
             .write_marker(&WalName::parse("00000002.history").expect("name"), &m)
@@ -286,11 +347,14 @@ mod tests {
             key: "wal_005/x.lz4".into(),
             stored_size: 3,
             source_size: 10,
+            source_stamp: None,
         };
+        let path = ahead.pg_wal.join(name.to_string());
+        fs::write(&path, b"0123456789").expect("write");
         ahead.write_marker(&name, &m).expect("marker");
         assert_eq!(ahead.marker(&name), Some(m.clone()));
         assert!(
-            ahead.verified(&store, &name, 10).await.is_none(),
+            ahead.verified(&store, &name, &path, 10).await.is_none(),
             "object missing"
         );
         store
@@ -301,9 +365,9 @@ mod tests {
             )
             .await
             .expect("put");
-        assert_eq!(ahead.verified(&store, &name, 10).await, Some(m));
+        assert_eq!(ahead.verified(&store, &name, &path, 10).await, Some(m));
         assert!(
-            ahead.verified(&store, &name, 11).await.is_none(),
+            ahead.verified(&store, &name, &path, 11).await.is_none(),
             "local file changed"
         );
         store
@@ -315,9 +379,43 @@ mod tests {
             .await
             .expect("put");
         assert!(
-            ahead.verified(&store, &name, 10).await.is_none(),
+            ahead.verified(&store, &name, &path, 10).await.is_none(),
             "stored size differs"
         );
+    }
+
+    /// A marker with the file's stamp is trusted without a request; a file
+    /// with another stamp (rewritten, or another file under the name) is not.
+    #[tokio::test]
+    async fn a_stamped_marker_needs_no_request() {
+        let (_d, ahead) = setup();
+        let store = MemoryStore::new("mem");
+        let name = WalName::parse("000000010000000000000005").expect("name");
+        let path = ahead.pg_wal.join(name.to_string());
+        fs::write(&path, b"0123456789").expect("write");
+        let m = Marker {
+            storage: "mem".into(),
+            key: "wal_005/y.lz4".into(),
+            stored_size: 3,
+            source_size: 10,
+            source_stamp: Some(FileStamp::of(&path).expect("stamp")),
+        };
+        ahead.write_marker(&name, &m).expect("marker");
+        assert_eq!(
+            ahead.marker(&name),
+            Some(m.clone()),
+            "the stamp round-trips"
+        );
+        assert_eq!(
+            ahead.verified(&store, &name, &path, 10).await,
+            Some(m),
+            "trusted: the object is not even in this store, so no request was made"
+        );
+        // Another file under the same name (new inode): not trusted, and the
+        // storage does not have the object either.
+        fs::remove_file(&path).expect("rm");
+        fs::write(&path, b"9876543210").expect("write");
+        assert!(ahead.verified(&store, &name, &path, 10).await.is_none());
     }
 
     #[test]

@@ -1134,6 +1134,15 @@ impl Bench<'_> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        // s3s-fs keeps per-object metadata in a file named after the
+        // base64 of bucket and key (plus an upload id): pgBackRest's keys
+        // under a long prefix exceed 255 bytes there ("File name too long",
+        // a 500). A short prefix keeps every peer's keys well inside.
+        let archive_id = if storage == Storage::File {
+            archive_id
+        } else {
+            short_prefix(&archive_id)
+        };
         let tool = match peer {
             Peer::CpFsync => {
                 let dest = dir.join("repo");
@@ -1563,6 +1572,14 @@ impl Bench<'_> {
             .parse()
             .with_context(|| format!("parse peak RSS from {text:?}"))
     }
+}
+
+/// A short, stable prefix for an archive id (FNV-1a).
+fn short_prefix(id: &str) -> String {
+    let hash = id.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    format!("a{hash:08x}")
 }
 
 fn fresh_dir(dir: &Path) -> Result<()> {

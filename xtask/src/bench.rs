@@ -1286,6 +1286,7 @@ impl Bench<'_> {
     }
 
     fn push_each(&self, tool: &Tool, pgdata: &Path, log: &File) -> Result<Sample> {
+        settle();
         let mut kinds = [Duration::ZERO; 2];
         for s in &self.corpus.segments {
             let cmd = self.command(&tool.push(&self.walg, &s.name), pgdata);
@@ -1303,6 +1304,7 @@ impl Bench<'_> {
     /// time, `.ready` -> `.done` on success.
     fn drain(&self, tool: &Tool, pgdata: &Path, log: &File) -> Result<Sample> {
         let status = pgdata.join("pg_wal").join("archive_status");
+        settle();
         let started = Instant::now();
         let mut done = 0;
         loop {
@@ -1344,6 +1346,7 @@ impl Bench<'_> {
     /// checked for size, then removed.
     fn fetch_each(&self, tool: &Tool, pgdata: &Path, log: &File) -> Result<Sample> {
         let dest = pgdata.join("pg_wal").join("RECOVERYXLOG");
+        settle();
         let mut kinds = [Duration::ZERO; 2];
         for s in &self.corpus.segments {
             let cmd = self.command(&tool.fetch(&self.walg, &s.name)?, pgdata);
@@ -1572,6 +1575,13 @@ impl Bench<'_> {
             .parse()
             .with_context(|| format!("parse peak RSS from {text:?}"))
     }
+}
+
+/// Writes back every dirty page before a timed run, so no peer's fsyncs pay
+/// for what the one before it wrote (without this, `cp` + fsync measured
+/// 13 to 41 ms per segment depending on its turn).
+fn settle() {
+    let _ = Command::new("sync").status();
 }
 
 /// A short, stable prefix for an archive id (FNV-1a).

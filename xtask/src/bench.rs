@@ -1286,7 +1286,7 @@ impl Bench<'_> {
     }
 
     fn push_each(&self, tool: &Tool, pgdata: &Path, log: &File) -> Result<Sample> {
-        settle();
+        settle(&self.corpus);
         let mut kinds = [Duration::ZERO; 2];
         for s in &self.corpus.segments {
             let cmd = self.command(&tool.push(&self.walg, &s.name), pgdata);
@@ -1304,7 +1304,7 @@ impl Bench<'_> {
     /// time, `.ready` -> `.done` on success.
     fn drain(&self, tool: &Tool, pgdata: &Path, log: &File) -> Result<Sample> {
         let status = pgdata.join("pg_wal").join("archive_status");
-        settle();
+        settle(&self.corpus);
         let started = Instant::now();
         let mut done = 0;
         loop {
@@ -1346,7 +1346,7 @@ impl Bench<'_> {
     /// checked for size, then removed.
     fn fetch_each(&self, tool: &Tool, pgdata: &Path, log: &File) -> Result<Sample> {
         let dest = pgdata.join("pg_wal").join("RECOVERYXLOG");
-        settle();
+        settle(&self.corpus);
         let mut kinds = [Duration::ZERO; 2];
         for s in &self.corpus.segments {
             let cmd = self.command(&tool.fetch(&self.walg, &s.name)?, pgdata);
@@ -1577,11 +1577,18 @@ impl Bench<'_> {
     }
 }
 
-/// Writes back every dirty page before a timed run, so no peer's fsyncs pay
-/// for what the one before it wrote (without this, `cp` + fsync measured
-/// 13 to 41 ms per segment depending on its turn).
-fn settle() {
+/// Before a timed run: writes back every dirty page, so no peer's fsyncs
+/// pay for what the one before it wrote, and reads the corpus into the page
+/// cache, as PostgreSQL's archiver finds WAL it has just written (pgBackRest
+/// drops the files it read from the cache, so whichever peer ran after it
+/// read cold files: 13 against 39 ms per segment for the same `cp`).
+fn settle(corpus: &Corpus) {
     let _ = Command::new("sync").status();
+    for s in &corpus.segments {
+        if let Ok(mut f) = File::open(&s.path) {
+            let _ = std::io::copy(&mut f, &mut std::io::sink());
+        }
+    }
 }
 
 /// A short, stable prefix for an archive id (FNV-1a).

@@ -28,7 +28,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
 
-use crate::e2e::{Settings, Walg};
+use crate::e2e::{file_failover, Settings, Walg};
 use crate::emulators::{Emulators, Kind};
 use crate::failover_e2e::s3_keys;
 use crate::pg::{self, table_digest, Cluster, Workdir};
@@ -74,17 +74,10 @@ fn settings(
     s.insert("WALG_STORAGE_TIMEOUT".into(), json!("2s"));
     s.insert("WALG_STORAGE_RETRIES".into(), json!("0"));
     s.insert(
-        "WALG_FAILOVER_STORAGES".into(),
-        json!({"backup": {"WALG_FILE_PREFIX": backup.display().to_string()}}),
-    );
-    s.insert(
         "WALG_FAILOVER_STORAGES_CACHE_LIFETIME".into(),
         json!(format!("{CACHE_LIFETIME_SECS}s")),
     );
-    s.insert(
-        "WALG_FAILOVER_STORAGES_CACHE_FILE".into(),
-        json!(cache.display().to_string()),
-    );
+    file_failover(&mut s, &backup, &cache);
     Ok(s)
 }
 

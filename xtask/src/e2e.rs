@@ -31,6 +31,19 @@ pub struct RoundTrip {
 /// Settings for a config file: WAL-G keys to values.
 pub type Settings = BTreeMap<String, Value>;
 
+/// Adds a file-storage failover named `backup` at `backup`, with the
+/// status cache at `cache`.
+pub fn file_failover(s: &mut Settings, backup: &Path, cache: &Path) {
+    s.insert(
+        "WALG_FAILOVER_STORAGES".into(),
+        json!({"backup": {"WALG_FILE_PREFIX": backup.display().to_string()}}),
+    );
+    s.insert(
+        "WALG_FAILOVER_STORAGES_CACHE_FILE".into(),
+        json!(cache.display().to_string()),
+    );
+}
+
 pub fn file_settings(archive: &Path) -> Settings {
     let mut s = Settings::new();
     s.insert(
@@ -825,14 +838,7 @@ pub fn storage_commands(built: &Path) -> Result<()> {
     let backup = work.path.join("backup");
     let cache = work.path.join("state/status.json");
     let mut s = file_settings(&primary);
-    s.insert(
-        "WALG_FAILOVER_STORAGES".into(),
-        json!({"backup": {"WALG_FILE_PREFIX": backup.display().to_string()}}),
-    );
-    s.insert(
-        "WALG_FAILOVER_STORAGES_CACHE_FILE".into(),
-        json!(cache.display().to_string()),
-    );
+    file_failover(&mut s, &backup, &cache);
     s.insert("WALG_UPLOAD_CONCURRENCY".into(), json!(1));
     let walg = Walg::new(&work, built, "walg.json", &s)?;
     let mut forced = s.clone();

@@ -27,7 +27,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use serde_json::json;
 
-use crate::e2e::{file_settings, ready_backlog, Settings, Walg};
+use crate::e2e::{file_failover, file_settings, ready_backlog, Settings, Walg};
 use crate::emulators::{Emulators, Kind, BUCKET};
 use crate::pg::{self, Cluster, Workdir};
 
@@ -59,14 +59,7 @@ pub fn unopenable_primary(built: &Path) -> Result<()> {
     let backup = work.path.join("backup");
     let cache = work.path.join("state/status.json");
     let mut s = file_settings(&primary);
-    s.insert(
-        "WALG_FAILOVER_STORAGES".into(),
-        json!({"backup": {"WALG_FILE_PREFIX": backup.display().to_string()}}),
-    );
-    s.insert(
-        "WALG_FAILOVER_STORAGES_CACHE_FILE".into(),
-        json!(cache.display().to_string()),
-    );
+    file_failover(&mut s, &backup, &cache);
     s.insert("WALG_UPLOAD_CONCURRENCY".into(), json!(1));
     let walg = Walg::new(&work, built, "walg.json", &s)?;
     let (data, names) = ready_backlog(&work, 3)?;
@@ -352,14 +345,7 @@ pub fn sigkill_archiving(built: &Path) -> Result<String> {
     let backup = work.owned_dir("backup")?;
     let state = work.owned_dir("state")?;
     let mut s = file_settings(&primary);
-    s.insert(
-        "WALG_FAILOVER_STORAGES".into(),
-        json!({"backup": {"WALG_FILE_PREFIX": backup.display().to_string()}}),
-    );
-    s.insert(
-        "WALG_FAILOVER_STORAGES_CACHE_FILE".into(),
-        json!(state.join("status.json").display().to_string()),
-    );
+    file_failover(&mut s, &backup, &state.join("status.json"));
     s.insert("WALG_FAILOVER_STORAGES_CACHE_LIFETIME".into(), json!("3s"));
     s.insert("WALG_UPLOAD_CONCURRENCY".into(), json!(2));
     let walg = Walg::new(&work, built, "walg.json", &s)?;
@@ -894,14 +880,7 @@ pub fn st_clean(built: &Path, emus: &Emulators) -> Result<()> {
         .into_iter()
         .map(|(k, v)| (k, json!(v)))
         .collect();
-    s.insert(
-        "WALG_FAILOVER_STORAGES".into(),
-        json!({"backup": {"WALG_FILE_PREFIX": backup.display().to_string()}}),
-    );
-    s.insert(
-        "WALG_FAILOVER_STORAGES_CACHE_FILE".into(),
-        json!(work.path.join("state/status.json").display().to_string()),
-    );
+    file_failover(&mut s, &backup, &work.path.join("state/status.json"));
     let walg = Walg::new(&work, built, "walg.json", &s)?;
 
     // Writers: one alive (a sleeping child), one dead (a child that exited).

@@ -19,7 +19,7 @@
 //! of its own accord: the CLI gathers key text and passes it in.
 
 use std::fmt;
-use std::io::{self, Cursor, Read};
+use std::io::{self, BufRead, Cursor, Read};
 use std::sync::Arc;
 
 use dryoc::classic::crypto_secretstream_xchacha20poly1305::{
@@ -266,7 +266,12 @@ impl Encryption {
     /// Wraps `input` (a stored object) in a reader of the decrypted bytes.
     /// Call [`Decryptor::finish`] after the consumer is done: it checks
     /// that the stream was complete and nothing followed it.
-    pub fn decryptor<R: Read>(&self, input: R) -> Decryptor<R> {
+    ///
+    /// libsodium pieces that `input` holds whole in its buffer are opened
+    /// where they lie, and a `read` into a buffer of at least
+    /// [`SODIUM_CHUNK`] bytes decrypts straight into it: the plaintext is
+    /// written once.
+    pub fn decryptor<R: BufRead>(&self, input: R) -> Decryptor<R> {
         match self {
             Encryption::None => Decryptor(DecryptorInner::None(input)),
             Encryption::Libsodium(keys) => Decryptor(DecryptorInner::Sodium(Box::new(
@@ -471,7 +476,7 @@ impl<R: Read> Read for PgpReader<R> {
     }
 }
 
-impl<R: Read> Read for Decryptor<R> {
+impl<R: BufRead> Read for Decryptor<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match &mut self.0 {
             DecryptorInner::None(r) => r.read(buf),
@@ -481,7 +486,7 @@ impl<R: Read> Read for Decryptor<R> {
     }
 }
 
-impl<R: Read> Decryptor<R> {
+impl<R: BufRead> Decryptor<R> {
     /// The first decryption error, if any: the consumer (a decompressor)
     /// may have wrapped it in a message of its own.
     pub fn failure(&self) -> Option<String> {
@@ -527,9 +532,13 @@ struct SodiumReader<R> {
     input: R,
     keys: Arc<SodiumKeys>,
     state: Option<State>,
+    /// A piece that straddles the input's buffer boundary is gathered here.
     piece: Vec<u8>,
+    /// Plaintext of the last piece, for reads smaller than a piece;
+    /// `plain[pos..len]` is what is left of it.
     plain: Vec<u8>,
     pos: usize,
+    len: usize,
     done: bool,
     failure: Option<String>,
 }
@@ -570,16 +579,41 @@ fn clear_text_hint(head: &[u8]) -> &'static str {
     }
 }
 
-impl<R: Read> SodiumReader<R> {
+/// Takes the next piece of `input` (at most [`SODIUM_PIECE`] bytes, fewer
+/// only at the end of the input) and hands it to `open`: where it lies in
+/// the input's buffer when it is whole there, else gathered into `spare`.
+/// Returns the piece's size and what `open` said.
+fn with_next_piece<R: BufRead, T>(
+    input: &mut R,
+    spare: &mut [u8],
+    open: impl FnOnce(&[u8]) -> T,
+) -> io::Result<(usize, T)> {
+    let avail = loop {
+        match input.fill_buf() {
+            Ok(b) => break b,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    };
+    if avail.len() >= SODIUM_PIECE {
+        let out = open(&avail[..SODIUM_PIECE]);
+        input.consume(SODIUM_PIECE);
+        return Ok((SODIUM_PIECE, out));
+    }
+    let n = read_full(input, &mut spare[..SODIUM_PIECE])?;
+    Ok((n, open(&spare[..n])))
+}
+
+impl<R: BufRead> SodiumReader<R> {
     fn new(input: R, keys: Arc<SodiumKeys>) -> Self {
         SodiumReader {
             input,
             keys,
             state: None,
             piece: vec![0u8; SODIUM_PIECE],
-            // Empty: the first read pulls the first piece.
-            plain: Vec::with_capacity(SODIUM_CHUNK),
+            plain: Vec::new(),
             pos: 0,
+            len: 0,
             done: false,
             failure: None,
         }
@@ -591,11 +625,13 @@ impl<R: Read> SodiumReader<R> {
         io::Error::new(io::ErrorKind::InvalidData, msg)
     }
 
-    /// Decrypts the next piece into `plain`; false at the end of the stream.
-    fn next_piece(&mut self) -> io::Result<bool> {
+    /// Decrypts the next piece into `out` (at least [`SODIUM_CHUNK`] bytes)
+    /// and returns its plaintext length; `None` at the end of the stream.
+    fn next_piece(&mut self, out: &mut [u8]) -> io::Result<Option<usize>> {
         if self.done {
-            return Ok(false);
+            return Ok(None);
         }
+        let out = &mut out[..SODIUM_CHUNK];
         if self.state.is_none() {
             let mut header = [0u8; SODIUM_HEADER];
             let n = read_full(&mut self.input, &mut header)?;
@@ -605,17 +641,24 @@ impl<R: Read> SodiumReader<R> {
                     "the object is {n} bytes, shorter than the 24-byte stream header: not encrypted with libsodium, or truncated{hint}"
                 )));
             }
-            let n = read_full(&mut self.input, &mut self.piece)?;
             // The first piece tells which key the object was written with.
             let keys = self.keys.clone();
-            let all = std::iter::once(&keys.main).chain(keys.old.iter());
-            for key in all {
-                let mut state = State::new();
-                crypto_secretstream_xchacha20poly1305_init_pull(&mut state, &header, key.bytes());
-                if let Some(tag) = Self::open(&mut state, &self.piece[..n], &mut self.plain) {
-                    self.state = Some(state);
-                    return self.accept(tag, n);
-                }
+            let (n, opened) = with_next_piece(&mut self.input, &mut self.piece, |piece| {
+                std::iter::once(&keys.main)
+                    .chain(keys.old.iter())
+                    .find_map(|key| {
+                        let mut state = State::new();
+                        crypto_secretstream_xchacha20poly1305_init_pull(
+                            &mut state,
+                            &header,
+                            key.bytes(),
+                        );
+                        Self::open(&mut state, piece, out).map(|tag| (state, tag))
+                    })
+            })?;
+            if let Some((state, tag)) = opened {
+                self.state = Some(state);
+                return self.accept(tag, n);
             }
             let tried = if keys.old.is_empty() {
                 "the libsodium key".to_string()
@@ -630,16 +673,18 @@ impl<R: Read> SodiumReader<R> {
                 "the object does not authenticate with {tried} (a wrong key, an object not encrypted with libsodium, or damaged data){hint}"
             )));
         }
-        let n = read_full(&mut self.input, &mut self.piece)?;
+        let Some(state) = self.state.as_mut() else {
+            return Ok(None);
+        };
+        let (n, tag) = with_next_piece(&mut self.input, &mut self.piece, |piece| {
+            Self::open(state, piece, out)
+        })?;
         if n == 0 {
             return Err(
                 self.fail("the stream ends without its final piece: the object is truncated")
             );
         }
-        let Some(state) = self.state.as_mut() else {
-            return Ok(false);
-        };
-        match Self::open(state, &self.piece[..n], &mut self.plain) {
+        match tag {
             Some(tag) => self.accept(tag, n),
             None => Err(self.fail(
                 "a piece of the object does not authenticate: the object is damaged or truncated",
@@ -647,7 +692,7 @@ impl<R: Read> SodiumReader<R> {
         }
     }
 
-    /// Pulls one piece; the tag on success.
+    /// Pulls one piece into `plain`; the tag on success.
     fn open(state: &mut State, piece: &[u8], plain: &mut [u8]) -> Option<u8> {
         if piece.len() < SODIUM_ABYTES {
             return None;
@@ -664,7 +709,9 @@ impl<R: Read> SodiumReader<R> {
         Some(tag)
     }
 
-    fn accept(&mut self, tag: u8, n: usize) -> io::Result<bool> {
+    /// Checks the tag of a piece of `n` bytes that authenticated; its
+    /// plaintext length.
+    fn accept(&mut self, tag: u8, n: usize) -> io::Result<Option<usize>> {
         let full = n == SODIUM_PIECE;
         match tag {
             TAG_MESSAGE if full => {}
@@ -686,28 +733,45 @@ impl<R: Read> SodiumReader<R> {
             }
             _ => return Err(self.fail("unexpected piece tag (not written by WAL-G or walg)")),
         }
-        self.plain.truncate(n - SODIUM_ABYTES);
-        self.pos = 0;
-        Ok(true)
+        Ok(Some(n - SODIUM_ABYTES))
     }
 }
 
-impl<R: Read> Read for SodiumReader<R> {
+impl<R: BufRead> Read for SodiumReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if let Some(f) = &self.failure {
             return Err(io::Error::new(io::ErrorKind::InvalidData, f.clone()));
         }
-        while self.pos >= self.plain.len() {
-            self.plain.resize(SODIUM_CHUNK, 0);
-            if !self.next_piece()? {
-                self.plain.clear();
-                return Ok(0);
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if self.pos < self.len {
+                let n = buf.len().min(self.len - self.pos);
+                buf[..n].copy_from_slice(&self.plain[self.pos..self.pos + n]);
+                self.pos += n;
+                return Ok(n);
+            }
+            if buf.len() >= SODIUM_CHUNK {
+                // Straight into the caller's buffer; a piece may hold
+                // nothing (an empty FINAL one), then the next is read.
+                match self.next_piece(buf)? {
+                    Some(0) => continue,
+                    Some(n) => return Ok(n),
+                    None => return Ok(0),
+                }
+            }
+            let mut plain = std::mem::take(&mut self.plain);
+            plain.resize(SODIUM_CHUNK, 0);
+            let got = self.next_piece(&mut plain);
+            self.plain = plain;
+            self.pos = 0;
+            self.len = 0;
+            match got? {
+                Some(n) => self.len = n,
+                None => return Ok(0),
             }
         }
-        let n = buf.len().min(self.plain.len() - self.pos);
-        buf[..n].copy_from_slice(&self.plain[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
     }
 }
 
@@ -884,6 +948,52 @@ mod tests {
             out.extend(enc.finish().expect("finish"));
             assert_eq!(out.len() as u64, sodium_encrypted_len(data.len() as u64));
             assert_eq!(decrypt(&e, &out).expect("decrypt"), data, "step {step}");
+        }
+    }
+
+    /// Pieces are opened where they lie when the input buffers them whole,
+    /// gathered when they straddle a buffer boundary, and decrypted straight
+    /// into large reads: every mix gives the same bytes and the same refusals.
+    #[test]
+    fn reads_do_not_depend_on_input_buffers_or_read_sizes() {
+        let e = sodium("TEST_LIBSODIUM_KEY_______");
+        for n in [0usize, 1, 8191, 8192, 8193, 3 * SODIUM_CHUNK, 50_000] {
+            let data: Vec<u8> = (0..n).map(|i| (i * 13 % 251) as u8).collect();
+            let sealed = encrypt(&e, &data).expect("encrypt");
+            for cap in [
+                1usize,
+                100,
+                SODIUM_PIECE - 1,
+                SODIUM_PIECE,
+                SODIUM_PIECE + 1,
+                1 << 16,
+            ] {
+                for step in [1usize, 7, SODIUM_CHUNK - 1, SODIUM_CHUNK, 9000, 200_000] {
+                    let input = io::BufReader::with_capacity(cap, &sealed[..]);
+                    let mut d = e.decryptor(input);
+                    let mut out = Vec::new();
+                    let mut buf = vec![0u8; step];
+                    loop {
+                        let k = d.read(&mut buf).expect("read");
+                        if k == 0 {
+                            break;
+                        }
+                        out.extend_from_slice(&buf[..k]);
+                    }
+                    d.finish().expect("finish");
+                    assert_eq!(out, data, "{n} bytes, buffer {cap}, reads of {step}");
+                    if n > 0 {
+                        let cut = io::BufReader::with_capacity(cap, &sealed[..sealed.len() - 1]);
+                        let mut d = e.decryptor(cut);
+                        let mut sink = Vec::new();
+                        let err = io::copy(&mut d, &mut sink).expect_err("cut by one byte");
+                        assert!(
+                            err.to_string().contains("does not authenticate"),
+                            "{n} bytes, buffer {cap}: {err}"
+                        );
+                    }
+                }
+            }
         }
     }
 

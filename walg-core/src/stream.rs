@@ -8,7 +8,7 @@
 //! decrypts, then decompresses (WAL-G's order).
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -102,12 +102,22 @@ fn compress_file(
     let mut buf = vec![0u8; CHUNK_SIZE];
     let mut read = 0u64;
     loop {
+        if compression == Compression::None {
+            // Nothing to encode: the chunk read is the chunk sent, without
+            // a copy through the encoder.
+            buf.resize(CHUNK_SIZE, 0);
+        }
         let n = read_full(&mut f, &mut buf)?;
         if n == 0 {
             break;
         }
         read += n as u64;
-        let out = enc.push(&buf[..n])?;
+        let out = if compression == Compression::None {
+            buf.truncate(n);
+            std::mem::replace(&mut buf, Vec::with_capacity(CHUNK_SIZE))
+        } else {
+            enc.push(&buf[..n])?
+        };
         if out.is_empty() {
             continue;
         }
@@ -274,6 +284,58 @@ impl Read for ChannelReader {
     }
 }
 
+impl BufRead for ChannelReader {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => self.current = b,
+                Some(Err(e)) => return Err(e),
+                None => break,
+            }
+        }
+        Ok(&self.current)
+    }
+    fn consume(&mut self, n: usize) {
+        let _ = self.current.split_to(n);
+    }
+}
+
+/// Plaintext buffers handed from the decryption stage to the decompressor,
+/// and handed back empty to be filled again, so the plaintext of a whole
+/// segment goes through the same few buffers instead of fresh pages.
+const PLAIN_BUFFER: usize = 16 * crate::crypto::SODIUM_CHUNK;
+
+/// Reads the decryption stage's buffers and returns each, once read, for
+/// the stage to fill again.
+struct PlainReader {
+    rx: mpsc::Receiver<io::Result<Vec<u8>>>,
+    back: std::sync::mpsc::Sender<Vec<u8>>,
+    current: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for PlainReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos >= self.current.len() {
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => {
+                    let used = std::mem::replace(&mut self.current, b);
+                    if used.capacity() > 0 {
+                        let _ = self.back.send(used);
+                    }
+                    self.pos = 0;
+                }
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.pos);
+        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
 /// Why decoding a stored object failed.
 #[derive(Debug)]
 pub enum DecodeError {
@@ -325,16 +387,19 @@ where
     } else {
         // Decryption gets a thread of its own, so it overlaps with the
         // decompressor and the download instead of adding to them.
-        let (ptx, prx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_DEPTH);
+        let (ptx, prx) = mpsc::channel::<io::Result<Vec<u8>>>(CHANNEL_DEPTH);
+        let (back, empty) = std::sync::mpsc::channel();
         let encryption = encryption.clone();
         let (vtx, verdict) = tokio::sync::oneshot::channel();
         tokio::task::spawn_blocking(move || {
-            let _ = vtx.send(decrypt_stage(reader, &encryption, ptx));
+            let _ = vtx.send(decrypt_stage(reader, &encryption, ptx, empty));
         });
         tokio::task::spawn_blocking(move || {
-            let plain = ChannelReader {
+            let plain = PlainReader {
                 rx: prx,
-                current: Bytes::new(),
+                back,
+                current: Vec::new(),
+                pos: 0,
             };
             decompress_stage(plain, compression, sink, Some(verdict))
         })
@@ -365,15 +430,18 @@ where
 }
 
 /// Decrypts everything `input` holds into `tx`, to the authenticated end of
-/// the stream. On failure it returns why, in the decryptor's words.
+/// the stream, filling the buffers the consumer hands back on `empty`. On
+/// failure it returns why, in the decryptor's words.
 fn decrypt_stage(
     input: ChannelReader,
     encryption: &Encryption,
-    tx: mpsc::Sender<io::Result<Bytes>>,
+    tx: mpsc::Sender<io::Result<Vec<u8>>>,
+    empty: std::sync::mpsc::Receiver<Vec<u8>>,
 ) -> Result<(), String> {
     let mut decrypted = encryption.decryptor(input);
     loop {
-        let mut buf = vec![0u8; CHUNK_SIZE];
+        let mut buf = empty.try_recv().unwrap_or_default();
+        buf.resize(PLAIN_BUFFER, 0);
         let n = match read_full(&mut decrypted, &mut buf) {
             Ok(n) => n,
             Err(e) => {
@@ -387,7 +455,7 @@ fn decrypt_stage(
             return Ok(());
         }
         buf.truncate(n);
-        if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+        if tx.blocking_send(Ok(buf)).is_err() {
             return Ok(()); // the decompressor stopped; its error says why
         }
     }
@@ -396,8 +464,8 @@ fn decrypt_stage(
 /// Decompresses `input` into `sink`. With a decryption stage in front, its
 /// verdict wins, and decrypted bytes after the end of the compressed stream
 /// are an error (the object holds more than one stream).
-fn decompress_stage<W: Write>(
-    mut input: ChannelReader,
+fn decompress_stage<W: Write, R: Read + Send>(
+    mut input: R,
     compression: Compression,
     sink: W,
     verdict: Option<tokio::sync::oneshot::Receiver<Result<(), String>>>,

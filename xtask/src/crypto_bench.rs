@@ -5,8 +5,8 @@
 //! A corpus of real 16 MiB segments (half pgbench TPC-B, half high-entropy
 //! inserts) is made by a throwaway PostgreSQL; then, for file storage and
 //! lz4, each variant pushes every segment (one process per segment, as the
-//! archiver runs it) and fetches every segment back, variants alternating
-//! their order every repetition. Upload-ahead and prefetch are off so each
+//! archiver runs it) and fetches every segment back, the variants taking
+//! turns segment by segment in a rotating order. Upload-ahead and prefetch are off so each
 //! call moves exactly one segment. Medians per variant and their ratio are
 //! printed and written to `target/bench/encryption.md`.
 //!
@@ -145,46 +145,69 @@ pub fn run() -> Result<()> {
     let mut fetch = [Vec::new(), Vec::new(), Vec::new()];
     let mut stored = [0u64; 3];
     for r in 0..runs {
-        // Rotate the order so no variant always runs first.
-        let mut order = Variant::ALL;
-        order.rotate_left(r % Variant::ALL.len());
-        for v in order {
-            let i = v as usize;
-            let archive = work.path.join(format!("archive-{r}-{i}"));
-            let t = Instant::now();
-            for s in &segs {
-                walg(&bin, v, &archive, &["wal-push", &s.display().to_string()])?;
+        // The variants take turns segment by segment, their order rotating
+        // every segment: this VM's disk slows down after gigabytes of
+        // writes, and whole runs one after the other would hand that to
+        // whichever variant came last.
+        let archive = |i: usize| work.path.join(format!("archive-{r}-{i}"));
+        let dest_dir = |i: usize| work.path.join(format!("restore-{r}-{i}"));
+        let order = |k: usize| {
+            let mut order = Variant::ALL;
+            order.rotate_left((k + r) % Variant::ALL.len());
+            order
+        };
+        let mut pushed = [Duration::ZERO; 3];
+        for (k, s) in segs.iter().enumerate() {
+            for v in order(k) {
+                let i = v as usize;
+                let t = Instant::now();
+                walg(
+                    &bin,
+                    v,
+                    &archive(i),
+                    &["wal-push", &s.display().to_string()],
+                )?;
+                pushed[i] += t.elapsed();
             }
-            push[i].push(t.elapsed());
-            stored[i] = fs::read_dir(archive.join("wal_005"))?
+        }
+        let mut fetched = [Duration::ZERO; 3];
+        for v in Variant::ALL {
+            fs::create_dir_all(dest_dir(v as usize))?;
+        }
+        for (k, s) in segs.iter().enumerate() {
+            let name = s.file_name().and_then(|n| n.to_str()).context("name")?;
+            for v in order(k) {
+                let i = v as usize;
+                let dest = dest_dir(i).join("RECOVERYXLOG");
+                let t = Instant::now();
+                walg(
+                    &bin,
+                    v,
+                    &archive(i),
+                    &["wal-fetch", name, &dest.display().to_string()],
+                )?;
+                fetched[i] += t.elapsed();
+                fs::remove_file(&dest)?;
+            }
+        }
+        for v in Variant::ALL {
+            let i = v as usize;
+            push[i].push(pushed[i]);
+            fetch[i].push(fetched[i]);
+            stored[i] = fs::read_dir(archive(i).join("wal_005"))?
                 .flatten()
                 .filter_map(|e| e.metadata().ok())
                 .map(|m| m.len())
                 .sum();
-            let dest_dir = work.path.join(format!("restore-{r}-{i}"));
-            fs::create_dir_all(&dest_dir)?;
-            let t = Instant::now();
-            for s in &segs {
-                let name = s.file_name().and_then(|n| n.to_str()).context("name")?;
-                let dest = dest_dir.join("RECOVERYXLOG");
-                walg(
-                    &bin,
-                    v,
-                    &archive,
-                    &["wal-fetch", name, &dest.display().to_string()],
-                )?;
-                fs::remove_file(&dest)?;
-            }
-            fetch[i].push(t.elapsed());
-            // Correctness, outside the timing: the last fetch of each kind
-            // must give the original back.
+            // Correctness, outside the timing: the last segment fetched
+            // again must be the original.
             let last = segs.last().context("empty corpus")?;
             let name = last.file_name().and_then(|n| n.to_str()).context("name")?;
-            let dest = dest_dir.join(name);
+            let dest = dest_dir(i).join(name);
             walg(
                 &bin,
                 v,
-                &archive,
+                &archive(i),
                 &["wal-fetch", name, &dest.display().to_string()],
             )?;
             ensure!(
@@ -192,8 +215,8 @@ pub fn run() -> Result<()> {
                 "{} restored a different segment",
                 v.label()
             );
-            fs::remove_dir_all(&dest_dir)?;
-            fs::remove_dir_all(&archive)?;
+            fs::remove_dir_all(dest_dir(i))?;
+            fs::remove_dir_all(archive(i))?;
         }
         println!("bench encryption: run {} of {runs} done", r + 1);
     }
@@ -204,7 +227,7 @@ pub fn run() -> Result<()> {
     let mut report = String::new();
     writeln!(
         report,
-        "# walg encryption cost\n\n{n} real 16 MiB segments ({PER_WORKLOAD} pgbench, {PER_WORKLOAD} high-entropy), file storage, lz4, one process per segment, upload-ahead and prefetch off, medians of {runs} runs, release build; encryption runs in a pipeline stage of its own.\n"
+        "# walg encryption cost\n\n{n} real 16 MiB segments ({PER_WORKLOAD} pgbench, {PER_WORKLOAD} high-entropy), file storage, lz4, one process per segment, upload-ahead and prefetch off, the variants taking turns segment by segment, medians of {runs} runs, release build; encryption runs in a pipeline stage of its own.\n"
     )?;
     writeln!(
         report,

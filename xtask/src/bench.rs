@@ -5,7 +5,9 @@
 //! TPC-B run and a high-entropy insert workload, kept apart so results and
 //! compression can be told per kind), keeps that cluster running so
 //! pgBackRest stanzas can be created for it, and then, for file storage and
-//! S3, lets the peers take turns, alternating their order every repetition.
+//! S3, lets the peers take turns, alternating their order every repetition
+//! (the file pushes of walg, walg `none` and `dd` take turns segment by
+//! segment).
 //! S3 is `s3s-fs` (a Rust S3 server on the local file system that serves
 //! requests in parallel, unlike moto), reached by both peers over TLS
 //! through the same local proxy (pgBackRest speaks S3 over https only), once
@@ -1858,7 +1860,7 @@ fn render(
     );
     let _ = writeln!(
         o,
-        "- medians of {runs} repetitions (WALG_BENCH_RUNS), peers alternating order; 1-minute load average at the start of each repetition: {}",
+        "- medians of {runs} repetitions (WALG_BENCH_RUNS), peers alternating order (file push: walg, walg none and dd taking turns segment by segment); 1-minute load average at the start of each repetition: {}",
         times.loads.join(", ")
     );
     let _ = writeln!(

@@ -155,32 +155,64 @@ pub async fn push_validated(
     let name = *name;
     let key = wal_key(&name, opts.compression);
     let body = FileBody::encrypted(path, opts.compression, opts.encryption.clone(), len);
-    match store
-        .put_located(
-            &key,
-            &body,
-            PutOptions {
-                if_not_exists: true,
-            },
-        )
-        .await
-    {
-        Ok(storage) => {
-            return Ok(PushOutcome::Stored {
-                key,
-                storage,
-                source_bytes: len,
-                stored_bytes: body.produced(),
-            });
+    // A racing writer of the same key may be between claiming it and
+    // publishing its object: on file systems without hard links it claims
+    // the name with an empty placeholder, and a FUSE file system may show
+    // the name absent, or the file incomplete, while the placeholder is
+    // replaced. So an object that differs is read again a few times before
+    // it is called different, and one that vanished sends us back to the
+    // create (about 0.3 s at most, only when something is in our way).
+    let mut tries = 0u64;
+    'create: loop {
+        match store
+            .put_located(
+                &key,
+                &body,
+                PutOptions {
+                    if_not_exists: true,
+                },
+            )
+            .await
+        {
+            Ok(storage) => {
+                return Ok(PushOutcome::Stored {
+                    key,
+                    storage,
+                    source_bytes: len,
+                    stored_bytes: body.produced(),
+                });
+            }
+            Err(e) if e.kind() == ErrorKind::Conflict => {}
+            Err(e) => return Err(e.into()),
         }
-        Err(e) if e.kind() == ErrorKind::Conflict => {}
-        Err(e) => return Err(e.into()),
-    }
-    // Something is stored under the key: the same file archived before (the
-    // archiver may offer a file twice), or a different one.
-    if stored_copy_matches(store, &key, opts.compression, &opts.encryption, path).await? {
-        tracing::info!(file = %name, key, storage = store.name(), "identical copy already stored; nothing to do");
-        return Ok(PushOutcome::AlreadyStored { key });
+        // Something is stored under the key: the same file archived before
+        // (the archiver may offer a file twice), or a different one.
+        loop {
+            let found =
+                stored_copy_matches(store, &key, opts.compression, &opts.encryption, path).await;
+            let vanished =
+                matches!(&found, Err(PushError::Store(e)) if e.kind() == ErrorKind::NotFound);
+            match found {
+                Ok(true) => {
+                    tracing::info!(file = %name, key, storage = store.name(), "identical copy already stored; nothing to do");
+                    return Ok(PushOutcome::AlreadyStored { key });
+                }
+                Ok(false) if tries >= 5 => break 'create,
+                Err(e) if !vanished || tries >= 5 => return Err(e),
+                _ => {}
+            }
+            tries += 1;
+            tracing::debug!(
+                key,
+                storage = store.name(),
+                vanished,
+                "the object in our way may still be being published; looking again"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20 * tries)).await;
+            if vanished {
+                continue 'create;
+            }
+        }
     }
     if name.is_history() || opts.prevent_overwrite {
         let hint = if name.is_history() {
@@ -255,6 +287,80 @@ mod tests {
         let path = dir.join(s.to_string());
         std::fs::write(&path, synthetic_segment(&s, 1 << 20, 99, seed)).expect("write segment");
         path
+    }
+
+    /// A store whose first creates meet a racing writer's claim that is gone
+    /// by the time we read it.
+    #[derive(Debug)]
+    struct Racing {
+        inner: MemoryStore,
+        conflicts: std::sync::atomic::AtomicU32,
+    }
+
+    #[async_trait::async_trait]
+    impl Store for Racing {
+        fn name(&self) -> &str {
+            self.inner.name()
+        }
+        async fn put(
+            &self,
+            key: &str,
+            body: &dyn crate::store::Body,
+            opts: PutOptions,
+        ) -> Result<(), StoreError> {
+            use std::sync::atomic::Ordering;
+            if opts.if_not_exists && self.conflicts.load(Ordering::SeqCst) > 0 {
+                self.conflicts.fetch_sub(1, Ordering::SeqCst);
+                return Err(StoreError::new(
+                    ErrorKind::Conflict,
+                    "put",
+                    "racing",
+                    key,
+                    "claimed",
+                ));
+            }
+            self.inner.put(key, body, opts).await
+        }
+        async fn get(&self, key: &str) -> Result<crate::store::ByteStream, StoreError> {
+            self.inner.get(key).await
+        }
+        async fn stat(&self, key: &str) -> Result<crate::store::ObjectMeta, StoreError> {
+            self.inner.stat(key).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<crate::store::ObjectMeta>, StoreError> {
+            self.inner.list(prefix).await
+        }
+        async fn delete(&self, key: &str) -> Result<(), StoreError> {
+            self.inner.delete(key).await
+        }
+    }
+
+    #[tokio::test]
+    async fn an_object_that_vanishes_after_a_conflict_is_created_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = write_segment(dir.path(), 4, 1);
+        let opts = PushOptions::default();
+        let store = Racing {
+            inner: MemoryStore::new("mem"),
+            conflicts: 2.into(),
+        };
+        let out = push_file(&store, &path, &opts)
+            .await
+            .expect("pushed after the race");
+        assert!(matches!(out, PushOutcome::Stored { .. }), "{out:?}");
+        assert_eq!(store.inner.keys(), ["wal_005/000000010000000000000004.lz4"]);
+        // A claim that never turns into an object is an error, not a loop.
+        let stuck = Racing {
+            inner: MemoryStore::new("mem"),
+            conflicts: 100.into(),
+        };
+        let err = push_file(&stuck, &path, &opts)
+            .await
+            .expect_err("never created");
+        assert!(
+            err.to_string().contains("not found") || err.to_string().contains("NotFound"),
+            "{err}"
+        );
     }
 
     #[tokio::test]

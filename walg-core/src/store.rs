@@ -59,6 +59,33 @@ pub trait Body: Send + Sync {
     fn len_hint(&self) -> Option<u64> {
         None
     }
+    /// When the body is a local file stored exactly as it is (no
+    /// compression, no encryption). A store on the same machine may then
+    /// copy it in the kernel instead of streaming it through `open`; it must
+    /// refuse a file of another length than [`LocalFile::len`].
+    fn local_file(&self) -> Option<LocalFile> {
+        None
+    }
+}
+
+/// A local file a store may copy as it is (see [`Body::local_file`]).
+#[derive(Clone)]
+pub struct LocalFile {
+    pub path: std::path::PathBuf,
+    /// The length the file must have.
+    pub len: u64,
+    /// Called after each piece copied, as a streamed body's chunks would
+    /// be pulled: a watchdog on silence sees the copy moving.
+    pub progress: Option<std::sync::Arc<dyn Fn() + Send + Sync>>,
+}
+
+impl fmt::Debug for LocalFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalFile")
+            .field("path", &self.path)
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Body for Bytes {

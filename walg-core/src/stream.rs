@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use crate::codec::Compression;
 use crate::crypto::{read_full, Encryption};
 use crate::error::{ErrorKind, StoreError};
-use crate::store::{Body, ByteStream};
+use crate::store::{Body, ByteStream, LocalFile};
 
 /// Chunk size read from local files.
 pub const CHUNK_SIZE: usize = 1 << 20;
@@ -251,6 +251,19 @@ impl Body for FileBody {
             });
         }
         receiver_stream(rx, done)
+    }
+
+    fn local_file(&self) -> Option<LocalFile> {
+        if self.compression != Compression::None || !matches!(self.encryption, Encryption::None) {
+            return None;
+        }
+        // What a store that copies the file itself will have stored.
+        self.produced.store(self.expected_len, Ordering::Relaxed);
+        Some(LocalFile {
+            path: self.path.clone(),
+            len: self.expected_len,
+            progress: None,
+        })
     }
 
     fn len_hint(&self) -> Option<u64> {

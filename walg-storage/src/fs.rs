@@ -30,7 +30,7 @@
 //! What this module does not do: locking across hosts on file systems whose
 //! link(2) is not atomic (some FUSE mounts).
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -202,6 +202,11 @@ impl FileStore {
         // One blocking thread writes and fsyncs the temp file; chunks move
         // to it without a copy (tokio::fs would copy each chunk into its own
         // buffer and hop to the blocking pool once per write).
+        // A local file stored as it is (compression `none`, no encryption)
+        // is copied by the kernel (copy_file_range): no pass through user
+        // space at all.
+        let local = body.local_file();
+        let copying = local.is_some();
         let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
         let tmp_owned = tmp.to_path_buf();
         let writer =
@@ -211,6 +216,9 @@ impl FileStore {
                     .create_new(true)
                     .open(&tmp_owned)
                     .map_err(|e| ("create temp file", e))?;
+                if let Some(local) = local {
+                    copy_file(&local, &file)?;
+                }
                 let (mut written, mut queued) = (0u64, 0u64);
                 while let Some(chunk) = rx.blocking_recv() {
                     file.write_all(&chunk).map_err(|e| ("write", e))?;
@@ -222,18 +230,20 @@ impl FileStore {
                 }
                 file.sync_all().map_err(|e| ("fsync", e))
             });
-        let mut stream = body.open();
         let mut body_error = None;
-        while let Some(chunk) = stream.next().await {
-            match chunk {
-                Ok(chunk) => {
-                    if tx.send(chunk).await.is_err() {
-                        break; // the writer failed; its error says why
+        if !copying {
+            let mut stream = body.open();
+            while let Some(chunk) = stream.next().await {
+                match chunk {
+                    Ok(chunk) => {
+                        if tx.send(chunk).await.is_err() {
+                            break; // the writer failed; its error says why
+                        }
                     }
-                }
-                Err(e) => {
-                    body_error = Some(e);
-                    break;
+                    Err(e) => {
+                        body_error = Some(e);
+                        break;
+                    }
                 }
             }
         }
@@ -264,6 +274,47 @@ impl FileStore {
             .await
             .map_err(|e| self.io_err("put", key, "fsync directory", dir, &e))
     }
+}
+
+/// Copies `local`, which must be exactly `local.len` bytes long, into
+/// `file` a MiB at a time (std uses copy_file_range, falling back to
+/// sendfile or read and write where the file systems do not support it),
+/// starting writeback and reporting progress after each MiB.
+fn copy_file(
+    local: &walg_core::store::LocalFile,
+    file: &std::fs::File,
+) -> Result<(), (&'static str, std::io::Error)> {
+    let (source, len) = (&local.path, local.len);
+    let named =
+        |e: std::io::Error| std::io::Error::new(e.kind(), format!("{}: {e}", source.display()));
+    let from = std::fs::File::open(source).map_err(|e| ("read", named(e)))?;
+    let mut copied = 0u64;
+    loop {
+        let mut to = file;
+        let n = std::io::copy(&mut (&from).take(WRITEBACK_STEP), &mut to)
+            .map_err(|e| ("copy", named(e)))?;
+        if n == 0 {
+            break;
+        }
+        start_writeback(file, copied, n);
+        copied += n;
+        if let Some(progress) = &local.progress {
+            progress();
+        }
+        if copied > len {
+            break;
+        }
+    }
+    if copied != len {
+        return Err((
+            "read",
+            named(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("file changed size while reading: expected {len} bytes, read {copied}"),
+            )),
+        ));
+    }
+    Ok(())
 }
 
 /// Bytes written before the kernel is asked to start writing them back.
@@ -844,6 +895,45 @@ mod tests {
             parse_start_time("1 (a) b) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 777 19"),
             Some(777)
         );
+    }
+
+    /// A file stored as it is goes through the kernel copy: the same bytes
+    /// as the streaming path, and a file of another length than the one
+    /// the push saw is refused with nothing left under the key.
+    #[tokio::test]
+    async fn a_local_file_is_copied_whole_or_not_at_all() {
+        use walg_core::codec::Compression;
+        use walg_core::stream::FileBody;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = open(&tmp.path().join("store"));
+        let source = tmp.path().join("segment");
+        let data: Vec<u8> = (0..(3u32 << 20) + 5).map(|i| (i % 253) as u8).collect();
+        std::fs::write(&source, &data).expect("write source");
+        let body = FileBody::new(&source, Compression::None, data.len() as u64);
+        assert!(body.local_file().is_some());
+        store
+            .put("wal/a", &body, PutOptions::default())
+            .await
+            .expect("put");
+        assert!(std::fs::read(tmp.path().join("store/wal/a")).expect("stored") == data);
+        assert_eq!(body.produced(), data.len() as u64);
+        // The same through the streaming path (a compressed body is never local).
+        assert!(FileBody::new(&source, Compression::Lz4, data.len() as u64)
+            .local_file()
+            .is_none());
+        for wrong in [data.len() as u64 - 1, data.len() as u64 + 1] {
+            let body = FileBody::new(&source, Compression::None, wrong);
+            let err = store
+                .put("wal/b", &body, PutOptions::default())
+                .await
+                .expect_err("length differs");
+            assert!(err.to_string().contains("changed size"), "{err}");
+            assert!(!tmp.path().join("store/wal/b").exists());
+        }
+        let left = std::fs::read_dir(tmp.path().join("store").join(TMP_DIR))
+            .expect("temp dir")
+            .count();
+        assert_eq!(left, 0, "temp files left behind");
     }
 
     #[tokio::test]

@@ -200,6 +200,20 @@ impl Body for WatchedBody<'_> {
     fn len_hint(&self) -> Option<u64> {
         self.inner.len_hint()
     }
+    fn local_file(&self) -> Option<walg_core::store::LocalFile> {
+        let mut local = self.inner.local_file()?;
+        let progress = self.progress.clone();
+        let start = self.start;
+        let inner = local.progress.take();
+        local.progress = Some(Arc::new(move || {
+            let nanos = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            progress.store(nanos, Ordering::Relaxed);
+            if let Some(inner) = &inner {
+                inner();
+            }
+        }));
+        Some(local)
+    }
 }
 
 /// Fails a download stream when no chunk arrives within `timeout`.

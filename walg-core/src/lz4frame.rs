@@ -199,23 +199,19 @@ enum Part {
     /// Before a frame's magic number (or at the end of the stream).
     Magic,
     /// Before a block's size word.
-    Block {
-        block_checksum: bool,
-        content_checksum: bool,
-    },
-    /// Inside a block (or a skippable frame): `left` bytes pass through.
-    Data { left: u64, then: Next },
+    Block(Flags),
+    /// Inside a block (`in_frame`: its frame's flags) or a skippable frame
+    /// (`None`): `left` bytes pass through.
+    Data { left: u64, in_frame: Option<Flags> },
     /// Not an lz4 frame: everything passes through, the decoder says why.
     Foreign,
 }
 
+/// The FLG bits of the current frame that change what follows a block.
 #[derive(Debug, Clone, Copy)]
-enum Next {
-    Magic,
-    Block {
-        block_checksum: bool,
-        content_checksum: bool,
-    },
+struct Flags {
+    block_checksum: bool,
+    content_checksum: bool,
 }
 
 fn truncated(what: &str) -> std::io::Error {
@@ -264,7 +260,7 @@ impl<R: std::io::Read> WithoutContentChecksum<R> {
             self.head.extend_from_slice(&size);
             self.state = Part::Data {
                 left: u64::from(u32::from_le_bytes(size)),
-                then: Next::Magic,
+                in_frame: None,
             };
             return Ok(true);
         }
@@ -297,10 +293,10 @@ impl<R: std::io::Read> WithoutContentChecksum<R> {
         descriptor[0] = flg & !FLG_CONTENT_CHECKSUM;
         self.head.extend_from_slice(&descriptor);
         self.head.push(hc(&descriptor));
-        self.state = Part::Block {
+        self.state = Part::Block(Flags {
             block_checksum: flg & FLG_BLOCK_CHECKSUM != 0,
             content_checksum: flg & FLG_CONTENT_CHECKSUM != 0,
-        };
+        });
         Ok(true)
     }
 }
@@ -324,10 +320,7 @@ impl<R: std::io::Read> std::io::Read for WithoutContentChecksum<R> {
                         return Ok(0);
                     }
                 }
-                Part::Block {
-                    block_checksum,
-                    content_checksum,
-                } => {
+                Part::Block(flags) => {
                     let mut word = [0u8; 4];
                     if !read_all(&mut self.inner, &mut word, "before its end mark")? {
                         return Err(truncated("before its end mark"));
@@ -337,7 +330,7 @@ impl<R: std::io::Read> std::io::Read for WithoutContentChecksum<R> {
                     self.head.extend_from_slice(&word);
                     let size = u32::from_le_bytes(word) & !UNCOMPRESSED;
                     if u32::from_le_bytes(word) == 0 {
-                        if content_checksum {
+                        if flags.content_checksum {
                             let mut sum = [0u8; 4];
                             if !read_all(&mut self.inner, &mut sum, "inside its checksum")? {
                                 return Err(truncated("inside its checksum"));
@@ -346,27 +339,15 @@ impl<R: std::io::Read> std::io::Read for WithoutContentChecksum<R> {
                         self.state = Part::Magic;
                     } else {
                         self.state = Part::Data {
-                            left: u64::from(size) + if block_checksum { 4 } else { 0 },
-                            then: Next::Block {
-                                block_checksum,
-                                content_checksum,
-                            },
+                            left: u64::from(size) + if flags.block_checksum { 4 } else { 0 },
+                            in_frame: Some(flags),
                         };
                     }
                 }
-                Part::Data { left: 0, then } => {
-                    self.state = match then {
-                        Next::Magic => Part::Magic,
-                        Next::Block {
-                            block_checksum,
-                            content_checksum,
-                        } => Part::Block {
-                            block_checksum,
-                            content_checksum,
-                        },
-                    };
+                Part::Data { left: 0, in_frame } => {
+                    self.state = in_frame.map_or(Part::Magic, Part::Block);
                 }
-                Part::Data { left, then } => {
+                Part::Data { left, in_frame } => {
                     let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
                     let n = self.inner.read(&mut buf[..want])?;
                     if n == 0 {
@@ -374,7 +355,7 @@ impl<R: std::io::Read> std::io::Read for WithoutContentChecksum<R> {
                     }
                     self.state = Part::Data {
                         left: left - n as u64,
-                        then,
+                        in_frame,
                     };
                     return Ok(n);
                 }

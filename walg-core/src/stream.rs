@@ -283,16 +283,10 @@ struct ChannelReader {
 
 impl Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.current.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(Ok(b)) => self.current = b,
-                Some(Err(e)) => return Err(e),
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current[..n]);
-        let _ = self.current.split_to(n);
+        let available = self.fill_buf()?;
+        let n = buf.len().min(available.len());
+        buf[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
         Ok(n)
     }
 }
@@ -490,21 +484,21 @@ fn decompress_stage<W: Write, R: Read + Send>(
         inner: sink,
         failed: None,
     };
-    let mut result = if verdict.is_some() && compression == Compression::Lz4 {
-        // Every byte was authenticated by the decryption stage (its verdict
-        // is checked below): lz4's xxHash32 of the content would only prove
-        // it a second time, at the cost of hashing the whole segment.
-        let mut framed = crate::lz4frame::WithoutContentChecksum::new(&mut input);
-        compression
-            .decoder(&mut framed)
-            .and_then(|mut dec| io::copy(&mut dec, &mut sink))
-            .map(|_| ())
+    // Every byte of a decrypted stream was authenticated by the decryption
+    // stage (its verdict is checked below): lz4's xxHash32 of the content
+    // would only prove it a second time, at the cost of hashing the whole
+    // segment.
+    let mut framed;
+    let source: &mut (dyn Read + Send) = if verdict.is_some() && compression == Compression::Lz4 {
+        framed = crate::lz4frame::WithoutContentChecksum::new(&mut input);
+        &mut framed
     } else {
-        compression
-            .decoder(&mut input)
-            .and_then(|mut dec| io::copy(&mut dec, &mut sink))
-            .map(|_| ())
+        &mut input
     };
+    let mut result = compression
+        .decoder(source)
+        .and_then(|mut dec| io::copy(&mut dec, &mut sink))
+        .map(|_| ());
     if let Some(verdict) = verdict {
         if result.is_ok() {
             let mut one = [0u8; 1];

@@ -186,14 +186,21 @@ struct WatchedBody<'a> {
     start: Instant,
 }
 
-impl Body for WatchedBody<'_> {
-    fn open(&self) -> ByteStream {
+impl WatchedBody<'_> {
+    /// Records "the backend pulled something now".
+    fn toucher(&self) -> impl Fn() + Send + Sync + 'static {
         let progress = self.progress.clone();
         let start = self.start;
-        let touch = move || {
+        move || {
             let nanos = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
             progress.store(nanos, Ordering::Relaxed);
-        };
+        }
+    }
+}
+
+impl Body for WatchedBody<'_> {
+    fn open(&self) -> ByteStream {
+        let touch = self.toucher();
         touch();
         Box::pin(self.inner.open().inspect(move |_| touch()))
     }
@@ -202,12 +209,10 @@ impl Body for WatchedBody<'_> {
     }
     fn local_file(&self) -> Option<walg_core::store::LocalFile> {
         let mut local = self.inner.local_file()?;
-        let progress = self.progress.clone();
-        let start = self.start;
+        let touch = self.toucher();
         let inner = local.progress.take();
         local.progress = Some(Arc::new(move || {
-            let nanos = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-            progress.store(nanos, Ordering::Relaxed);
+            touch();
             if let Some(inner) = &inner {
                 inner();
             }

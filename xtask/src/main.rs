@@ -10,23 +10,9 @@
 //! Every task installs its own prerequisites, so a fresh machine needs no
 //! manual step.
 
-mod archive_bench;
-mod archive_e2e;
 mod bench;
-mod crypto_bench;
-mod crypto_e2e;
-mod dist;
-mod dist_e2e;
 mod e2e;
-mod emulators;
-mod failover_e2e;
-mod hardening_e2e;
-mod memory_e2e;
-mod pg;
-mod pgp_e2e;
-mod proxy;
-mod setup;
-mod status_e2e;
+mod infra;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -34,6 +20,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+
+use e2e::{archive as archive_e2e, crypto as crypto_e2e, dist as dist_e2e, failover as failover_e2e};
+use e2e::{hardening as hardening_e2e, memory as memory_e2e, pgp as pgp_e2e, status as status_e2e};
+use infra::{dist, emulators, pg, setup};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -93,7 +83,7 @@ fn main() {
         Some("e2e") => e2e(&args[1..]),
         Some("setup") => setup::all(&repo_root()),
         Some("bench") if args.get(1).map(String::as_str) == Some("encryption") => {
-            crypto_bench::run()
+            bench::crypto::run()
         }
         Some("bench") => bench::run(&args[1..]),
         Some("dist") => dist::run_dist(&repo_root()),

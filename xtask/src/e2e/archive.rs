@@ -29,10 +29,10 @@ use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
 
 use crate::e2e::{file_failover, Settings, Walg};
-use crate::emulators::{Emulators, Kind};
-use crate::failover_e2e::s3_keys;
-use crate::pg::{self, table_digest, Cluster, Workdir};
-use crate::proxy::{Mode, Proxy};
+use crate::infra::emulators::{Emulators, Kind};
+use crate::e2e::failover::s3_keys;
+use crate::infra::pg::{self, table_digest, Cluster, Workdir};
+use crate::infra::proxy::{Mode, Proxy};
 
 const ARCHIVE_WAIT: Duration = Duration::from_secs(90);
 const CACHE_LIFETIME_SECS: u64 = 2;

@@ -28,8 +28,8 @@ use anyhow::{ensure, Context, Result};
 use serde_json::json;
 
 use crate::e2e::{file_failover, file_settings, ready_backlog, Settings, Walg};
-use crate::emulators::{Emulators, Kind, BUCKET};
-use crate::pg::{self, Cluster, Workdir};
+use crate::infra::emulators::{Emulators, Kind, BUCKET};
+use crate::infra::pg::{self, Cluster, Workdir};
 
 fn say(m: &str) {
     println!("  {m}");

@@ -14,7 +14,16 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::{json, Value};
 
-use crate::pg::{self, table_digest, Cluster, Workdir};
+use crate::infra::pg::{self, table_digest, Cluster, Workdir};
+
+pub mod archive;
+pub mod crypto;
+pub mod dist;
+pub mod failover;
+pub mod hardening;
+pub mod memory;
+pub mod pgp;
+pub mod status;
 
 const ARCHIVE_WAIT: Duration = Duration::from_secs(120);
 
@@ -181,7 +190,7 @@ pub fn round_trip_with(
     let status = if quiet {
         None
     } else {
-        Some(crate::status_e2e::demo_status(
+        Some(crate::e2e::status::demo_status(
             &walg.bin,
             &walg.config,
             &source,
@@ -720,8 +729,8 @@ pub fn prefetch(built: &Path) -> Result<()> {
 /// and never answers makes wal-push fail within the configured timeout plus
 /// a margin, naming the storage and the timeout; a wrong key, a missing
 /// bucket and a malformed prefix are clear errors naming what to fix.
-pub fn storage_errors(built: &Path, emus: &crate::emulators::Emulators) -> Result<()> {
-    use crate::emulators::Kind;
+pub fn storage_errors(built: &Path, emus: &crate::infra::emulators::Emulators) -> Result<()> {
+    use crate::infra::emulators::Kind;
     let work = Workdir::new("errors")?;
     let (data, names) = ready_backlog(&work, 1)?;
     let seg = data.join("pg_wal").join(&names[0]).display().to_string();
@@ -1027,8 +1036,8 @@ pub fn archive_keeps_up(built: &Path) -> Result<String> {
 /// of a real 16 MiB segment through the binary, per backend: the medians of
 /// five distinct segments. Asserts only that every call succeeded and the
 /// bytes came back.
-pub fn storage_timings(built: &Path, emus: &crate::emulators::Emulators) -> Result<String> {
-    use crate::emulators::Kind;
+pub fn storage_timings(built: &Path, emus: &crate::infra::emulators::Emulators) -> Result<String> {
+    use crate::infra::emulators::Kind;
     let work = Workdir::new("timings")?;
     // Five real 16 MiB segments with pgbench-like content.
     let mut c = Cluster::init(

@@ -14,8 +14,8 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
 
-use crate::dist::{build_deb, Compression};
-use crate::pg::{self, Cluster, Workdir};
+use crate::infra::dist::{build_deb, Compression};
+use crate::infra::pg::{self, Cluster, Workdir};
 
 fn text(out: &Output) -> String {
     format!(

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use anyhow::{bail, Result};
 
-use crate::pg;
+use crate::infra::pg;
 
 fn have(cmd: &str) -> bool {
     Command::new("sh")
@@ -98,5 +98,5 @@ pub fn postgres() -> Result<()> {
 /// Everything the test suite needs.
 pub fn all(repo: &Path) -> Result<()> {
     postgres()?;
-    crate::emulators::install(repo)
+    crate::infra::emulators::install(repo)
 }

@@ -23,7 +23,7 @@ use std::process::Command;
 
 use anyhow::{bail, ensure, Context, Result};
 
-use crate::pg;
+use crate::infra::pg;
 
 /// The example config the package installs. Every value must be edited, so
 /// an untouched file fails `walg check` loudly instead of archiving

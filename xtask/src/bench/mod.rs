@@ -51,10 +51,14 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::{json, Value};
 
-use crate::emulators::BUCKET;
-use crate::pg::{self, Cluster, Workdir};
-use crate::proxy::{Proxy, Shape};
-use crate::{build_walg, repo_root, setup, target_dir};
+use crate::infra::emulators::BUCKET;
+use crate::infra::pg::{self, Cluster, Workdir};
+use crate::infra::proxy::{Proxy, Shape};
+use crate::infra::setup;
+use crate::{build_walg, repo_root, target_dir};
+
+pub mod archive;
+pub mod crypto;
 
 /// The pgBackRest stanza made for the corpus cluster.
 const STANZA: &str = "bench";
@@ -73,7 +77,7 @@ const CHILD_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 /// `cargo xtask bench`.
 pub fn run(args: &[String]) -> Result<()> {
     if args.first().map(String::as_str) == Some("verify") {
-        return crate::archive_bench::run();
+        return crate::bench::archive::run();
     }
     let started = Instant::now();
     let repo = repo_root();
@@ -1616,7 +1620,7 @@ impl Bench<'_> {
         let file = (|| {
             fresh_dir(&dir)?;
             let settings = crate::e2e::file_settings(&dir.join("repo"));
-            crate::memory_e2e::large_segment_memory(
+            crate::e2e::memory::large_segment_memory(
                 built,
                 "bench-1gib-file",
                 &settings,
@@ -1634,7 +1638,7 @@ impl Bench<'_> {
                     .into_iter()
                     .map(|(k, v)| (k.to_string(), json!(v)))
                     .collect();
-                let r = crate::memory_e2e::large_segment_memory(
+                let r = crate::e2e::memory::large_segment_memory(
                     built,
                     "bench-1gib-s3",
                     &settings,

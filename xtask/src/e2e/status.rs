@@ -11,7 +11,7 @@ use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 
 use crate::e2e::{file_settings, Walg};
-use crate::pg::{self, as_postgres, Cluster, Workdir};
+use crate::infra::pg::{self, as_postgres, Cluster, Workdir};
 
 /// What every scenario shares: a work directory, walg installed in it, a
 /// cluster, and an archive directory the server can write.

@@ -15,8 +15,8 @@ use std::process::Command;
 
 use anyhow::{ensure, Context, Result};
 
-use crate::crypto_e2e::{real_segment, snapshot, stderr, walg_env};
-use crate::pg::Workdir;
+use crate::e2e::crypto::{real_segment, snapshot, stderr, walg_env};
+use crate::infra::pg::Workdir;
 
 const PASSPHRASE: &str = "pgp-e2e-passphrase-secret";
 

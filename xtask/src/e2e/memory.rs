@@ -23,7 +23,7 @@ use anyhow::{ensure, Context, Result};
 use serde_json::json;
 
 use crate::e2e::{Settings, Walg};
-use crate::pg::Workdir;
+use crate::infra::pg::Workdir;
 
 /// The bound the issue sets: 64 MiB of peak resident memory per process.
 pub const RSS_LIMIT_KIB: u64 = 64 * 1024;

@@ -21,8 +21,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 
-use crate::pg::{Cluster, Workdir};
-use crate::{build_walg, repo_root, setup, target_dir};
+use crate::infra::pg::{Cluster, Workdir};
+use crate::infra::setup;
+use crate::{build_walg, repo_root, target_dir};
 
 const PER_WORKLOAD: usize = 12;
 const KEY: &str = "4c0829fdfe7ae1987918edc585b1a90556d901eaea963c7625bb5734576dfb59";

@@ -14,8 +14,9 @@ use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
 
-use crate::pg::Workdir;
-use crate::{build_walg, repo_root, setup};
+use crate::infra::pg::Workdir;
+use crate::infra::setup;
+use crate::{build_walg, repo_root};
 
 /// Creates `count` empty segments of timeline 1 (16 MiB numbering) from
 /// segment 1, and one `.backup` file.

@@ -43,9 +43,9 @@ use anyhow::{bail, ensure, Context, Result};
 use serde_json::json;
 
 use crate::e2e::{self, Settings, Walg};
-use crate::emulators::{Emulators, Kind, BUCKET};
-use crate::pg::{self, table_digest, Cluster, Workdir};
-use crate::proxy::{Mode, Proxy, Request};
+use crate::infra::emulators::{Emulators, Kind, BUCKET};
+use crate::infra::pg::{self, table_digest, Cluster, Workdir};
+use crate::infra::proxy::{Mode, Proxy, Request};
 
 const STORAGE_TIMEOUT: &str = "2s";
 const STORAGE_RETRIES: &str = "1";

@@ -23,7 +23,7 @@ use anyhow::{bail, ensure, Context, Result};
 use serde_json::json;
 
 use crate::e2e::{file_settings, Walg};
-use crate::pg::{self, table_digest, Cluster, Workdir};
+use crate::infra::pg::{self, table_digest, Cluster, Workdir};
 
 const ARCHIVE_WAIT: Duration = Duration::from_secs(120);
 const SODIUM_REF: &str = include_str!("sodium_ref.py");
@@ -85,7 +85,7 @@ struct Reference {
 
 impl Reference {
     fn new(repo: &Path, work: &Workdir) -> Result<Reference> {
-        let python = crate::emulators::python(repo);
+        let python = crate::infra::emulators::python(repo);
         ensure!(
             python.exists(),
             "the tools venv ({}) is missing: run `cargo xtask setup`",

@@ -21,7 +21,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use e2e::{archive as archive_e2e, crypto as crypto_e2e, dist as dist_e2e, failover as failover_e2e};
+use e2e::{
+    archive as archive_e2e, crypto as crypto_e2e, dist as dist_e2e, failover as failover_e2e,
+};
 use e2e::{hardening as hardening_e2e, memory as memory_e2e, pgp as pgp_e2e, status as status_e2e};
 use infra::{dist, emulators, pg, setup};
 
@@ -82,9 +84,6 @@ fn main() {
         Some("test") => test(&args[1..]),
         Some("e2e") => e2e(&args[1..]),
         Some("setup") => setup::all(&repo_root()),
-        Some("bench") if args.get(1).map(String::as_str) == Some("encryption") => {
-            bench::crypto::run()
-        }
         Some("bench") => bench::run(&args[1..]),
         Some("dist") => dist::run_dist(&repo_root()),
         _ => usage(),

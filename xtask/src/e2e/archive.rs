@@ -28,9 +28,9 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
 
+use crate::e2e::failover::s3_keys;
 use crate::e2e::{file_failover, Settings, Walg};
 use crate::infra::emulators::{Emulators, Kind};
-use crate::e2e::failover::s3_keys;
 use crate::infra::pg::{self, table_digest, Cluster, Workdir};
 use crate::infra::proxy::{Mode, Proxy};
 

@@ -9,7 +9,8 @@ use anyhow::{bail, Result};
 
 use crate::infra::pg;
 
-fn have(cmd: &str) -> bool {
+/// Whether `cmd` is on the PATH.
+pub fn have(cmd: &str) -> bool {
     Command::new("sh")
         .arg("-c")
         .arg(format!("command -v {cmd} >/dev/null 2>&1"))

@@ -9,7 +9,7 @@
 //! order the plan gives. Progress goes to stderr on a terminal only.
 //!
 //! What this module does not do: decide what is missing or what to delete
-//! (`walg_core::verify`, `walg_core::prune`).
+//! (`walg_core::archive::verify`, `walg_core::archive::prune`).
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -19,12 +19,12 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{ArgGroup, Subcommand};
 use sha2::{Digest, Sha256};
+use walg_core::archive::prune::{prune_plan, repair_plan, Retention};
+use walg_core::archive::verify::{verify, ServerPosition, Status, VerifyOptions};
 use walg_core::archive::{list_archive, ArchiveMap, ShowReport};
-use walg_core::codec::decompress;
-use walg_core::history::{parse_backup_history, parse_history, HistoryRecord};
-use walg_core::prune::{prune_plan, repair_plan, Retention};
+use walg_core::pipeline::codec::decompress;
 use walg_core::store::{read_all, DynStore};
-use walg_core::verify::{verify, ServerPosition, Status, VerifyOptions};
+use walg_core::wal::history::{parse_backup_history, parse_history, HistoryRecord};
 use walg_core::wal::{Segment, WalName, DEFAULT_SEGMENT_SIZE};
 use walg_core::{ErrorKind, PutOptions};
 
@@ -334,7 +334,7 @@ async fn segment_size(stores: &[(String, DynStore)], map: &ArchiveMap) -> (u64, 
         if let Ok(stream) = store.get(&c.key()).await {
             if let Ok(data) = read_all(stream).await {
                 if let Ok(plain) = decompress(c.compression, &data) {
-                    if let Ok(h) = walg_core::page::LongPageHeader::parse(&plain) {
+                    if let Ok(h) = walg_core::wal::page::LongPageHeader::parse(&plain) {
                         if walg_core::wal::is_valid_segment_size(u64::from(h.segment_size)) {
                             return (
                                 u64::from(h.segment_size),
@@ -707,7 +707,7 @@ async fn repair(cli: &Cli, confirm: bool, json: bool) -> Result<u8> {
         primary: &'a str,
         files: usize,
         bytes: u64,
-        copies: &'a [walg_core::prune::RepairCopy],
+        copies: &'a [walg_core::archive::prune::RepairCopy],
         copied: usize,
         already_present: usize,
     }
@@ -855,7 +855,7 @@ async fn prune(
         bytes: u64,
         deleted: u64,
         #[serde(flatten)]
-        plan: &'a walg_core::prune::PrunePlan,
+        plan: &'a walg_core::archive::prune::PrunePlan,
         not_listed: &'a [&'a str],
     }
     let mut deleted = 0u64;

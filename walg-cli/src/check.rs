@@ -9,7 +9,7 @@
 //! same configuration and that `wal_level` / `archive_mode` allow archiving.
 //!
 //! The rules about command strings and settings live in
-//! `walg_core::preflight`; this module gathers the inputs and renders the
+//! `walg_core::doctor::preflight`; this module gathers the inputs and renders the
 //! [`Report`]. It never changes the server or the archive (the write probe
 //! deletes its object).
 
@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::Serialize;
-use walg_core::preflight::{archiving_enabled, check_walg_call};
+use walg_core::doctor::preflight::{archiving_enabled, check_walg_call};
 
 use crate::config::{default_config_file, Config, Raw};
 use crate::storage;

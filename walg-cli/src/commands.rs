@@ -4,9 +4,11 @@ use std::path::Path;
 use std::time::{Instant, SystemTime};
 
 use anyhow::{bail, Context, Result};
-use walg_core::ahead::{AheadDir, FileStamp, Marker};
-use walg_core::fetch::{fetch_file, FetchError, FetchOptions};
-use walg_core::push::{push_file, push_validated, validate_local, PushOptions, PushOutcome};
+use walg_core::pipeline::ahead::{AheadDir, FileStamp, Marker};
+use walg_core::pipeline::fetch::{fetch_file, FetchError, FetchOptions};
+use walg_core::pipeline::push::{
+    push_file, push_validated, validate_local, PushOptions, PushOutcome,
+};
 use walg_core::store::Store;
 use walg_core::ErrorKind;
 
@@ -83,7 +85,7 @@ async fn wal_push(cli: &Cli, path: &Path) -> Result<()> {
     // A segment's page header names its cluster: every storage checks it
     // against the archive identity before its first WAL write.
     let system_id = matches!(name, walg_core::WalName::Segment(_))
-        .then(|| walg_core::identity::segment_system_id(path).ok())
+        .then(|| walg_core::archive::identity::segment_system_id(path).ok())
         .flatten();
     let Opened { store, .. } = storage::open_guarded(&cfg, system_id)?;
     let opts = PushOptions {
@@ -230,7 +232,7 @@ async fn wal_push(cli: &Cli, path: &Path) -> Result<()> {
 async fn wal_fetch(cli: &Cli, name: &str, dest: &Path) -> Result<()> {
     let started = Instant::now();
     // Refuse a bad name before touching the configuration or any storage.
-    let wal = walg_core::fetch::validate_name(name)?;
+    let wal = walg_core::pipeline::fetch::validate_name(name)?;
     let cfg = load_config(cli)?;
     if let walg_core::crypto::Encryption::Pgp(k) = &cfg.encryption {
         if let Some(why) = k.decrypt_refusal() {
@@ -388,7 +390,7 @@ async fn transfer(
         .with_context(|| format!("list WAL on {source:?}"))?;
     let (mut copied, mut present, mut bytes) = (0u64, 0u64, 0u64);
     for obj in objects {
-        if walg_core::layout::parse_wal_key(&obj.key).is_none() {
+        if walg_core::wal::layout::parse_wal_key(&obj.key).is_none() {
             continue;
         }
         let data = walg_core::store::read_all(from.get(&obj.key).await?)

@@ -623,9 +623,12 @@ fn pgp_from(raw: &Raw) -> Result<Option<Encryption>> {
         }
         return Ok(None);
     };
-    let keys =
-        walg_core::openpgp::pgp_keys(&armored, passphrase.as_deref().map(str::as_bytes), &setting)
-            .map_err(|e| anyhow::anyhow!(e))?;
+    let keys = walg_core::crypto::openpgp::pgp_keys(
+        &armored,
+        passphrase.as_deref().map(str::as_bytes),
+        &setting,
+    )
+    .map_err(|e| anyhow::anyhow!(e))?;
     Ok(Some(Encryption::Pgp(std::sync::Arc::new(keys))))
 }
 

@@ -3,12 +3,12 @@
 //! `walg st identity [--adopt ID [--confirm]]`.
 //!
 //! The rule itself (claim, verify, refuse, adopt) is in
-//! [`walg_core::identity`]; this module only gathers inputs and prints.
+//! [`walg_core::archive::identity`]; this module only gathers inputs and prints.
 
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use walg_core::identity::{self, IdentityCache, CACHE_FILE_NAME};
+use walg_core::archive::identity::{self, IdentityCache, CACHE_FILE_NAME};
 use walg_core::store::Store;
 use walg_core::WalName;
 

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command as Process, Stdio};
 
 use anyhow::{Context, Result};
-use walg_core::fetch::FetchOptions;
-use walg_core::prefetch::{default_dir, PrefetchDir};
+use walg_core::pipeline::fetch::FetchOptions;
+use walg_core::pipeline::prefetch::{default_dir, PrefetchDir};
 use walg_core::wal::WalName;
 
 use crate::config::{Config, Raw};

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use walg_core::identity::IdentityGuard;
+use walg_core::archive::identity::IdentityGuard;
 use walg_core::store::DynStore;
 use walg_failover::{default_cache_path, FailoverConfig, FailoverStore, Member};
 use walg_storage::{Registry, StorageSpec};
@@ -112,7 +112,7 @@ pub fn open(cfg: &Config) -> Result<Opened> {
 
 /// Opens what the commands use; with `system_id`, every storage checks the
 /// archive identity before its first WAL write (see
-/// [`walg_core::identity`]), each storage its own.
+/// [`walg_core::archive::identity`]), each storage its own.
 pub fn open_guarded(cfg: &Config, system_id: Option<u64>) -> Result<Opened> {
     let registry = Registry::with_builtin();
     let guard = |store: DynStore, spec: &StorageSpec| -> DynStore {

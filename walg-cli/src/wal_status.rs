@@ -1,6 +1,6 @@
 //! `walg wal-status`: gathers what PostgreSQL, its data directory and the
 //! archive say about WAL retention, hands it to
-//! `walg_core::diagnosis::diagnose`, and prints the report as text, JSON or
+//! `walg_core::doctor::diagnose`, and prints the report as text, JSON or
 //! a node-exporter textfile.
 //!
 //! Read-only: it runs only `SELECT`s and reads files; nothing is written to
@@ -17,15 +17,16 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
-use walg_core::diagnosis::{
+use walg_core::doctor::{
     self, diagnose, human_bytes, human_secs, ArchiveObs, ArchiverStats, ForeignFile, Mode,
     Observation, OldestXact, Report, SlotObs, StatusFile, Thresholds, WalDir,
 };
-use walg_core::layout::fetch_candidates;
-use walg_core::page::LongPageHeader;
+use walg_core::pg::{control, pgconf, slot};
 use walg_core::store::Store;
+use walg_core::wal::layout::fetch_candidates;
+use walg_core::wal::page::LongPageHeader;
 use walg_core::wal::{Lsn, Segment, WalName};
-use walg_core::{control, pgconf, slot, Compression};
+use walg_core::Compression;
 
 use crate::pgconn;
 
@@ -942,7 +943,7 @@ async fn locate(
 fn render_text(r: &Report) -> String {
     let mut s = String::new();
     s.push_str(&format!("{}: {}\n", r.status.as_str(), r.headline));
-    if r.cause.kind != diagnosis::CauseKind::None {
+    if r.cause.kind != doctor::CauseKind::None {
         s.push_str(&format!(
             "\ncause: {} ({})\n",
             r.cause.summary,
@@ -1115,7 +1116,7 @@ pub fn prometheus_text(r: &Report) -> String {
         one(a.last_archived_age_seconds),
     );
     let slots = &r.slots;
-    let label = |s: &diagnosis::SlotReport| {
+    let label = |s: &doctor::SlotReport| {
         format!(
             "{{slot_name=\"{}\",slot_type=\"{}\"}}",
             esc(&s.name),
@@ -1333,11 +1334,7 @@ mod tests {
                 .iter()
                 .find(|c| c.id == "read")
                 .expect("read check");
-            assert_eq!(
-                read.status,
-                walg_core::diagnosis::Status::Unknown,
-                "{label}"
-            );
+            assert_eq!(read.status, walg_core::doctor::Status::Unknown, "{label}");
             assert!(read.summary.contains(expect), "{label}: {}", read.summary);
         }
     }

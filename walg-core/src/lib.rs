@@ -10,10 +10,10 @@
 //! (here into an in-memory store; `walg-storage` opens real ones):
 //!
 //! ```
-//! use walg_core::fetch::{fetch_file, FetchOptions};
-//! use walg_core::memory::MemoryStore;
-//! use walg_core::page::synthetic_segment;
-//! use walg_core::push::{push_file, PushOptions, PushOutcome};
+//! use walg_core::pipeline::fetch::{fetch_file, FetchOptions};
+//! use walg_core::store::memory::MemoryStore;
+//! use walg_core::wal::page::synthetic_segment;
+//! use walg_core::pipeline::push::{push_file, PushOptions, PushOutcome};
 //! use walg_core::{Compression, WalName};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -44,35 +44,16 @@
 //! This crate deliberately knows nothing of opendal, environment variables,
 //! configuration files or logging subscribers.
 
-pub mod ahead;
 pub mod archive;
-pub mod codec;
-pub mod control;
-pub mod crc32c;
 pub mod crypto;
-pub mod diagnosis;
-pub mod error;
-pub mod fetch;
-pub mod history;
-pub mod identity;
-pub mod layout;
-pub mod lz4frame;
-pub mod memory;
-pub mod openpgp;
-pub mod page;
-pub mod pgconf;
-pub mod prefetch;
-pub mod preflight;
-pub mod prune;
-pub mod push;
-pub mod slot;
+pub mod doctor;
+pub mod pg;
+pub mod pipeline;
 pub mod store;
-pub mod stream;
-pub mod verify;
 pub mod wal;
 
-pub use codec::Compression;
-pub use error::{ErrorKind, StoreError};
-pub use layout::WAL_PREFIX;
+pub use store::error::{ErrorKind, StoreError};
 pub use store::{Body, ByteStream, ListPages, ObjectMeta, PutOptions, Store};
+pub use wal::layout::Compression;
+pub use wal::layout::WAL_PREFIX;
 pub use wal::{Lsn, WalName};

@@ -16,12 +16,12 @@ use std::error::Error;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use walg_core::error::ErrorKind;
-use walg_core::fetch::{fetch_file, FetchOptions};
-use walg_core::memory::{Fault, FaultStore};
-use walg_core::page::synthetic_segment;
-use walg_core::push::{push_file, PushOptions, PushOutcome};
+use walg_core::pipeline::fetch::{fetch_file, FetchOptions};
+use walg_core::pipeline::push::{push_file, PushOptions, PushOutcome};
+use walg_core::store::error::ErrorKind;
+use walg_core::store::memory::{Fault, FaultStore};
 use walg_core::store::DynStore;
+use walg_core::wal::page::synthetic_segment;
 use walg_core::WalName;
 use walg_failover::{FailoverConfig, FailoverStore, Member};
 use walg_storage::{Registry, StorageSpec};

@@ -11,7 +11,7 @@
 //!
 //! ```
 //! use std::{path::Path, sync::Arc};
-//! use walg_core::{memory::MemoryStore, store::DynStore, PutOptions, Store};
+//! use walg_core::{store::memory::MemoryStore, store::DynStore, PutOptions, Store};
 //! use walg_failover::{default_cache_path, FailoverConfig, FailoverStore, Member};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use walg_core::memory::{Fault, FaultStore, MemoryStore};
+use walg_core::store::memory::{Fault, FaultStore, MemoryStore};
 use walg_core::store::{read_all, DynStore};
 use walg_core::{Body, ByteStream, ErrorKind, ObjectMeta, PutOptions, Store, StoreError};
 use walg_failover::{
@@ -772,7 +772,7 @@ async fn status_transitions_are_logged_once_and_a_normal_run_is_quiet() {
 #[tokio::test]
 async fn put_located_names_the_member_that_took_the_write() {
     use std::sync::Arc;
-    use walg_core::memory::{Fault, FaultStore, MemoryStore};
+    use walg_core::store::memory::{Fault, FaultStore, MemoryStore};
     use walg_core::store::DynStore;
     use walg_failover::{FailoverConfig, FailoverStore, Member};
     let primary = FaultStore::new(Arc::new(MemoryStore::new("mem://primary")));

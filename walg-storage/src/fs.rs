@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use walg_core::error::{ErrorKind, StoreError};
+use walg_core::store::error::{ErrorKind, StoreError};
 use walg_core::store::{Body, ByteStream, ObjectMeta, PutOptions, Store};
 
 use crate::opendal_store::{OpendalStore, PutMode, UPLOAD_CHUNK};
@@ -902,8 +902,8 @@ mod tests {
     /// the push saw is refused with nothing left under the key.
     #[tokio::test]
     async fn a_local_file_is_copied_whole_or_not_at_all() {
-        use walg_core::codec::Compression;
-        use walg_core::stream::FileBody;
+        use walg_core::pipeline::codec::Compression;
+        use walg_core::pipeline::stream::FileBody;
         let tmp = tempfile::tempdir().expect("tempdir");
         let store = open(&tmp.path().join("store"));
         let source = tmp.path().join("segment");

@@ -23,7 +23,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::StreamExt;
 use tokio::time::Instant;
-use walg_core::error::{ErrorKind, StoreError};
+use walg_core::store::error::{ErrorKind, StoreError};
 use walg_core::store::{Body, ByteStream, DynStore, ObjectMeta, PutOptions, Store};
 
 /// First backoff; doubled on each retry, capped at [`MAX_BACKOFF`].
@@ -315,7 +315,7 @@ mod tests {
     use super::*;
     use bytes::Bytes;
     use std::sync::atomic::AtomicU32;
-    use walg_core::memory::MemoryStore;
+    use walg_core::store::memory::MemoryStore;
 
     /// Hangs the first `hangs` puts forever, then delegates.
     #[derive(Debug)]

@@ -24,7 +24,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use opendal::Operator;
-use walg_core::error::{ErrorKind, StoreError};
+use walg_core::store::error::{ErrorKind, StoreError};
 use walg_core::store::{Body, ByteStream, ListPages, ObjectMeta, PutOptions, Store, LIST_PAGE};
 
 /// Installs opendal's HTTP transport once per process; without it every

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use walg_core::memory::MemoryStore;
+use walg_core::store::memory::MemoryStore;
 use walg_core::store::DynStore;
 
 use crate::spec::{StorageError, StorageSpec};

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use walg_core::error::ErrorKind;
+use walg_core::store::error::ErrorKind;
 use walg_core::store::{read_all, Body, ByteStream, DynStore, PutOptions};
 use walg_storage::{Registry, StorageSpec};
 

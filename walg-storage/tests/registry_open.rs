@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use walg_core::error::ErrorKind;
-use walg_core::memory::{Fault, FaultStore};
+use walg_core::store::error::ErrorKind;
+use walg_core::store::memory::{Fault, FaultStore};
 use walg_core::store::{read_all, DynStore, PutOptions};
 use walg_storage::{Registry, StorageSpec};
 

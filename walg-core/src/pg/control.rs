@@ -8,7 +8,7 @@
 //! refused with an error rather than read with guessed offsets. The
 //! CRC-32C over the struct is always checked. This module does no I/O.
 
-use crate::crc32c::crc32c;
+use crate::pg::crc32c::crc32c;
 use crate::wal::Lsn;
 
 /// Versions whose layout this parser knows (PG13–16, PG17).
@@ -220,7 +220,7 @@ mod tests {
 
     /// `global/pg_control` of a PostgreSQL 15 cluster made with
     /// `initdb --wal-segsize=1` and stopped cleanly (see `testdata/`).
-    const PG15: &[u8] = include_bytes!("../testdata/pg_control.pg15");
+    const PG15: &[u8] = include_bytes!("../../testdata/pg_control.pg15");
 
     #[test]
     fn real_pg15_file() {

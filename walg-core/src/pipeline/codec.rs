@@ -11,69 +11,19 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 
-/// A compression method and its file extension.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Compression {
-    /// Stored under the bare file name.
-    None,
-    #[default]
-    Lz4,
-    Zstd,
-    Brotli,
-}
+pub use crate::wal::layout::{Compression, UnknownCompression};
 
-/// Why a compression setting was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "unknown compression method {0:?} in WALG_COMPRESSION_METHOD (known: lz4, zstd, brotli, none)"
-)]
-pub struct UnknownCompression(pub String);
-
+/// The codecs of each method; the method itself (names, extensions) is
+/// the bucket layout's vocabulary.
 impl Compression {
-    /// Every method, in the order wal-fetch probes the non-preferred ones.
-    pub const ALL: [Compression; 4] = [
-        Compression::Lz4,
-        Compression::Zstd,
-        Compression::Brotli,
-        Compression::None,
-    ];
-
-    /// The extension appended to the file name, `None` for uncompressed.
-    pub fn extension(self) -> Option<&'static str> {
-        match self {
-            Compression::None => None,
-            Compression::Lz4 => Some("lz4"),
-            Compression::Zstd => Some("zst"),
-            Compression::Brotli => Some("br"),
-        }
-    }
-
-    pub fn from_extension(ext: &str) -> Option<Compression> {
-        match ext {
-            "lz4" => Some(Compression::Lz4),
-            "zst" => Some(Compression::Zstd),
-            "br" => Some(Compression::Brotli),
-            _ => None,
-        }
-    }
-
-    /// Parses a `WALG_COMPRESSION_METHOD` value.
-    pub fn from_setting(value: &str) -> Result<Compression, UnknownCompression> {
-        match value.trim().to_ascii_lowercase().as_str() {
-            "lz4" => Ok(Compression::Lz4),
-            "zstd" | "zst" => Ok(Compression::Zstd),
-            "brotli" | "br" => Ok(Compression::Brotli),
-            "none" | "" => Ok(Compression::None),
-            other => Err(UnknownCompression(other.to_string())),
-        }
-    }
-
     /// A streaming encoder for this method.
     pub fn encoder(self) -> io::Result<Encoder> {
         let inner =
             match self {
                 Compression::None => EncoderInner::None(Vec::new()),
-                Compression::Lz4 => EncoderInner::Lz4(crate::lz4frame::Lz4FrameEncoder::default()),
+                Compression::Lz4 => {
+                    EncoderInner::Lz4(crate::pipeline::lz4frame::Lz4FrameEncoder::default())
+                }
                 Compression::Zstd => {
                     let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3)?;
                     enc.include_checksum(true)?;
@@ -100,20 +50,9 @@ impl Compression {
     }
 }
 
-impl fmt::Display for Compression {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Compression::None => "none",
-            Compression::Lz4 => "lz4",
-            Compression::Zstd => "zstd",
-            Compression::Brotli => "brotli",
-        })
-    }
-}
-
 enum EncoderInner {
     None(Vec<u8>),
-    Lz4(crate::lz4frame::Lz4FrameEncoder),
+    Lz4(crate::pipeline::lz4frame::Lz4FrameEncoder),
     Zstd(zstd::stream::write::Encoder<'static, Vec<u8>>),
     Brotli(Box<brotli::CompressorWriter<Vec<u8>>>),
 }
@@ -205,7 +144,7 @@ mod tests {
 
     #[test]
     fn round_trips_every_method() {
-        let seg = crate::page::synthetic_segment(
+        let seg = crate::wal::page::synthetic_segment(
             &crate::wal::Segment {
                 timeline: 1,
                 log: 0,

@@ -13,6 +13,11 @@
 //! What this module does not do: timeouts, retries and health tracking are
 //! layers around a `Store` (see `walg-storage` and `walg-failover`).
 
+pub mod error;
+pub mod memory;
+
+pub use error::{ErrorKind, StoreError};
+
 use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -20,8 +25,6 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::Stream;
-
-use crate::error::StoreError;
 
 /// A stream of object bytes.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, StoreError>> + Send>>;

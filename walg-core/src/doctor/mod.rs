@@ -14,6 +14,8 @@
 //! so every rule is unit-tested on synthetic observations. The report is
 //! `serde::Serialize`: `wal-status --json` prints it as is.
 
+pub mod preflight;
+
 use serde::Serialize;
 
 use crate::wal::{Lsn, Segment, WalName};

@@ -41,10 +41,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{ErrorKind, StoreError};
-use crate::layout::parse_wal_key;
-use crate::page::{LongPageHeader, LONG_HEADER_LEN};
+use crate::store::error::{ErrorKind, StoreError};
 use crate::store::{read_all, Body, ByteStream, DynStore, ObjectMeta, PutOptions, Store};
+use crate::wal::layout::parse_wal_key;
+use crate::wal::page::{LongPageHeader, LONG_HEADER_LEN};
 
 /// Key of the identity object, relative to the storage prefix.
 pub const IDENTITY_KEY: &str = "walg_archive_identity.json";
@@ -539,7 +539,7 @@ impl Store for IdentityGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::memory::MemoryStore;
+    use crate::store::memory::MemoryStore;
 
     const SEG: &str = "wal_005/000000010000000000000003.lz4";
 

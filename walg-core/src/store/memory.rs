@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use crate::error::{ErrorKind, StoreError};
+use crate::store::error::{ErrorKind, StoreError};
 use crate::store::{Body, ByteStream, DynStore, ObjectMeta, PutOptions, Store};
 
 /// A store that keeps objects in a map. Cloning shares the map.

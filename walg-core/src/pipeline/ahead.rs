@@ -264,7 +264,7 @@ impl AheadDir {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::memory::MemoryStore;
+    use crate::store::memory::MemoryStore;
     use crate::store::PutOptions;
     use bytes::Bytes;
 

@@ -14,13 +14,15 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::codec::Compression;
 use crate::crypto::Encryption;
-use crate::error::{ErrorKind, StoreError};
-use crate::layout::wal_key;
-use crate::page::{HeaderError, LongPageHeader, LONG_HEADER_LEN};
+use crate::pipeline::codec::Compression;
+use crate::pipeline::stream::{
+    decode_error_to_store, decode_into, hash_file, FileBody, HashWriter,
+};
+use crate::store::error::{ErrorKind, StoreError};
 use crate::store::{PutOptions, Store};
-use crate::stream::{decode_error_to_store, decode_into, hash_file, FileBody, HashWriter};
+use crate::wal::layout::wal_key;
+use crate::wal::page::{HeaderError, LongPageHeader, LONG_HEADER_LEN};
 use crate::wal::{is_valid_segment_size, NotWalName, WalName};
 
 /// How to push.
@@ -274,8 +276,8 @@ pub async fn stored_copy_matches(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::memory::MemoryStore;
-    use crate::page::synthetic_segment;
+    use crate::store::memory::MemoryStore;
+    use crate::wal::page::synthetic_segment;
     use crate::wal::Segment;
 
     fn write_segment(dir: &Path, seg: u32, seed: u64) -> PathBuf {
@@ -479,7 +481,7 @@ mod tests {
             let stored = store.object(&key).expect("stored");
             let original = std::fs::read(&path).expect("read");
             assert_eq!(
-                crate::codec::decompress(c, &stored).expect("decompress"),
+                crate::pipeline::codec::decompress(c, &stored).expect("decompress"),
                 original,
                 "{c}"
             );

@@ -390,7 +390,7 @@ mod tests {
 
     #[test]
     fn frames_decode_with_the_reference_decoder() {
-        let seg = crate::page::synthetic_segment(
+        let seg = crate::wal::page::synthetic_segment(
             &crate::wal::Segment {
                 timeline: 1,
                 log: 0,

@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::archive::{ArchiveMap, NAMES_SHOWN};
-use crate::history::{consistent, Ancestry, HistoryRecord, Span};
+use crate::wal::history::{consistent, Ancestry, HistoryRecord, Span};
 use crate::wal::{Segment, WalName};
 
 /// Overall and per-part verdicts; the exit code of `wal-verify`.
@@ -526,7 +526,7 @@ mod tests {
     use super::*;
     use crate::archive::map_from_keys;
     use crate::archive::tests::seg_keys;
-    use crate::history::parse_history;
+    use crate::wal::history::parse_history;
 
     const MIB: u64 = 1 << 20;
 

@@ -11,17 +11,21 @@
 //!
 //! What this module does not do: download files (history and `.backup`
 //! contents are the caller's), decide what recovery needs
-//! ([`crate::verify`]) or what to delete ([`crate::prune`]).
+//! ([`crate::archive::verify`]) or what to delete ([`crate::archive::prune`]).
+
+pub mod identity;
+pub mod prune;
+pub mod verify;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use futures::StreamExt;
 use serde::Serialize;
 
-use crate::codec::Compression;
-use crate::history::HistoryRecord;
-use crate::layout::{parse_wal_key, wal_key, WAL_PREFIX};
+use crate::pipeline::codec::Compression;
 use crate::store::DynStore;
+use crate::wal::history::HistoryRecord;
+use crate::wal::layout::{parse_wal_key, wal_key, WAL_PREFIX};
 use crate::wal::{Segment, WalName};
 
 /// Most storages one map can hold (one bit each in a mask).
@@ -525,9 +529,9 @@ pub fn map_from_keys(storages: &[&str], keys: &[(usize, &str)]) -> ArchiveMap {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::history::parse_history;
-    use crate::memory::MemoryStore;
+    use crate::store::memory::MemoryStore;
     use crate::store::{PutOptions, Store};
+    use crate::wal::history::parse_history;
     use std::sync::Arc;
 
     const MIB: u64 = 1 << 20;

@@ -14,13 +14,13 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use crate::codec::Compression;
 use crate::crypto::Encryption;
-use crate::error::StoreError;
-use crate::layout::fetch_candidates;
-use crate::page::{LongPageHeader, LONG_HEADER_LEN};
+use crate::pipeline::codec::Compression;
+use crate::pipeline::stream::{decode_into, DecodeError};
+use crate::store::error::StoreError;
 use crate::store::Store;
-use crate::stream::{decode_into, DecodeError};
+use crate::wal::layout::fetch_candidates;
+use crate::wal::page::{LongPageHeader, LONG_HEADER_LEN};
 use crate::wal::{is_valid_segment_size, WalName};
 
 /// How to fetch.
@@ -261,12 +261,12 @@ async fn restore(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::compress;
-    use crate::error::ErrorKind;
-    use crate::memory::{Fault, FaultStore, MemoryStore};
-    use crate::page::synthetic_segment;
-    use crate::push::{push_file, PushOptions};
+    use crate::pipeline::codec::compress;
+    use crate::pipeline::push::{push_file, PushOptions};
+    use crate::store::error::ErrorKind;
+    use crate::store::memory::{Fault, FaultStore, MemoryStore};
     use crate::store::{PutOptions, Store};
+    use crate::wal::page::synthetic_segment;
     use crate::wal::Segment;
     use bytes::Bytes;
     use std::sync::Arc;
@@ -346,7 +346,10 @@ mod tests {
             };
             let outcome = push_file(&store, &src, &again).await.expect("re-push");
             assert!(
-                matches!(outcome, crate::push::PushOutcome::AlreadyStored { .. }),
+                matches!(
+                    outcome,
+                    crate::pipeline::push::PushOutcome::AlreadyStored { .. }
+                ),
                 "{c}: {outcome:?}"
             );
             let dest = dir.path().join("RECOVERYXLOG");

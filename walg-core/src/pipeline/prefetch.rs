@@ -17,9 +17,9 @@ use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
 
-use crate::fetch::{fetch_file, FetchOptions};
-use crate::page::{LongPageHeader, LONG_HEADER_LEN};
+use crate::pipeline::fetch::{fetch_file, FetchOptions};
 use crate::store::Store;
+use crate::wal::page::{LongPageHeader, LONG_HEADER_LEN};
 use crate::wal::{is_valid_segment_size, Segment, WalName};
 
 /// Files from other timelines, or leftovers, older than this are removed.
@@ -192,10 +192,10 @@ impl PrefetchDir {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::{compress, Compression};
-    use crate::memory::{FaultStore, MemoryStore};
-    use crate::page::synthetic_segment;
+    use crate::pipeline::codec::{compress, Compression};
+    use crate::store::memory::{FaultStore, MemoryStore};
     use crate::store::PutOptions;
+    use crate::wal::page::synthetic_segment;
     use bytes::Bytes;
     use std::sync::Arc;
 

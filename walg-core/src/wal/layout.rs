@@ -2,11 +2,81 @@
 //!
 //! The storage prefix is the store's business; keys here are relative to it.
 
-use crate::codec::Compression;
+use std::fmt;
+
 use crate::wal::WalName;
 
 /// Directory of WAL files under the storage prefix (WAL-G's `wal_005`).
 pub const WAL_PREFIX: &str = "wal_005/";
+
+/// A compression method and its file extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Compression {
+    /// Stored under the bare file name.
+    None,
+    #[default]
+    Lz4,
+    Zstd,
+    Brotli,
+}
+
+/// Why a compression setting was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown compression method {0:?} in WALG_COMPRESSION_METHOD (known: lz4, zstd, brotli, none)"
+)]
+pub struct UnknownCompression(pub String);
+
+impl Compression {
+    /// Every method, in the order wal-fetch probes the non-preferred ones.
+    pub const ALL: [Compression; 4] = [
+        Compression::Lz4,
+        Compression::Zstd,
+        Compression::Brotli,
+        Compression::None,
+    ];
+
+    /// The extension appended to the file name, `None` for uncompressed.
+    pub fn extension(self) -> Option<&'static str> {
+        match self {
+            Compression::None => None,
+            Compression::Lz4 => Some("lz4"),
+            Compression::Zstd => Some("zst"),
+            Compression::Brotli => Some("br"),
+        }
+    }
+
+    pub fn from_extension(ext: &str) -> Option<Compression> {
+        match ext {
+            "lz4" => Some(Compression::Lz4),
+            "zst" => Some(Compression::Zstd),
+            "br" => Some(Compression::Brotli),
+            _ => None,
+        }
+    }
+
+    /// Parses a `WALG_COMPRESSION_METHOD` value.
+    pub fn from_setting(value: &str) -> Result<Compression, UnknownCompression> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "lz4" => Ok(Compression::Lz4),
+            "zstd" | "zst" => Ok(Compression::Zstd),
+            "brotli" | "br" => Ok(Compression::Brotli),
+            "none" | "" => Ok(Compression::None),
+            other => Err(UnknownCompression(other.to_string())),
+        }
+    }
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Compression::None => "none",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+            Compression::Brotli => "brotli",
+        })
+    }
+}
 
 /// Key of a WAL file stored with a compression.
 pub fn wal_key(name: &WalName, compression: Compression) -> String {

@@ -18,9 +18,9 @@ use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use crate::codec::Compression;
 use crate::crypto::{read_full, Encryption};
-use crate::error::{ErrorKind, StoreError};
+use crate::pipeline::codec::Compression;
+use crate::store::error::{ErrorKind, StoreError};
 use crate::store::{Body, ByteStream, LocalFile};
 
 /// Chunk size read from local files.
@@ -490,7 +490,7 @@ fn decompress_stage<W: Write, R: Read + Send>(
     // segment.
     let mut framed;
     let source: &mut (dyn Read + Send) = if verdict.is_some() && compression == Compression::Lz4 {
-        framed = crate::lz4frame::WithoutContentChecksum::new(&mut input);
+        framed = crate::pipeline::lz4frame::WithoutContentChecksum::new(&mut input);
         &mut framed
     } else {
         &mut input

@@ -18,6 +18,8 @@
 //! here contains key material. This module does not read settings or files
 //! of its own accord: the CLI gathers key text and passes it in.
 
+pub mod openpgp;
+
 use std::fmt;
 use std::io::{self, BufRead, Cursor, Read};
 use std::sync::Arc;
@@ -231,7 +233,7 @@ pub enum Encryption {
     #[default]
     None,
     Libsodium(Arc<SodiumKeys>),
-    Pgp(Arc<crate::openpgp::PgpKeys>),
+    Pgp(Arc<crate::crypto::openpgp::PgpKeys>),
 }
 
 impl Encryption {
@@ -316,7 +318,7 @@ enum EncryptorInner {
     None,
     Sodium(Box<SodiumWriter>),
     /// The whole object, encrypted at `finish`.
-    Pgp(Arc<crate::openpgp::PgpKeys>, Vec<u8>),
+    Pgp(Arc<crate::crypto::openpgp::PgpKeys>, Vec<u8>),
 }
 
 impl Encryptor {
@@ -342,7 +344,7 @@ impl Encryptor {
         match self.0 {
             EncryptorInner::None => Ok(Vec::new()),
             EncryptorInner::Sodium(w) => w.finish(),
-            EncryptorInner::Pgp(keys, buf) => crate::openpgp::pgp_encrypt(&keys, buf),
+            EncryptorInner::Pgp(keys, buf) => crate::crypto::openpgp::pgp_encrypt(&keys, buf),
         }
     }
 }
@@ -445,7 +447,7 @@ enum DecryptorInner<R> {
 /// serves the plaintext.
 struct PgpReader<R> {
     input: Option<R>,
-    keys: Arc<crate::openpgp::PgpKeys>,
+    keys: Arc<crate::crypto::openpgp::PgpKeys>,
     plain: Cursor<Vec<u8>>,
     failure: Option<String>,
 }
@@ -461,7 +463,7 @@ impl<R: Read> Read for PgpReader<R> {
         if let Some(mut input) = self.input.take() {
             let mut data = Vec::new();
             input.read_to_end(&mut data)?;
-            match crate::openpgp::pgp_decrypt(&self.keys, data) {
+            match crate::crypto::openpgp::pgp_decrypt(&self.keys, data) {
                 Ok(p) => self.plain = Cursor::new(p),
                 Err(e) => {
                     self.failure = Some(e.to_string());
@@ -1053,7 +1055,8 @@ mod tests {
             &sealed,
             "does not authenticate",
         );
-        let lz4 = crate::codec::compress(crate::codec::Compression::Lz4, &data).expect("lz4");
+        let lz4 = crate::pipeline::codec::compress(crate::pipeline::codec::Compression::Lz4, &data)
+            .expect("lz4");
         check_refused(&e, &lz4, "clear-text lz4");
         // A valid libsodium stream whose full piece is FINAL (not WAL-G's framing).
         let k = key("TEST_LIBSODIUM_KEY_______", KeyTransform::None).expect("key");

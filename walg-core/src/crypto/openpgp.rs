@@ -226,14 +226,14 @@ mod tests {
     use super::*;
     use pgp::packet::PacketTrait;
 
-    const A_PUB: &[u8] = include_bytes!("../testdata/pgp/a.pub");
-    const A_SEC: &[u8] = include_bytes!("../testdata/pgp/a.sec");
-    const B_SEC: &[u8] = include_bytes!("../testdata/pgp/b.sec");
+    const A_PUB: &[u8] = include_bytes!("../../testdata/pgp/a.pub");
+    const A_SEC: &[u8] = include_bytes!("../../testdata/pgp/a.sec");
+    const B_SEC: &[u8] = include_bytes!("../../testdata/pgp/b.sec");
     /// Protected with the passphrase "correct horse".
-    const C_SEC: &[u8] = include_bytes!("../testdata/pgp/c.sec");
+    const C_SEC: &[u8] = include_bytes!("../../testdata/pgp/c.sec");
     /// `gpg -e --compress-algo none -r walg-test-a` of `plain.bin`.
-    const GPG_OBJ: &[u8] = include_bytes!("../testdata/pgp/gpg.obj");
-    const GPG_PLAIN: &[u8] = include_bytes!("../testdata/pgp/plain.bin");
+    const GPG_OBJ: &[u8] = include_bytes!("../../testdata/pgp/gpg.obj");
+    const GPG_PLAIN: &[u8] = include_bytes!("../../testdata/pgp/plain.bin");
 
     fn keys(armored: &[u8], pw: Option<&str>) -> Result<PgpKeys, String> {
         pgp_keys(armored, pw.map(str::as_bytes), "WALG_PGP_KEY")

@@ -6,8 +6,8 @@
 //! 5 (PG17) are read; the data length tells PG13's shorter layout apart.
 //! The magic number and the CRC-32C are always checked. No I/O here.
 
-use crate::control::{u32_at, u64_at};
-use crate::crc32c::crc32c;
+use crate::pg::control::{u32_at, u64_at};
+use crate::pg::crc32c::crc32c;
 use crate::wal::Lsn;
 
 const MAGIC: u32 = 0x0105_1CA1;
@@ -135,8 +135,8 @@ mod tests {
 
     /// Saved by PostgreSQL 15 at a checkpoint (see `testdata/`): a physical
     /// slot made with `immediately_reserve`, and a `test_decoding` slot.
-    const PHYSICAL: &[u8] = include_bytes!("../testdata/slot_physical.pg15");
-    const LOGICAL: &[u8] = include_bytes!("../testdata/slot_logical.pg15");
+    const PHYSICAL: &[u8] = include_bytes!("../../testdata/slot_physical.pg15");
+    const LOGICAL: &[u8] = include_bytes!("../../testdata/slot_logical.pg15");
 
     #[test]
     fn real_files() {

@@ -21,14 +21,17 @@ use walg_core::doctor::{
     self, diagnose, human_bytes, human_secs, ArchiveObs, ArchiverStats, ForeignFile, Mode,
     Observation, OldestXact, Report, SlotObs, StatusFile, Thresholds, WalDir,
 };
-use walg_core::pg::{control, pgconf, slot};
+use walg_core::doctor::datadir::{
+    classify_wal_dir, read_data_dir, segment_size_from_files, split_status,
+};
 use walg_core::store::Store;
 use walg_core::wal::layout::fetch_candidates;
 use walg_core::wal::page::LongPageHeader;
 use walg_core::wal::{Lsn, Segment, WalName};
 use walg_core::Compression;
 
-use crate::pgconn;
+use crate::shared::config::{Config, Raw};
+use crate::shared::pgconn;
 
 /// Flags of `wal-status`.
 #[derive(Debug, clap::Args)]
@@ -50,7 +53,7 @@ pub struct Args {
     /// Do not connect; read only --pgdata.
     #[arg(long)]
     pub offline: bool,
-    /// Print the report as JSON (schema in the README).
+    /// Print the report as JSON (schema in docs/wal-status.md).
     #[arg(long)]
     pub json: bool,
     /// Also write the metrics as a node-exporter textfile (atomically).
@@ -502,326 +505,6 @@ async fn sql_observation(
     (o, data_dir)
 }
 
-fn split_status(file: &str) -> Option<(String, bool)> {
-    if let Some(n) = file.strip_suffix(".ready") {
-        Some((n.to_string(), true))
-    } else {
-        file.strip_suffix(".done").map(|n| (n.to_string(), false))
-    }
-}
-
-/// Sorts the top-level entries of pg_wal into segments, PostgreSQL's other
-/// files, known tools' files, temporary files and foreign files.
-fn classify_wal_dir(
-    entries: &[(String, u64, f64)],
-    now: f64,
-    status: Option<&[StatusFile]>,
-) -> WalDir {
-    let mut d = WalDir::default();
-    let mut names = BTreeSet::new();
-    for (name, bytes, mtime) in entries {
-        d.bytes += bytes;
-        names.insert(name.as_str());
-        let file = ForeignFile {
-            name: name.clone(),
-            bytes: *bytes,
-            age_seconds: now - mtime,
-        };
-        match WalName::parse(name) {
-            Ok(WalName::Segment(_)) => d.segments += 1,
-            Ok(_) => {}
-            Err(_) => {
-                if name.starts_with("xlogtemp.")
-                    || name == "RECOVERYXLOG"
-                    || name == "RECOVERYHISTORY"
-                {
-                    d.temp.push(file);
-                } else if !matches!(
-                    name.as_str(),
-                    "archive_status" | "summaries" | "walg_data" | ".wal-g"
-                ) {
-                    d.foreign.push(file);
-                }
-            }
-        }
-    }
-    if let Some(status) = status {
-        d.orphan_status = status
-            .iter()
-            .filter(|f| f.ready && !names.contains(f.name.as_str()))
-            .map(|f| f.name.clone())
-            .collect();
-    }
-    d
-}
-
-/// Reads the data directory: pg_control, slots, archive_status, pg_wal and
-/// its file system; offline also the settings.
-fn read_data_dir(
-    dir: &Path,
-    o: &mut Observation,
-    online: bool,
-    problems: &mut Vec<(String, String)>,
-) {
-    let now = if online { o.now } else { epoch_now() };
-    if !dir.join("global").is_dir() {
-        problems.push((
-            dir.display().to_string(),
-            "is not a PostgreSQL data directory (no global/ in it)".into(),
-        ));
-        return;
-    }
-    let control_path = dir.join("global/pg_control");
-    let control = match fs::read(&control_path) {
-        Ok(b) => match control::parse(&b) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                problems.push((control_path.display().to_string(), e.to_string()));
-                None
-            }
-        },
-        Err(e) => {
-            problems.push((control_path.display().to_string(), e.to_string()));
-            None
-        }
-    };
-    if let Some(c) = &control {
-        if online {
-            if o.system_identifier
-                .is_some_and(|s| s != c.system_identifier)
-            {
-                problems.push((
-                    dir.display().to_string(),
-                    format!(
-                        "belongs to cluster {}, the server is {}; ignoring the directory",
-                        c.system_identifier,
-                        o.system_identifier.unwrap_or(0)
-                    ),
-                ));
-                return;
-            }
-        } else {
-            o.now = now;
-            o.segment_size = u64::from(c.wal_segment_size);
-            o.timeline = Some(c.timeline);
-            o.redo_lsn = Some(c.redo);
-            o.checkpoint_time = Some(c.checkpoint_time as f64);
-            o.in_recovery = Some(
-                matches!(
-                    c.state,
-                    control::ClusterState::InArchiveRecovery
-                        | control::ClusterState::ShutDownInRecovery
-                ) || dir.join("standby.signal").exists(),
-            );
-            o.server_version = Some(format!(
-                "offline, pg_control {} ({})",
-                c.pg_control_version,
-                c.state.describe()
-            ));
-        }
-        o.system_identifier = Some(c.system_identifier);
-        if o.redo_lsn.is_none() {
-            o.redo_lsn = Some(c.redo);
-            o.checkpoint_time = Some(c.checkpoint_time as f64);
-        }
-        if o.segment_size == 0 {
-            o.segment_size = u64::from(c.wal_segment_size);
-        }
-    }
-
-    let pg_wal = dir.join("pg_wal");
-    // archive_status, with ctime (when a .done was renamed: archived).
-    match fs::read_dir(pg_wal.join("archive_status")) {
-        Ok(rd) => {
-            let mut files = Vec::new();
-            for e in rd.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let Some((wal, ready)) = split_status(&name) else {
-                    continue;
-                };
-                let Ok(meta) = e.metadata() else { continue };
-                files.push(StatusFile {
-                    name: wal,
-                    ready,
-                    mtime: meta.mtime() as f64 + meta.mtime_nsec() as f64 / 1e9,
-                    ctime: Some(meta.ctime() as f64 + meta.ctime_nsec() as f64 / 1e9),
-                });
-            }
-            o.status_files = Some(files);
-        }
-        Err(e) => problems.push((
-            pg_wal.join("archive_status").display().to_string(),
-            e.to_string(),
-        )),
-    }
-    match fs::read_dir(&pg_wal) {
-        Ok(rd) => {
-            let mut entries = Vec::new();
-            for e in rd.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let Ok(meta) = e.metadata() else { continue };
-                let bytes = if meta.is_dir() {
-                    dir_bytes(&e.path(), 0)
-                } else {
-                    meta.len()
-                };
-                entries.push((name, bytes, meta.mtime() as f64));
-            }
-            if !online || o.current_lsn.is_none() {
-                if let Some(l) = newest_written(&pg_wal, &entries, o.segment_size) {
-                    let checkpoint = control.as_ref().map(|c| c.checkpoint).unwrap_or(Lsn(0));
-                    o.current_lsn = Some(if l > checkpoint { l } else { checkpoint });
-                } else if let Some(c) = &control {
-                    o.current_lsn = Some(c.checkpoint);
-                }
-            }
-            o.pg_wal = Some(classify_wal_dir(&entries, now, o.status_files.as_deref()));
-        }
-        Err(e) => problems.push((pg_wal.display().to_string(), e.to_string())),
-    }
-    if let Some(d) = o.pg_wal.as_mut() {
-        match rustix::fs::statvfs(&pg_wal) {
-            Ok(s) => {
-                d.fs_total = Some(s.f_blocks * s.f_frsize);
-                d.fs_available = Some(s.f_bavail * s.f_frsize);
-            }
-            Err(e) => problems.push((
-                format!("the file system of {}", pg_wal.display()),
-                e.to_string(),
-            )),
-        }
-    }
-
-    if !online {
-        // Slots from their state files.
-        let mut slots = Vec::new();
-        let slot_dir = fs::read_dir(dir.join("pg_replslot"));
-        if let Err(e) = &slot_dir {
-            problems.push((dir.join("pg_replslot").display().to_string(), e.to_string()));
-        }
-        if let Ok(rd) = slot_dir {
-            for e in rd.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if name.ends_with(".tmp") || !e.path().is_dir() {
-                    continue;
-                }
-                let state = e.path().join("state");
-                match fs::read(&state)
-                    .map_err(|e| e.to_string())
-                    .and_then(|b| slot::parse(&b).map_err(|e| e.to_string()))
-                {
-                    Ok(s) => slots.push(SlotObs {
-                        name: s.name.clone(),
-                        slot_type: s.slot_type.as_str().into(),
-                        active: None,
-                        active_pid: None,
-                        temporary: false,
-                        restart_lsn: s.restart_lsn,
-                        confirmed_flush: Some(s.confirmed_flush),
-                        wal_status: None,
-                        safe_wal_size: None,
-                        invalidated: s.invalidated,
-                        database: None,
-                        plugin: Some(s.plugin),
-                    }),
-                    Err(err) => problems.push((state.display().to_string(), err)),
-                }
-            }
-        }
-        slots.sort_by(|a, b| a.name.cmp(&b.name));
-        if dir.join("pg_replslot").is_dir() {
-            o.slots = Some(slots);
-        }
-
-        // Settings from the configuration files, with PostgreSQL's defaults.
-        let read = |p: &Path| fs::read_to_string(p);
-        let list = |p: &Path| -> std::io::Result<Vec<PathBuf>> {
-            Ok(fs::read_dir(p)?.flatten().map(|e| e.path()).collect())
-        };
-        let conf = pgconf::load(dir, &read, &list);
-        for p in &conf.problems {
-            problems.push(("the configuration files".into(), p.clone()));
-        }
-        let get = |n: &str, d: &str| conf.get(n).unwrap_or(d).to_string();
-        let s = &mut o.settings;
-        s.archive_mode = Some(get("archive_mode", "off"));
-        s.archive_command = Some(get("archive_command", ""));
-        s.archive_library = Some(get("archive_library", ""));
-        s.wal_level = Some(get("wal_level", "replica"));
-        s.wal_keep_size = pgconf::parse_bytes(&get("wal_keep_size", "0"), 1 << 20);
-        s.max_slot_wal_keep_size =
-            pgconf::parse_bytes(&get("max_slot_wal_keep_size", "-1"), 1 << 20);
-        s.max_wal_size = pgconf::parse_bytes(&get("max_wal_size", "1GB"), 1 << 20);
-        s.min_wal_size = pgconf::parse_bytes(&get("min_wal_size", "80MB"), 1 << 20);
-        s.checkpoint_timeout = pgconf::parse_seconds(&get("checkpoint_timeout", "5min"), 1.0);
-        s.checkpoint_completion_target = get("checkpoint_completion_target", "0.9").parse().ok();
-    }
-}
-
-/// The size of the segment files in `pg_wal`, when it is a valid segment size.
-fn segment_size_from_files(data: &Path) -> Option<u64> {
-    fs::read_dir(data.join("pg_wal"))
-        .ok()?
-        .flatten()
-        .filter(|e| {
-            matches!(
-                WalName::parse(&e.file_name().to_string_lossy()),
-                Ok(WalName::Segment(_))
-            )
-        })
-        .filter_map(|e| e.metadata().ok().map(|m| m.len()))
-        .find(|len| walg_core::wal::is_valid_segment_size(*len))
-}
-
-fn dir_bytes(dir: &Path, depth: usize) -> u64 {
-    if depth > 4 {
-        return 0;
-    }
-    let Ok(rd) = fs::read_dir(dir) else { return 0 };
-    rd.flatten()
-        .filter_map(|e| {
-            let m = e.metadata().ok()?;
-            Some(if m.is_dir() {
-                dir_bytes(&e.path(), depth + 1)
-            } else {
-                m.len()
-            })
-        })
-        .sum()
-}
-
-/// The start of the newest segment PostgreSQL has written: the highest name
-/// whose first page header matches it (recycled files still carry the
-/// header of the segment they used to be).
-fn newest_written(pg_wal: &Path, entries: &[(String, u64, f64)], segsz: u64) -> Option<Lsn> {
-    if segsz == 0 {
-        return None;
-    }
-    let mut segs: Vec<Segment> = entries
-        .iter()
-        .filter_map(|(n, _, _)| match WalName::parse(n).ok()? {
-            WalName::Segment(s) => Some(s),
-            _ => None,
-        })
-        .collect();
-    segs.sort_by_key(|s| std::cmp::Reverse((s.number(segsz), s.timeline)));
-    for s in segs.into_iter().take(64) {
-        let Ok(mut f) = fs::File::open(pg_wal.join(s.to_string())) else {
-            continue;
-        };
-        let mut buf = [0u8; 64];
-        if std::io::Read::read_exact(&mut f, &mut buf).is_err() {
-            continue;
-        }
-        if let Ok(h) = LongPageHeader::parse(&buf) {
-            if h.check_position(&s).is_ok() {
-                return Some(s.start_lsn(segsz));
-            }
-        }
-    }
-    None
-}
-
 /// Asks walg's configured storages whether what PostgreSQL marked archived
 /// is there, and whether the oldest waiting file already is.
 async fn archive_observation(
@@ -829,14 +512,14 @@ async fn archive_observation(
     o: &mut Observation,
     problems: &mut Vec<(String, String)>,
 ) {
-    let raw = match crate::config::Raw::load(config) {
+    let raw = match Raw::load(config) {
         Ok(r) => r,
         Err(e) => {
             problems.push(("walg's configuration".into(), format!("{e:#}")));
             return;
         }
     };
-    let cfg = match crate::config::Config::from_raw(&raw) {
+    let cfg = match Config::from_raw(&raw) {
         Ok(c) => c,
         Err(e) => {
             let msg = format!("{e:#}");
@@ -1247,97 +930,6 @@ fn write_prometheus(path: &Path, r: &Report) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn wal_dir_classification() {
-        let e = |n: &str| (n.to_string(), 100u64, 0.0);
-        let d = classify_wal_dir(
-            &[
-                e("000000010000000000000001"),
-                e("000000010000000000000002.partial"),
-                e("00000002.history"),
-                e("000000010000000000000001.00000028.backup"),
-                e("archive_status"),
-                e("walg_data"),
-                e(".wal-g"),
-                e("xlogtemp.1234"),
-                e("000000010000000000000001.bak"),
-                e("core"),
-            ],
-            10_000.0,
-            Some(&[StatusFile {
-                name: "000000010000000000000009".into(),
-                ready: true,
-                mtime: 0.0,
-                ctime: None,
-            }]),
-        );
-        assert_eq!(d.segments, 1);
-        assert_eq!(d.bytes, 1000);
-        assert_eq!(
-            d.foreign
-                .iter()
-                .map(|f| f.name.as_str())
-                .collect::<Vec<_>>(),
-            vec!["000000010000000000000001.bak", "core"]
-        );
-        assert_eq!(d.temp.len(), 1);
-        assert_eq!(
-            d.orphan_status,
-            vec!["000000010000000000000009".to_string()]
-        );
-    }
-
-    /// A data directory whose pg_control is damaged or of an unknown
-    /// version: the check says UNKNOWN with the parser's reason, and the
-    /// rest of the directory is still read.
-    #[test]
-    fn damaged_control_file_is_unknown_not_fatal() {
-        const PG15: &[u8] = include_bytes!("../../walg-core/testdata/pg_control.pg15");
-        for (label, patch, expect) in [
-            ("flipped byte", 0usize, "checksum mismatch"),
-            ("version 1800", 8, "version 1800"),
-        ] {
-            let dir = tempfile::tempdir().expect("tempdir");
-            fs::create_dir_all(dir.path().join("global")).expect("mkdir");
-            fs::create_dir_all(dir.path().join("pg_wal/archive_status")).expect("mkdir");
-            let mut b = PG15.to_vec();
-            if patch == 8 {
-                b[8..12].copy_from_slice(&1800u32.to_le_bytes());
-            } else {
-                b[patch] ^= 0x10;
-            }
-            fs::write(dir.path().join("global/pg_control"), &b).expect("write");
-            fs::write(
-                dir.path().join("postgresql.conf"),
-                "archive_mode = on\narchive_command = 'x'\n",
-            )
-            .expect("write");
-            let seg = dir.path().join("pg_wal/000000010000000000000003");
-            fs::File::create(&seg)
-                .and_then(|f| f.set_len(1 << 20))
-                .expect("segment");
-            let mut o = Observation::new(Mode::Offline, epoch_now(), 0);
-            let mut problems = Vec::new();
-            read_data_dir(dir.path(), &mut o, false, &mut problems);
-            assert!(
-                problems.iter().any(|(_, m)| m.contains(expect)),
-                "{label}: {problems:?}"
-            );
-            assert!(o.pg_wal.is_some(), "{label}: pg_wal still read");
-            assert_eq!(segment_size_from_files(dir.path()), Some(1 << 20));
-            o.segment_size = 1 << 20;
-            o.problems = problems;
-            let r = diagnose(&o, &Thresholds::default());
-            let read = r
-                .checks
-                .iter()
-                .find(|c| c.id == "read")
-                .expect("read check");
-            assert_eq!(read.status, walg_core::doctor::Status::Unknown, "{label}");
-            assert!(read.summary.contains(expect), "{label}: {}", read.summary);
-        }
-    }
 
     #[test]
     fn prometheus_names() {

@@ -15,6 +15,7 @@
 //! `serde::Serialize`: `wal-status --json` prints it as is.
 
 mod checks;
+pub mod datadir;
 mod observation;
 pub mod preflight;
 mod report;

@@ -1,12 +1,23 @@
 //! walg-core: the vocabulary and logic of a PostgreSQL WAL archiver.
 //!
-//! WAL file names and LSNs ([`wal`]), the segment page header ([`page`]),
-//! the bucket layout ([`layout`]), streaming codecs ([`codec`]), the
-//! object-safe [`Store`] trait with its error classes ([`store`]) and the
-//! push and fetch pipelines ([`push`], [`fetch`]) that other tools can reuse
-//! without the CLI.
+//! One folder per subsystem, each cut by what it must not know (its
+//! `mod.rs` says so):
 //!
-//! Push a WAL segment and fetch it back, as `wal-push` and `wal-fetch` do
+//! - [`wal`]: WAL names, LSNs, page headers, `.history`/`.backup` files,
+//!   the bucket layout. Knows nothing else.
+//! - [`pg`]: PostgreSQL's own files (`pg_control`, slot state,
+//!   `postgresql.conf`, CRC-32C), parsed from bytes handed in.
+//! - [`store`]: the object-safe [`Store`] trait, its error classes, the
+//!   in-memory and fault-injecting stores.
+//! - [`crypto`]: WAL-G's libsodium and OpenPGP formats.
+//! - [`pipeline`]: codecs, stages, push, fetch, upload-ahead, prefetch: one
+//!   file to a `Store` and back.
+//! - [`archive`]: the archive map across storages, `wal-verify`, the repair
+//!   and prune plans, the archive identity.
+//! - [`doctor`]: why `pg_wal` grows (observation, rules, checks, report),
+//!   reading a data directory, and `walg check`'s rules.
+//!
+//! //! Push a WAL segment and fetch it back, as `wal-push` and `wal-fetch` do
 //! (here into an in-memory store; `walg-storage` opens real ones):
 //!
 //! ```

@@ -1,8 +1,21 @@
+//! The archive as a whole, for the archive commands: the map of which
+//! storage holds which WAL file (this file), [`verify`] (`wal-verify`'s walk
+//! and statuses), [`prune`] (`wal-repair` and `wal-prune` plans) and
+//! [`identity`] (the system identifier an archive belongs to, and the store
+//! layer that claims or checks it before a process's first WAL write).
+//!
+//! Must not know: how objects are encoded (the pipeline's), which backend a
+//! storage is, the doctor, settings or the environment. Plans are values:
+//! the caller carries out copies and deletes.
+//!
+//! Invariant: listings are folded page by page; the map keeps a small
+//! fixed-size entry per copy and no key strings; nothing here deletes.
+//!
 //! One map of the WAL archive across every storage: which storage holds
 //! which WAL file, under which key, and how large it is.
 //!
 //! [`list_archive`] lists `wal_005/` on each named storage page by page
-//! ([`Store::list_pages`]), concurrently, and folds the pages into an
+//! ([`Store::list_pages`](crate::Store::list_pages)), concurrently, and folds the pages into an
 //! [`ArchiveMap`]; it is the one listing that `wal-show`, `wal-verify`,
 //! `wal-repair`, `wal-prune` (and any status command) share. The map keeps
 //! one small fixed-size entry per (file, storage) and no key strings, so an

@@ -9,10 +9,23 @@
 //! The source holding the oldest segment is the binding cause; fixing it
 //! frees WAL only down to the next one, which is reported too.
 //!
-//! The caller gathers an [`Observation`] (from SQL, from the data directory,
-//! or both) and calls [`diagnose`]; nothing here does I/O or reads a clock,
-//! so every rule is unit-tested on synthetic observations. The report is
-//! `serde::Serialize`: `wal-status --json` prints it as is.
+//! - `observation` (re-exported): what the doctor is given, every part
+//!   optional; [`datadir`] fills it from a data directory's files, the
+//!   caller from SQL and the archive.
+//! - `rules` ([`diagnose`]): the binding cause, the next one, the rates;
+//!   `checks`: one verdict per concern.
+//! - `report` (re-exported): the rendering-free result, `serde::Serialize`
+//!   (`wal-status --json` prints it as is); text and metrics are the
+//!   caller's.
+//! - [`preflight`]: the rules of `walg check` (does a server command really
+//!   call walg, do the settings allow archiving).
+//!
+//! Must not know: storages, the pipeline, SQL connections, settings of walg
+//! or the environment.
+//!
+//! Invariant: only [`datadir`] touches the file system; the rules and checks
+//! do no I/O and read no clock, so every rule is unit-tested on synthetic
+//! observations.
 
 mod checks;
 pub mod datadir;

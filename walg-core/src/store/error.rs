@@ -1,10 +1,23 @@
-//! Storage errors and their retry/failover class.
+//! Storage errors: their retry/failover class, and what a DBA reads.
 //!
 //! Every backend maps its native errors onto [`ErrorKind`] so the failover
 //! layer and the CLI can decide what to do without knowing the backend:
 //! `NotFound` is an answer (never a reason to fail over), `Conflict` is an
 //! answer too (the object exists), everything else means the storage did not
 //! do what was asked.
+//!
+//! A failure a backend could classify also carries an [`Explanation`]: its
+//! [`Cause`] (finer than the kind: a bucket that does not exist, a refused
+//! connection, an untrusted certificate), what happened in a short phrase,
+//! and what to change, naming the setting. The error then prints as one
+//! line, cause first: `storage "default" (s3://nobucket/pg): the bucket
+//! "nobucket" does not exist at http://127.0.0.1:9000; create it or fix
+//! WALG_S3_PREFIX`. The backend's full answer (URIs, headers) stays in
+//! [`Explanation::detail`], for debug logs.
+//!
+//! What this module does not do: classify anything. Backends do
+//! (`walg-storage` from the provider's answer and the transport's error
+//! chain); this is only the vocabulary they share with their callers.
 
 use std::fmt;
 
@@ -69,17 +82,136 @@ impl fmt::Display for ErrorKind {
     }
 }
 
+/// Why a storage call failed, in terms of what to fix. Finer than
+/// [`ErrorKind`], which says what callers do (retry, fail over, give up) and
+/// does not change with the cause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Cause {
+    /// The storage's host name does not resolve.
+    NameResolution,
+    /// Nothing listens at the endpoint.
+    ConnectionRefused,
+    /// The connection was reset or closed mid-request.
+    ConnectionReset,
+    /// The server's TLS certificate is not signed by a trusted authority.
+    TlsUntrusted,
+    /// `https://` was used against an endpoint that speaks plain HTTP.
+    TlsToPlainHttp,
+    /// The certificate does not name the host that was asked for.
+    TlsNameMismatch,
+    /// Another TLS failure (an expired certificate, a refused handshake).
+    Tls,
+    /// No answer within the deadline.
+    Timeout,
+    /// The storage does not accept the credentials (unknown key, wrong
+    /// secret, expired token).
+    CredentialsRejected,
+    /// The credentials are accepted but lack a permission for the call.
+    PermissionMissing,
+    /// The bucket or container does not exist.
+    BucketMissing,
+    /// The bucket lives in another region, or behind another endpoint.
+    WrongRegion,
+    /// The storage asks for fewer requests (503 SlowDown, 429).
+    Throttled,
+    /// The object is larger than the storage (or a proxy) accepts.
+    TooLarge,
+    /// The local file system is full.
+    DiskFull,
+    /// A local path is not writable or readable by this user.
+    LocalPermission,
+    /// Anything else: the explanation quotes the provider's own code and
+    /// message.
+    Unexpected,
+}
+
+impl Cause {
+    /// A stable identifier (`bucket-missing`), as in JSON reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::NameResolution => "name-resolution",
+            Cause::ConnectionRefused => "connection-refused",
+            Cause::ConnectionReset => "connection-reset",
+            Cause::TlsUntrusted => "tls-untrusted",
+            Cause::TlsToPlainHttp => "tls-to-plain-http",
+            Cause::TlsNameMismatch => "tls-name-mismatch",
+            Cause::Tls => "tls",
+            Cause::Timeout => "timeout",
+            Cause::CredentialsRejected => "credentials-rejected",
+            Cause::PermissionMissing => "permission-missing",
+            Cause::BucketMissing => "bucket-missing",
+            Cause::WrongRegion => "wrong-region",
+            Cause::Throttled => "throttled",
+            Cause::TooLarge => "too-large",
+            Cause::DiskFull => "disk-full",
+            Cause::LocalPermission => "local-permission",
+            Cause::Unexpected => "unexpected",
+        }
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a DBA reads about a failed storage call: the cause, what happened,
+/// what to change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explanation {
+    pub cause: Cause,
+    /// The storage, without credentials (`s3://bucket/path`).
+    pub location: String,
+    /// What happened: a short lowercase phrase that names the thing that
+    /// failed (`the bucket "nobucket" does not exist at http://...`).
+    pub what: String,
+    /// What to change, naming the setting (`create it or fix WALG_S3_PREFIX`).
+    pub fix: String,
+    /// The backend's whole answer (operation, URI, headers, provider
+    /// message), secrets masked. For debug logs, never the one-line message.
+    pub detail: String,
+}
+
 /// An error from a [`crate::Store`] call. The message names the operation,
-/// the storage and the key; it never contains credentials.
-#[derive(Debug, thiserror::Error)]
-#[error("{op} {key:?} on storage {store:?}: {kind}: {message}")]
+/// the storage and the key, or, when the backend explained the failure, the
+/// storage, the cause and the fix; it never contains credentials.
+#[derive(Debug)]
 pub struct StoreError {
     pub kind: ErrorKind,
     pub op: &'static str,
     pub store: String,
     pub key: String,
+    /// For an explained error, `what; fix` of the explanation (kept in step
+    /// by [`StoreError::explained`] and [`StoreError::add_note`]).
     pub message: String,
+    /// Why, when the backend could tell (see the module doc).
+    pub explanation: Option<Box<Explanation>>,
 }
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.explanation {
+            // Cause first: the storage, then what happened and the fix. The
+            // operation and key seldom matter to the fix (a missing bucket
+            // fails every key) and the explanation names them when they do.
+            Some(x) => write!(
+                f,
+                "storage {:?} ({}): {}",
+                self.store, x.location, self.message
+            ),
+            None => write!(
+                f,
+                "{} {:?} on storage {:?}: {}: {}",
+                self.op, self.key, self.store, self.kind, self.message
+            ),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
 
 impl StoreError {
     pub fn new(
@@ -95,6 +227,42 @@ impl StoreError {
             store: store.into(),
             key: key.into(),
             message: message.into(),
+            explanation: None,
+        }
+    }
+
+    /// An error with its explanation; the message becomes `what; fix`.
+    pub fn explained(
+        kind: ErrorKind,
+        op: &'static str,
+        store: impl Into<String>,
+        key: impl Into<String>,
+        explanation: Explanation,
+    ) -> Self {
+        StoreError {
+            kind,
+            op,
+            store: store.into(),
+            key: key.into(),
+            message: format!("{}; {}", explanation.what, explanation.fix),
+            explanation: Some(Box::new(explanation)),
+        }
+    }
+
+    /// The cause, when the backend explained the failure.
+    pub fn cause(&self) -> Option<Cause> {
+        self.explanation.as_ref().map(|x| x.cause)
+    }
+
+    /// Adds a short note to what happened (`3 attempts`): inside the
+    /// explanation, before the fix, or at the end of a plain message.
+    pub fn add_note(&mut self, note: &str) {
+        match &mut self.explanation {
+            Some(x) => {
+                x.what = format!("{} ({note})", x.what);
+                self.message = format!("{}; {}", x.what, x.fix);
+            }
+            None => self.message = format!("{} ({note})", self.message),
         }
     }
 

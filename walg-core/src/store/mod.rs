@@ -1,3 +1,14 @@
+//! Where objects live, as walg sees it: the [`Store`] trait (this file),
+//! its error classes ([`error`]), and the in-memory and fault-injecting
+//! stores tests and downstream tools stack ([`memory`]).
+//!
+//! Must not know: opendal or any backend (those are `walg-storage`'s), WAL
+//! names beyond keys as strings, codecs, encryption, settings.
+//!
+//! Invariant: the trait is object-safe; an error carries its retry and
+//! failover class ([`ErrorKind`]), and "not found" is never a failure of the
+//! storage.
+//!
 //! The `Store` trait: the five object operations walg needs from a storage.
 //!
 //! The trait is object-safe (`Arc<dyn Store>`) so backends, the failover

@@ -118,7 +118,9 @@ fn failing_archiver_binds_and_names_the_segment() {
     });
     o.status_files = Some(vec![]);
     ready(&mut o, 10, 99, NOW - 2820.0);
-    o.pg_wal.as_mut().map(|d| d.bytes = 91 * MB);
+    if let Some(d) = o.pg_wal.as_mut() {
+        d.bytes = 91 * MB;
+    }
     let r = diagnose(&o, &Thresholds::default());
     assert_eq!(r.cause.kind, CauseKind::ArchiveFailing);
     assert_eq!(r.cause.segment.as_deref(), Some(seg(10).as_str()));
@@ -181,7 +183,9 @@ fn inactive_slot_binds_then_the_checkpoint() {
         slot("s1", lsn_at(20, 0x28), false),
         slot("s2", lsn_at(99, 0), true),
     ]);
-    o.pg_wal.as_mut().map(|d| d.bytes = 81 * MB);
+    if let Some(d) = o.pg_wal.as_mut() {
+        d.bytes = 81 * MB;
+    }
     let r = diagnose(&o, &Thresholds::default());
     assert_eq!(r.cause.kind, CauseKind::ReplicationSlot);
     assert_eq!(r.cause.slot.as_deref(), Some("s1"));
@@ -237,7 +241,9 @@ fn invalidated_slot_while_archiving_is_stuck_leaves_the_archiver_binding() {
 fn large_wal_keep_size_binds() {
     let mut o = base();
     o.settings.wal_keep_size = Some(90 * MB as i64);
-    o.pg_wal.as_mut().map(|d| d.bytes = 91 * MB);
+    if let Some(d) = o.pg_wal.as_mut() {
+        d.bytes = 91 * MB;
+    }
     let r = diagnose(&o, &Thresholds::default());
     assert_eq!(r.cause.kind, CauseKind::WalKeepSize);
     assert_eq!(r.cause.segment.as_deref(), Some(seg(10).as_str()));
@@ -344,7 +350,9 @@ fn stuck_checkpoints_are_the_cause_only_when_wal_piles_up() {
     let mut o = base();
     o.redo_lsn = Some(lsn_at(10, 0));
     o.checkpoint_time = Some(NOW - 3600.0);
-    o.pg_wal.as_mut().map(|d| d.bytes = 91 * MB);
+    if let Some(d) = o.pg_wal.as_mut() {
+        d.bytes = 91 * MB;
+    }
     let r = diagnose(&o, &Thresholds::default());
     assert_eq!(r.cause.kind, CauseKind::Checkpoint);
     // An idle server: an old checkpoint but no WAL since.

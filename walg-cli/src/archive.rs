@@ -13,6 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -28,22 +29,11 @@ use walg_core::wal::history::{parse_backup_history, parse_history, HistoryRecord
 use walg_core::wal::{Segment, WalName, DEFAULT_SEGMENT_SIZE};
 use walg_core::{ErrorKind, PutOptions};
 
-use crate::commands::load_config;
-
-/// `println!` that does not panic when stdout is a closed pipe
-/// (`walg wal-verify | head`).
-macro_rules! out {
-    () => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout());
-    }};
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout(), $($arg)*);
-    }};
-}
-use crate::config::Config;
-use crate::Cli;
+use crate::shared::config::Config;
+use crate::shared::format::human;
+use crate::shared::load_config;
+use crate::shared::output::{out, print_json};
+use crate::shared::{pgconn, storage};
 
 /// The archive commands (flattened into walg's command list, where their
 /// names are `wal-*` like the others).
@@ -58,7 +48,7 @@ pub enum ArchiveCommand {
 Exit codes: 0 listed (gaps are reported, not an error); 1 error."
     )]
     WalShow {
-        /// Print the report as JSON (schema in the README).
+        /// Print the report as JSON (schema in docs/archive-commands.md).
         #[arg(long, conflicts_with = "walg_json")]
         json: bool,
         /// Print WAL-G's `wal-show --detailed-json` array (over the union).
@@ -76,7 +66,7 @@ storage could not be listed); 2 FAILURE (a segment or history file in no\n\
 storage, timelines that contradict each other, or the check could not run)."
     )]
     WalVerify {
-        /// Print the report as JSON (schema in the README).
+        /// Print the report as JSON (schema in docs/archive-commands.md).
         #[arg(long)]
         json: bool,
         /// Start at this segment (or .backup name) instead of the oldest backup.
@@ -133,22 +123,22 @@ Exit codes: 0 done (or dry run); 1 refused or failed."
 }
 
 /// Runs an archive command; returns its exit code.
-pub async fn run(cli: &Cli, cmd: &ArchiveCommand) -> u8 {
+pub async fn run(config: Option<&Path>, cmd: &ArchiveCommand) -> u8 {
     let result = match cmd {
-        ArchiveCommand::WalShow { json, walg_json } => show(cli, *json, *walg_json).await,
+        ArchiveCommand::WalShow { json, walg_json } => show(config, *json, *walg_json).await,
         ArchiveCommand::WalVerify {
             json,
             from,
             connect,
             conninfo,
-        } => wal_verify(cli, *json, from.as_deref(), *connect, conninfo.clone()).await,
-        ArchiveCommand::WalRepair { confirm, json } => repair(cli, *confirm, *json).await,
+        } => wal_verify(config, *json, from.as_deref(), *connect, conninfo.clone()).await,
+        ArchiveCommand::WalRepair { confirm, json } => repair(config, *confirm, *json).await,
         ArchiveCommand::WalPrune {
             retain_backups,
             before,
             confirm,
             json,
-        } => prune(cli, *retain_backups, before.as_deref(), *confirm, *json).await,
+        } => prune(config, *retain_backups, before.as_deref(), *confirm, *json).await,
     };
     match result {
         Ok(code) => code,
@@ -216,24 +206,9 @@ impl Progress {
     }
 }
 
-/// Bytes for people: `812 bytes`, `13.7 KiB`, `1.2 MiB`, `3.4 GiB`.
-fn human(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if bytes < 1024 {
-        return format!("{bytes} bytes");
-    }
-    let mut v = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    format!("{v:.1} {}", UNITS[unit])
-}
-
 /// Every configured storage, primary first.
 fn stores(cfg: &Config) -> Result<Vec<(String, DynStore)>> {
-    let opened = crate::storage::open_all(cfg)?;
+    let opened = storage::open_all(cfg)?;
     let Some(failover) = opened.failover else {
         bail!("no storages configured (set WALG_FILE_PREFIX, WALG_S3_PREFIX, WALG_GS_PREFIX or WALG_AZ_PREFIX)")
     };
@@ -366,8 +341,8 @@ struct Server {
 /// counts as in flight) and its segment size. On a standby the position is
 /// the last received (or replayed) LSN.
 async fn server_position(conninfo: Option<String>) -> Result<Server> {
-    let target = crate::pgconn::config(&crate::pgconn::ConnSource::from_env(conninfo))?;
-    let client = crate::pgconn::connect(&target).await?;
+    let target = pgconn::config(&pgconn::ConnSource::from_env(conninfo))?;
+    let client = pgconn::connect(&target).await?;
     // pg_control_checkpoint().timeline_id lags right after a promotion;
     // the current WAL file name does not.
     let sql = "select (select setting from pg_settings where name = 'wal_segment_size'),                case when pg_is_in_recovery()                  then coalesce(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::text                  else pg_current_wal_lsn()::text end,                case when pg_is_in_recovery()                  then coalesce((select received_tli from pg_stat_wal_receiver),                                (select timeline_id from pg_control_checkpoint()))::text                  else ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int::text end";
@@ -404,13 +379,8 @@ async fn server_position(conninfo: Option<String>) -> Result<Server> {
     })
 }
 
-fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
-    out!("{}", serde_json::to_string_pretty(value)?);
-    Ok(())
-}
-
-async fn show(cli: &Cli, json: bool, walg_json: bool) -> Result<u8> {
-    let cfg = load_config(cli)?;
+async fn show(config: Option<&Path>, json: bool, walg_json: bool) -> Result<u8> {
+    let cfg = load_config(config)?;
     let stores = stores(&cfg)?;
     let progress = Progress::new();
     let map = listing(&stores, &progress).await;
@@ -580,14 +550,14 @@ fn segment_arg(what: &str, name: &str) -> Result<Segment> {
 }
 
 async fn wal_verify(
-    cli: &Cli,
+    config: Option<&Path>,
     json: bool,
     from: Option<&str>,
     connect: bool,
     conninfo: Option<String>,
 ) -> Result<u8> {
     let from = from.map(|f| segment_arg("--from", f)).transpose()?;
-    let cfg = load_config(cli)?;
+    let cfg = load_config(config)?;
     let server = if connect {
         Some(server_position(conninfo).await?)
     } else {
@@ -684,8 +654,8 @@ async fn wal_verify(
     Ok(report.status.exit_code())
 }
 
-async fn repair(cli: &Cli, confirm: bool, json: bool) -> Result<u8> {
-    let cfg = load_config(cli)?;
+async fn repair(config: Option<&Path>, confirm: bool, json: bool) -> Result<u8> {
+    let cfg = load_config(config)?;
     let stores = stores(&cfg)?;
     if stores.len() < 2 {
         bail!("only one storage is configured; wal-repair copies from failover storages (WALG_FAILOVER_STORAGES) to the primary");
@@ -824,7 +794,7 @@ async fn repair(cli: &Cli, confirm: bool, json: bool) -> Result<u8> {
 const DELETE_WINDOW: usize = 16;
 
 async fn prune(
-    cli: &Cli,
+    config: Option<&Path>,
     retain: Option<usize>,
     before: Option<&str>,
     confirm: bool,
@@ -835,7 +805,7 @@ async fn prune(
         (None, Some(b)) => Retention::Before(parse_name("--before", b)?),
         (None, None) => bail!("give --retain-backups N or --before NAME"),
     };
-    let cfg = load_config(cli)?;
+    let cfg = load_config(config)?;
     let stores = stores(&cfg)?;
     let progress = Progress::new();
     let map = listing(&stores, &progress).await;

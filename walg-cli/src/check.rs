@@ -20,8 +20,9 @@ use std::time::Instant;
 use serde::Serialize;
 use walg_core::doctor::preflight::{archiving_enabled, check_walg_call};
 
-use crate::config::{default_config_file, Config, Raw};
-use crate::storage;
+use crate::shared::config::{default_config_file, Config, Raw};
+use crate::shared::format::mib;
+use crate::shared::{pgconn, storage};
 
 /// Exit code when nothing failed but something could not be verified or
 /// deserves a look (a warning).
@@ -161,9 +162,9 @@ const QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Reads the settings of the running server through libpq-style settings
 /// (`--conninfo`, `PGHOST`, ...; by default the local socket).
 async fn server_settings(conninfo: Option<String>) -> Result<ServerSettings, String> {
-    let target = crate::pgconn::config(&crate::pgconn::ConnSource::from_env(conninfo))
-        .map_err(|e| format!("{e:#}"))?;
-    let client = crate::pgconn::connect(&target)
+    let target =
+        pgconn::config(&pgconn::ConnSource::from_env(conninfo)).map_err(|e| format!("{e:#}"))?;
+    let client = pgconn::connect(&target)
         .await
         .map_err(|e| format!("{e:#}"))?;
     // pg_settings hides what this role may not read instead of failing.
@@ -283,7 +284,7 @@ async fn check_storages(cfg: &Config) -> Vec<Check> {
                 Status::Ok,
                 format!(
                     "{url}: listed, wrote and deleted a {} probe ({ms} ms)",
-                    crate::commands::mib(cfg.failover.check_size)
+                    mib(cfg.failover.check_size)
                 ),
             ),
             Err(e) => check(

@@ -10,13 +10,11 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use clap::CommandFactory;
 use clap_complete::Shell;
 
-use crate::Cli;
-
-pub fn run(dir: &Path) -> Result<()> {
-    let mut cmd = Cli::command();
+/// Writes the pages and completions of `cmd` (walg's clap definition, handed
+/// over by `main`) into `dir`.
+pub fn run(dir: &Path, mut cmd: clap::Command) -> Result<()> {
     cmd.build();
     let man = dir.join("man");
     std::fs::create_dir_all(&man).with_context(|| format!("create {}", man.display()))?;

@@ -4,23 +4,42 @@
 //! subscriber (stderr, which PostgreSQL copies into its log), opens the
 //! storages through the registry and calls the pipelines in `walg-core`.
 //! Exit codes are decided here and only here.
+//!
+//! # Layout: commands stand alone
+//!
+//! - This file: the clap definitions of the top-level commands, `main`, and
+//!   [`run`], the dispatch that maps each command's result to an exit code.
+//! - Command modules, one per command or command group, each gathering its
+//!   inputs, calling the library and rendering the report: [`wal_push`],
+//!   [`wal_fetch`] (with its background prefetcher, the hidden
+//!   `wal-prefetch`), [`wal_status`], [`archive`] (`wal-show`, `wal-verify`,
+//!   `wal-repair`, `wal-prune`), [`st`] (`status`, `check`, `transfer`,
+//!   `clean`, `identity`), [`check`], [`dist_assets`]. A command group that
+//!   has subcommands or flags of its own defines them in its module
+//!   ([`archive::ArchiveCommand`], [`st::StCommand`], [`wal_status::Args`]).
+//! - [`shared`]: what every command uses (settings, storages, the
+//!   PostgreSQL connection, size and duration formatting, JSON and
+//!   pipe-safe output).
+//!
+//! The rule: a command module imports [`shared`] and the library crates,
+//! never another command module (nor this file); what two commands need
+//! moves into [`shared`]. Dependencies point one way: `main` -> commands ->
+//! `shared` -> walg-core, walg-storage, walg-failover.
 
 mod archive;
 mod check;
-mod clean;
-mod commands;
-mod config;
 mod dist_assets;
-mod identity;
-mod pgconn;
-mod prefetch;
-mod storage;
+mod shared;
+mod st;
+mod wal_fetch;
+mod wal_push;
 mod wal_status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+use walg_core::pipeline::fetch::FetchError;
 
 /// Exit code for "the file is not in the archive" (WAL-G's wal-fetch contract).
 pub const EXIT_NOT_FOUND: u8 = 74;
@@ -83,7 +102,7 @@ enum Command {
 2 nothing fails but something could not be verified (PostgreSQL not reachable) or needs a look."
     )]
     Check {
-        /// Print the report as JSON (schema in the README).
+        /// Print the report as JSON (schema in docs/install.md).
         #[arg(long)]
         json: bool,
         /// Connection string (key=value or postgresql:// URI); else PGHOST,
@@ -106,69 +125,57 @@ enum Command {
     /// Storage status and maintenance (failover storages).
     St {
         #[command(subcommand)]
-        command: StCommand,
+        command: st::StCommand,
     },
 }
 
-#[derive(Debug, Subcommand)]
-enum StCommand {
-    /// Each storage: alive or dead, when last checked or used, whether that
-    /// is within WALG_FAILOVER_STORAGES_CACHE_LIFETIME; and the cache file.
-    Status,
-    /// Probe every storage now (list; with --write also upload and delete a
-    /// small object) and record the result in the status cache.
-    Check {
-        /// Also probe writes.
-        #[arg(long)]
-        write: bool,
-    },
-    /// Copy WAL written to a failover storage back to another storage
-    /// (the primary by default), verifying each copy.
-    Transfer {
-        /// Storage to copy from (a failover storage's name).
-        #[arg(long)]
-        source: String,
-        /// Storage to copy to.
-        #[arg(long, default_value = "default")]
-        target: String,
-        /// Remove each object from the source once its copy is verified.
-        #[arg(long)]
-        remove_source: bool,
-    },
-    /// Find, and with --confirm remove, what killed uploads left behind:
-    /// temp files on file storage, incomplete multipart uploads on S3.
-    #[command(
-        after_help = "A temp file of a dead walg process on this host is removed whatever its age; \
-other leftovers only when older than --older-than. A live writer's temp file is never touched.\n\n\
-Examples:\n  walg st clean                        # dry run\n  walg st clean --older-than 6h --confirm\n  walg st clean --json\n\n\
-Exit codes: 0 done (or nothing to do); 1 a storage could not be cleaned or a removal failed."
-    )]
-    Clean {
-        /// Leftovers younger than this are kept (a duration: 30m, 6h, 2d).
-        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
-        older_than: std::time::Duration,
-        /// Remove (without it: a dry run that only lists).
-        #[arg(long)]
-        confirm: bool,
-        /// Print the reports as JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Which cluster's WAL each storage holds (the system identifier a
-    /// wal-push checks every segment against); --adopt hands the archive to
-    /// a deliberate new cluster.
-    #[command(
-        after_help = "Examples:\n  walg st identity\n  walg st identity --adopt 7301234567890123456            # dry run\n  walg st identity --adopt 7301234567890123456 --confirm"
-    )]
-    Identity {
-        /// Make every storage the archive of this system identifier (as
-        /// `pg_controldata` prints it); the old one is kept as previous.
-        #[arg(long, value_name = "SYSTEM_ID")]
-        adopt: Option<u64>,
-        /// Write the adoption (without it: a dry run).
-        #[arg(long)]
-        confirm: bool,
-    },
+/// Runs a command and returns its exit code.
+async fn run(cli: Cli) -> u8 {
+    let config = cli.config.as_deref();
+    if let Command::WalStatus(args) = &cli.command {
+        // Its own exit codes: the monitoring convention.
+        return match wal_status::run(config, args).await {
+            Ok(code) => code,
+            Err(e) => {
+                tracing::error!("{e:#}");
+                3
+            }
+        };
+    }
+    let result = match &cli.command {
+        Command::WalPush { path } => wal_push::run(config, path).await,
+        Command::WalFetch { name, destination } => wal_fetch::run(config, name, destination).await,
+        Command::WalPrefetch {
+            name,
+            pg_wal,
+            destination_name,
+            segment_size,
+        } => wal_fetch::prefetch::run(config, name, pg_wal, destination_name, *segment_size).await,
+        Command::St { command } => st::run(config, command).await,
+        Command::DistAssets { dir } => dist_assets::run(dir, Cli::command()),
+        Command::Check { json, conninfo } => {
+            return check::command(config, *json, conninfo.clone()).await
+        }
+        Command::Archive(command) => return archive::run(config, command).await,
+        Command::WalStatus(_) => Ok(()),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            let not_found = e
+                .downcast_ref::<FetchError>()
+                .is_some_and(FetchError::is_not_found);
+            if not_found {
+                // Normal at the end of recovery: PostgreSQL asks for the
+                // next segment until one is missing.
+                tracing::info!("{e:#}");
+                EXIT_NOT_FOUND
+            } else {
+                tracing::error!("{e:#}");
+                1
+            }
+        }
+    }
 }
 
 fn init_tracing() {
@@ -207,7 +214,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let code = runtime.block_on(commands::run(cli));
+    let code = runtime.block_on(run(cli));
     // Do not wait for abandoned background work (a hung storage call that lost
     // its race with a timeout must not delay the exit).
     runtime.shutdown_background();

@@ -9,25 +9,24 @@
 //! failed command. Without a reachable server, `--pgdata` alone is enough
 //! (offline mode): that is when a DBA needs it most.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
-use walg_core::doctor::{
-    self, diagnose, human_bytes, human_secs, ArchiveObs, ArchiverStats, ForeignFile, Mode,
-    Observation, OldestXact, Report, SlotObs, StatusFile, Thresholds, WalDir,
-};
 use walg_core::doctor::datadir::{
     classify_wal_dir, read_data_dir, segment_size_from_files, split_status,
 };
+use walg_core::doctor::{
+    self, diagnose, human_bytes, human_secs, ArchiveObs, ArchiverStats, Mode, Observation,
+    OldestXact, Report, SlotObs, StatusFile, Thresholds,
+};
+use walg_core::pg::pgconf;
 use walg_core::store::Store;
 use walg_core::wal::layout::fetch_candidates;
-use walg_core::wal::page::LongPageHeader;
-use walg_core::wal::{Lsn, Segment, WalName};
+use walg_core::wal::{Lsn, WalName};
 use walg_core::Compression;
 
 use crate::shared::config::{Config, Raw};
@@ -929,6 +928,8 @@ fn write_prometheus(path: &Path, r: &Report) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use walg_core::doctor::WalDir;
+
     use super::*;
 
     #[test]

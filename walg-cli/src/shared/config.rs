@@ -927,8 +927,8 @@ mod tests {
             ],
             Err("line 2: libsodium key: while hex decoding key"),
         );
-        let pgp_pub = include_str!("../../walg-core/testdata/pgp/a.pub");
-        let pgp_sec = include_str!("../../walg-core/testdata/pgp/c.sec");
+        let pgp_pub = include_str!("../../../walg-core/testdata/pgp/a.pub");
+        let pgp_sec = include_str!("../../../walg-core/testdata/pgp/c.sec");
         check_keys(&[("WALG_PGP_KEY", json!(pgp_pub))], Ok(("openpgp", 0)));
         // WAL-G's inline form: literal "\n" for newlines.
         check_keys(

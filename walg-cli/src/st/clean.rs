@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use walg_storage::clean::{clean, CleanReport};
 
-use crate::config::Config;
+use crate::shared::config::Config;
 
 pub async fn run(cfg: &Config, older_than: Duration, confirm: bool, json: bool) -> Result<()> {
     let mut reports: Vec<CleanReport> = Vec::new();

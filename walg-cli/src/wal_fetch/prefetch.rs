@@ -13,9 +13,8 @@ use walg_core::pipeline::fetch::FetchOptions;
 use walg_core::pipeline::prefetch::{default_dir, PrefetchDir};
 use walg_core::wal::WalName;
 
-use crate::config::{Config, Raw};
-use crate::storage::{self, Opened};
-use crate::Cli;
+use crate::shared::config::{Config, Raw};
+use crate::shared::storage::{self, Opened};
 
 fn dir_for(cfg: &Config, dest: &Path) -> PrefetchDir {
     PrefetchDir::new(
@@ -39,7 +38,7 @@ pub fn take(cfg: &Config, name: &WalName, dest: &Path) -> Option<u64> {
 
 /// Starts the background prefetcher after a successful fetch of `name`.
 /// Failing to start it only costs speed, so errors are logged at debug.
-pub fn spawn(cli: &Cli, cfg: &Config, name: &WalName, dest: &Path) {
+pub fn spawn(config: Option<&Path>, cfg: &Config, name: &WalName, dest: &Path) {
     if !enabled(cfg) || name.segment().is_none() {
         return;
     }
@@ -62,7 +61,7 @@ pub fn spawn(cli: &Cli, cfg: &Config, name: &WalName, dest: &Path) {
         return;
     };
     let mut cmd = Process::new(exe);
-    if let Some(c) = &cli.config {
+    if let Some(c) = config {
         cmd.arg("--config").arg(c);
     }
     let pg_wal = dest
@@ -88,12 +87,18 @@ pub fn spawn(cli: &Cli, cfg: &Config, name: &WalName, dest: &Path) {
 
 /// `walg wal-prefetch NAME PG_WAL DEST_NAME SEGMENT_SIZE`: downloads the
 /// segments after NAME.
-pub async fn run(cli: &Cli, name: &str, pg_wal: &Path, dest_name: &Path, size: u64) -> Result<()> {
+pub async fn run(
+    config: Option<&Path>,
+    name: &str,
+    pg_wal: &Path,
+    dest_name: &Path,
+    size: u64,
+) -> Result<()> {
     let wal = WalName::parse(name)?;
     let Some(segment) = wal.segment() else {
         return Ok(());
     };
-    let raw = Raw::load(cli.config.as_deref())?;
+    let raw = Raw::load(config)?;
     let cfg = Config::from_raw(&raw)?;
     let dest = pg_wal.join(dest_name);
     let pf = dir_for(&cfg, &dest);

@@ -406,11 +406,12 @@ mod tests {
 
     #[test]
     fn bad_settings_are_clear_errors() {
-        let e = config(&src(None, &[("PGHOST", "h"), ("PGPORT", "x")])).unwrap_err();
+        let e = config(&src(None, &[("PGHOST", "h"), ("PGPORT", "x")])).expect_err("bad PGPORT");
         assert!(e.to_string().contains("PGPORT"), "{e}");
-        let e = config(&src(None, &[("PGHOST", "h"), ("PGSSLMODE", "verify-full")])).unwrap_err();
+        let e = config(&src(None, &[("PGHOST", "h"), ("PGSSLMODE", "verify-full")]))
+            .expect_err("verify-full");
         assert!(e.to_string().contains("PGSSLMODE"), "{e}");
-        let e = config(&src(Some("host=h sslmode=require"), &[])).unwrap_err();
+        let e = config(&src(Some("host=h sslmode=require"), &[])).expect_err("sslmode=require");
         assert!(e.to_string().contains("sslmode"), "{e}");
     }
 

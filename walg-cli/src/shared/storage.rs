@@ -1,17 +1,19 @@
 //! Opens the configured storages: the one storage, or, when failover
 //! storages are configured, a failover store made of `default` and the
-//! failovers in name order, with its status cache file.
+//! failovers in name order, with its status cache file. Also where the
+//! archive identity's local cache lives and this host's name, which the
+//! identity guard of a wal-push records.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use walg_core::archive::identity::IdentityGuard;
+use walg_core::archive::identity::{IdentityCache, IdentityGuard, CACHE_FILE_NAME};
 use walg_core::store::DynStore;
 use walg_failover::{default_cache_path, FailoverConfig, FailoverStore, Member};
 use walg_storage::{Registry, StorageSpec};
 
-use crate::config::Config;
+use super::config::Config;
 
 /// The opened storages.
 #[derive(Debug, Clone)]
@@ -105,6 +107,22 @@ pub fn cache_path(cfg: &Config) -> Option<PathBuf> {
     default_cache_path(xdg.as_deref(), home.as_deref())
 }
 
+/// This host's name, for the identity object and temp-file names.
+pub fn host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown-host".to_string())
+}
+
+/// The verified-identity cache: next to the storage status cache, trusted
+/// for the status cache's lifetime.
+pub fn identity_cache(cfg: &Config) -> IdentityCache {
+    let path = cache_path(cfg).and_then(|p| p.parent().map(|d| d.join(CACHE_FILE_NAME)));
+    IdentityCache::new(path, cfg.failover.cache_lifetime)
+}
+
 /// Opens what the commands use.
 pub fn open(cfg: &Config) -> Result<Opened> {
     open_guarded(cfg, None)
@@ -117,13 +135,9 @@ pub fn open_guarded(cfg: &Config, system_id: Option<u64>) -> Result<Opened> {
     let registry = Registry::with_builtin();
     let guard = |store: DynStore, spec: &StorageSpec| -> DynStore {
         match system_id {
-            Some(id) => IdentityGuard::wrap(
-                store,
-                id,
-                fingerprint(spec),
-                crate::identity::host(),
-                crate::identity::cache(cfg),
-            ),
+            Some(id) => {
+                IdentityGuard::wrap(store, id, fingerprint(spec), host(), identity_cache(cfg))
+            }
             None => store,
         }
     };

@@ -1,0 +1,26 @@
+//! Writing to stdout without panicking when it is a closed pipe
+//! (`walg wal-verify | head`): [`out!`] and [`print_json`].
+//!
+//! Progress and logs go to stderr, not through here.
+
+use anyhow::Result;
+
+/// `println!` that does not panic when stdout is a closed pipe
+/// (`walg wal-verify | head`).
+macro_rules! out {
+    () => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout());
+    }};
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+pub(crate) use out;
+
+/// Prints `value` as pretty JSON on stdout (through [`out!`]).
+pub fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
+    out!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}

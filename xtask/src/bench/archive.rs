@@ -85,11 +85,7 @@ pub fn run() -> Result<()> {
         let t = Instant::now();
         make_archive(&root, count)?;
         let create = t.elapsed().as_secs_f64();
-        let mut settings = crate::e2e::Settings::new();
-        settings.insert(
-            "WALG_FILE_PREFIX".into(),
-            serde_json::json!(root.display().to_string()),
-        );
+        let settings = crate::e2e::fixture::file_settings(&root);
         let config = work.write_config(&format!("walg-{count}.json"), &settings)?;
         let v = measure(&walg, &config, &["wal-verify", "--json"])?;
         if v.code != 0 {

@@ -477,7 +477,7 @@ impl Bench<'_> {
         let dir = self.runs_dir.join("mem-1gib");
         let file = (|| {
             fresh_dir(&dir)?;
-            let settings = crate::e2e::file_settings(&dir.join("repo"));
+            let settings = crate::e2e::fixture::file_settings(&dir.join("repo"));
             crate::e2e::memory::large_segment_memory(
                 built,
                 "bench-1gib-file",

@@ -61,7 +61,7 @@ pub(super) fn install_s3s(repo: &Path) -> Result<PathBuf> {
         return Ok(bin);
     }
     println!("bench: installing s3s-fs {S3S_VERSION} (cargo install, once) ...");
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let status = crate::cargo(repo)
         .args([
             "install",
             &format!("s3s-fs@{S3S_VERSION}"),

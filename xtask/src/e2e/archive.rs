@@ -20,37 +20,23 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use crate::e2e::failover::s3_keys;
-use crate::e2e::{file_failover, Settings, Walg};
+use super::fixture::{
+    archiving_cluster, code, emulator_settings, file_failover, recovered_cluster, s3_keys,
+    s3_proxy, say, stdout, stored_names, unique_path, Set, Settings, Walg,
+};
 use crate::infra::emulators::{Emulators, Kind};
 use crate::infra::pg::{self, table_digest, Cluster, Workdir};
-use crate::infra::proxy::{Mode, Proxy};
+use crate::infra::proxy::Mode;
 
 const ARCHIVE_WAIT: Duration = Duration::from_secs(90);
 const CACHE_LIFETIME_SECS: u64 = 2;
-
-fn say(m: &str) {
-    println!("  {m}");
-}
-
-fn unique(label: &str) -> String {
-    format!(
-        "e2e/{label}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0)
-    )
-}
 
 /// Primary S3 at `endpoint` (the emulator or a proxy in front of it),
 /// failover `backup` on files, a private status cache.
@@ -61,23 +47,17 @@ fn settings(
     backup: &Path,
     cache: &Path,
 ) -> Result<Settings> {
-    let mut s = Settings::new();
-    for (k, v) in emus
-        .settings_for(Kind::S3, s3_path)
-        .context("the S3 emulator is not running")?
-    {
-        s.insert(k, json!(v));
-    }
+    let mut s = emulator_settings(emus, Kind::S3, s3_path)?;
     if let Some(ep) = endpoint {
-        s.insert("AWS_ENDPOINT".into(), json!(ep));
+        s.set("AWS_ENDPOINT", ep);
     }
-    s.insert("WALG_STORAGE_TIMEOUT".into(), json!("2s"));
-    s.insert("WALG_STORAGE_RETRIES".into(), json!("0"));
-    s.insert(
-        "WALG_FAILOVER_STORAGES_CACHE_LIFETIME".into(),
-        json!(format!("{CACHE_LIFETIME_SECS}s")),
-    );
-    file_failover(&mut s, &backup, &cache);
+    s.set("WALG_STORAGE_TIMEOUT", "2s")
+        .set("WALG_STORAGE_RETRIES", "0")
+        .set(
+            "WALG_FAILOVER_STORAGES_CACHE_LIFETIME",
+            format!("{CACHE_LIFETIME_SECS}s"),
+        );
+    file_failover(&mut s, backup, cache);
     Ok(s)
 }
 
@@ -115,14 +95,6 @@ fn verify_connected(w: &Walg, work: &Workdir, c: &Cluster) -> Result<Value> {
     serde_json::from_slice(&o.stdout).with_context(|| describe(&args, &o))
 }
 
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 fn describe(args: &[&str], o: &Output) -> String {
     format!(
         "walg {} exited {}\nstdout:\n{}\nstderr:\n{}",
@@ -142,16 +114,6 @@ fn walg_json(w: &Walg, work: &Workdir, args: &[&str], want: i32) -> Result<Value
         describe(args, &o)
     );
     serde_json::from_slice(&o.stdout).with_context(|| describe(args, &o))
-}
-
-/// File names (not keys) under `wal_005/` of the file storage at `root`.
-fn file_names(root: &Path) -> BTreeSet<String> {
-    fs::read_dir(root.join("wal_005"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect()
 }
 
 /// File names under `wal_005/` on S3.
@@ -188,6 +150,22 @@ fn strings(v: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The cluster whose WAL the archive holds: 1 MiB segments, archiving
+/// through `w`, with the table [`write_rows`] fills.
+fn source_cluster(work: &Workdir, w: &Walg) -> Result<Cluster> {
+    let c = archiving_cluster(
+        work,
+        w,
+        "source",
+        "archive_timeout = 0\n",
+        &["--wal-segsize=1"],
+    )?;
+    c.sql("create table archive_data (id bigserial primary key, phase text, payload text)")?;
+    Ok(c)
+}
+
+/// Writes rows tagged `phase`, switches WAL and waits for the finished
+/// segment to be archived; returns its name.
 fn write_rows(c: &Cluster, phase: &str) -> Result<String> {
     c.sql(&format!(
         "insert into archive_data (phase, payload) select '{phase}', md5(g::text) from generate_series(1, 300) g"
@@ -199,27 +177,16 @@ fn write_rows(c: &Cluster, phase: &str) -> Result<String> {
 /// Restores `backup` into `dir` through `walg wal-fetch` and waits for the
 /// end of recovery.
 fn restore(w: &Walg, backup: &Path, dir: &Path) -> Result<Cluster> {
-    let conf = format!("restore_command = '{}'\n", w.restore_command());
-    let mut c = Cluster::from_backup(backup, dir, &conf)?;
-    fs::write(c.data.join("recovery.signal"), "")?;
-    pg::chown_postgres(&c.data)?;
-    c.start()?;
-    c.wait_for("select pg_is_in_recovery()", "f", Duration::from_secs(120))
-        .context("wait for recovery to finish")?;
-    Ok(c)
+    recovered_cluster(w, backup, dir, "", Duration::from_secs(120))
+        .context("wait for recovery to finish")
 }
 
 pub fn verify_repair(built: &Path, emus: &Emulators) -> Result<()> {
     let work = Workdir::new("archive-verify")?;
-    let moto: SocketAddr = emus
-        .endpoint(Kind::S3)
-        .context("the S3 emulator is not running")?
-        .trim_start_matches("http://")
-        .parse()?;
-    let proxy = Proxy::start(moto)?;
+    let proxy = s3_proxy(emus)?;
     let backup_root = work.owned_dir("backup-storage")?;
     let state = work.owned_dir("state")?;
-    let s3_path = unique("archive-verify");
+    let s3_path = unique_path("archive-verify");
     let w = Walg::new(
         &work,
         built,
@@ -232,13 +199,7 @@ pub fn verify_repair(built: &Path, emus: &Emulators) -> Result<()> {
             &state.join("cache.json"),
         )?,
     )?;
-    let conf = format!(
-        "archive_mode = on\narchive_command = '{}'\narchive_timeout = 0\n",
-        w.archive_command()
-    );
-    let mut source = Cluster::init(&work.path.join("source"), &conf, &["--wal-segsize=1"])?;
-    source.start()?;
-    source.sql("create table archive_data (id bigserial primary key, phase text, payload text)")?;
+    let mut source = source_cluster(&work, &w)?;
     write_rows(&source, "before")?;
     let backup = work.path.join("basebackup");
     source.basebackup(&backup)?;
@@ -260,7 +221,7 @@ pub fn verify_repair(built: &Path, emus: &Emulators) -> Result<()> {
         "{last} did not reach S3 after the outage"
     );
     let on_s3 = segments(&s3_names(emus, &s3_path)?);
-    let on_file = segments(&file_names(&backup_root));
+    let on_file = segments(&stored_names(&backup_root));
     let outage: Vec<String> = on_file.difference(&on_s3).cloned().collect();
     ensure!(
         !outage.is_empty(),
@@ -340,7 +301,7 @@ pub fn verify_repair(built: &Path, emus: &Emulators) -> Result<()> {
         ensure!(!a.is_empty(), "{s} is empty on the failover");
     }
     ensure!(
-        segments(&file_names(&backup_root)).is_superset(&outage.iter().cloned().collect()),
+        segments(&stored_names(&backup_root)).is_superset(&outage.iter().cloned().collect()),
         "wal-repair removed something from the failover"
     );
     let v = walg_json(&w, &work, &["wal-verify", "--json"], 0)?;
@@ -366,19 +327,13 @@ pub fn verify_repair(built: &Path, emus: &Emulators) -> Result<()> {
     // Promotion: a cluster restored from the backup starts timeline 2.
     let digest = table_digest(&source, "archive_data")?;
     source.stop()?;
-    let conf = format!(
-        "archive_mode = on\narchive_command = '{}'\n",
-        w.archive_command()
-    );
-    let mut promoted = Cluster::from_backup(
+    let mut promoted = recovered_cluster(
+        &w,
         &backup,
         &work.path.join("promoted"),
-        &format!("restore_command = '{}'\n{conf}", w.restore_command()),
+        &w.archiving(),
+        Duration::from_secs(120),
     )?;
-    fs::write(promoted.data.join("recovery.signal"), "")?;
-    pg::chown_postgres(&promoted.data)?;
-    promoted.start()?;
-    promoted.wait_for("select pg_is_in_recovery()", "f", Duration::from_secs(120))?;
     ensure!(
         table_digest(&promoted, "archive_data")? == digest,
         "the promoted cluster's data differs from the source's"
@@ -429,7 +384,7 @@ pub fn prune(built: &Path, emus: &Emulators) -> Result<()> {
     let work = Workdir::new("archive-prune")?;
     let backup_root = work.owned_dir("backup-storage")?;
     let state = work.owned_dir("state")?;
-    let s3_path = unique("archive-prune");
+    let s3_path = unique_path("archive-prune");
     let mut s = settings(
         emus,
         None,
@@ -437,15 +392,9 @@ pub fn prune(built: &Path, emus: &Emulators) -> Result<()> {
         &backup_root,
         &state.join("cache.json"),
     )?;
-    s.insert("WALG_FAILOVER_STORAGES_WRITE_POLICY".into(), json!("all"));
+    s.set("WALG_FAILOVER_STORAGES_WRITE_POLICY", "all");
     let w = Walg::new(&work, built, "walg.json", &s)?;
-    let conf = format!(
-        "archive_mode = on\narchive_command = '{}'\narchive_timeout = 0\n",
-        w.archive_command()
-    );
-    let mut source = Cluster::init(&work.path.join("source"), &conf, &["--wal-segsize=1"])?;
-    source.start()?;
-    source.sql("create table archive_data (id bigserial primary key, phase text, payload text)")?;
+    let mut source = source_cluster(&work, &w)?;
     let mut backups = Vec::new();
     for i in 1..=3 {
         write_rows(&source, &format!("before backup {i}"))?;
@@ -459,7 +408,7 @@ pub fn prune(built: &Path, emus: &Emulators) -> Result<()> {
     source.stop()?;
 
     let before_s3 = s3_names(emus, &s3_path)?;
-    let before_file = file_names(&backup_root);
+    let before_file = stored_names(&backup_root);
     let mut backup_files: Vec<&String> =
         before_s3.iter().filter(|f| f.contains(".backup")).collect();
     backup_files.sort();
@@ -496,7 +445,7 @@ pub fn prune(built: &Path, emus: &Emulators) -> Result<()> {
         gone_file.len()
     );
     ensure!(
-        s3_names(emus, &s3_path)? == before_s3 && file_names(&backup_root) == before_file,
+        s3_names(emus, &s3_path)? == before_s3 && stored_names(&backup_root) == before_file,
         "the dry run deleted something"
     );
     let text = stdout(&walg(&w, &work, &["wal-prune", "--retain-backups", "2"])?);
@@ -510,7 +459,7 @@ pub fn prune(built: &Path, emus: &Emulators) -> Result<()> {
     )?;
     ensure!(done["deleted"] == done["objects"], "wal-prune: {done:#}");
     let after_s3 = s3_names(emus, &s3_path)?;
-    let after_file = file_names(&backup_root);
+    let after_file = stored_names(&backup_root);
     let want_s3: BTreeSet<String> = before_s3.difference(&gone_s3).cloned().collect();
     let want_file: BTreeSet<String> = before_file.difference(&gone_file).cloned().collect();
     ensure!(
@@ -548,15 +497,9 @@ pub fn prune(built: &Path, emus: &Emulators) -> Result<()> {
     say("backup 2 restored through wal-fetch: same data");
 
     // The oldest one cannot start: its WAL is gone.
-    let conf = format!("restore_command = '{}'\n", w.restore_command());
-    let mut old = Cluster::from_backup(&backups[0], &work.path.join("restored1"), &conf)?;
-    fs::write(old.data.join("recovery.signal"), "")?;
-    pg::chown_postgres(&old.data)?;
+    let mut old = Cluster::for_recovery(&backups[0], &work.path.join("restored1"), &w.restoring())?;
     let started = old.start();
-    let up = started.is_ok()
-        && old
-            .wait_for("select pg_is_in_recovery()", "f", Duration::from_secs(15))
-            .is_ok();
+    let up = started.is_ok() && old.wait_recovered(Duration::from_secs(15)).is_ok();
     let log = old.log_text();
     ensure!(!up, "backup 1 still restored after its WAL was pruned");
     ensure!(

@@ -22,8 +22,11 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::json;
 
-use crate::e2e::{file_settings, Walg};
-use crate::infra::pg::{self, table_digest, Cluster, Workdir};
+use super::fixture::{
+    all_output, archiving_cluster, file_settings, recovered_cluster, snapshot, stored_names,
+    walg_with_env, LocalSegment, Set, Walg,
+};
+use crate::infra::pg::{self, table_digest, Workdir};
 
 const ARCHIVE_WAIT: Duration = Duration::from_secs(120);
 const SODIUM_REF: &str = include_str!("sodium_ref.py");
@@ -49,32 +52,6 @@ fn noise(n: usize, seed: u64) -> Vec<u8> {
             (x >> 24) as u8
         })
         .collect()
-}
-
-/// Runs walg as the current user with exactly `env` (nothing inherited
-/// from the caller's environment but PATH), at debug level.
-pub(crate) fn walg_env(
-    bin: &Path,
-    home: &Path,
-    env: &[(&str, &str)],
-    args: &[&str],
-) -> Result<Output> {
-    let mut cmd = Command::new(bin);
-    cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", home)
-        .env("WALG_LOG_LEVEL", "debug")
-        .envs(env.iter().copied())
-        .args(args);
-    cmd.output().with_context(|| format!("run walg {args:?}"))
-}
-
-pub(crate) fn stderr(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// The reference implementation, run from the tools venv.
@@ -114,30 +91,13 @@ impl Reference {
     }
 }
 
-/// A real segment of a fresh cluster (16 MiB unless `initdb_args` say
-/// otherwise), copied out right after its switch.
-pub(crate) fn real_segment(
-    work: &Workdir,
-    label: &str,
-    initdb_args: &[&str],
-) -> Result<(String, Vec<u8>)> {
-    let mut c = Cluster::init(&work.path.join(label), "", initdb_args)?;
-    c.start()?;
-    c.sql("create table t as select g, md5(g::text) from generate_series(1, 30000) g")?;
-    let name = c.sql("select pg_walfile_name(pg_current_wal_lsn())")?;
-    c.sql("select pg_switch_wal()")?;
-    let data = fs::read(c.data.join("pg_wal").join(&name))?;
-    c.stop()?;
-    Ok((name, data))
-}
-
 pub fn libsodium_interop(built: &Path, repo: &Path) -> Result<()> {
     let work = Workdir::new("sodium-interop")?;
     let bin = work.install_walg(built)?;
     let reference = Reference::new(repo, &work)?;
     let local = work.path.join("local");
-    fs::create_dir_all(&local)?;
-    let (seg_name, segment) = real_segment(&work, "pg", &[])?;
+    let seg = LocalSegment::new(&work, &[])?;
+    let (seg_name, segment) = (seg.name.clone(), seg.bytes.clone());
     ensure!(segment.len() == 16 << 20, "expected a 16 MiB segment");
 
     // Objects: timeline history files of the sizes around a piece boundary
@@ -154,16 +114,21 @@ pub fn libsodium_interop(built: &Path, repo: &Path) -> Result<()> {
         })
         .collect();
     objects.push((seg_name.clone(), segment.clone(), "none"));
-    let key_env = |transform: &str| -> Vec<(&str, String)> {
+    // walg with the key of `transform`, compression `none`, on `archive`.
+    let keyed = |transform: &str, archive: &Path, args: &[&str]| -> Result<Output> {
         let key = match transform {
             "hex" => HEX_KEY,
             "base64" => BASE64_KEY,
             _ => RAW_KEY,
         };
-        vec![
-            ("WALG_LIBSODIUM_KEY", key.to_string()),
-            ("WALG_LIBSODIUM_KEY_TRANSFORM", transform.to_string()),
-        ]
+        let prefix = archive.display().to_string();
+        let env = [
+            ("WALG_LIBSODIUM_KEY", key),
+            ("WALG_LIBSODIUM_KEY_TRANSFORM", transform),
+            ("WALG_FILE_PREFIX", prefix.as_str()),
+            ("WALG_COMPRESSION_METHOD", "none"),
+        ];
+        walg_with_env(&bin, &work.path, &env, args)
     };
     let spec = |transform: &str| match transform {
         "hex" => format!("hex:{HEX_KEY}"),
@@ -176,17 +141,16 @@ pub fn libsodium_interop(built: &Path, repo: &Path) -> Result<()> {
     for (name, data, transform) in &objects {
         let src = local.join(name);
         fs::write(&src, data)?;
-        let mut env = key_env(transform);
-        env.push(("WALG_FILE_PREFIX", written.display().to_string()));
-        env.push(("WALG_COMPRESSION_METHOD", "none".into()));
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let out = walg_env(
-            &bin,
-            &work.path,
-            &env,
+        let out = keyed(
+            transform,
+            &written,
             &["wal-push", &src.display().to_string()],
         )?;
-        ensure!(out.status.success(), "wal-push {name}: {}", stderr(&out));
+        ensure!(
+            out.status.success(),
+            "wal-push {name}: {}",
+            all_output(&out)
+        );
         let stored = written.join("wal_005").join(name);
         let len = fs::metadata(&stored)?.len();
         ensure!(
@@ -209,20 +173,14 @@ pub fn libsodium_interop(built: &Path, repo: &Path) -> Result<()> {
 
     // lz4 + libsodium: PyNaCl decrypts, the lz4 tool decompresses.
     let lz4_archive = work.path.join("by-walg-lz4");
+    let prefix = lz4_archive.display().to_string();
     let env = [
-        ("WALG_FILE_PREFIX", lz4_archive.display().to_string()),
-        ("WALG_LIBSODIUM_KEY", BASE64_KEY.to_string()),
-        ("WALG_LIBSODIUM_KEY_TRANSFORM", "base64".to_string()),
+        ("WALG_FILE_PREFIX", prefix.as_str()),
+        ("WALG_LIBSODIUM_KEY", BASE64_KEY),
+        ("WALG_LIBSODIUM_KEY_TRANSFORM", "base64"),
     ];
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let src = local.join(&seg_name);
-    let out = walg_env(
-        &bin,
-        &work.path,
-        &env,
-        &["wal-push", &src.display().to_string()],
-    )?;
-    ensure!(out.status.success(), "wal-push lz4: {}", stderr(&out));
+    let out = walg_with_env(&bin, &work.path, &env, &["wal-push", &seg.arg()])?;
+    ensure!(out.status.success(), "wal-push lz4: {}", all_output(&out));
     let stored = lz4_archive.join("wal_005").join(format!("{seg_name}.lz4"));
     let frame = work.path.join("segment.lz4");
     reference.run("decrypt", &spec("base64"), &stored, &frame)?;
@@ -250,20 +208,15 @@ pub fn libsodium_interop(built: &Path, repo: &Path) -> Result<()> {
             &foreign.join("wal_005").join(name),
         )?;
         let dest = work.path.join(format!("{name}.restored"));
-        let mut env = key_env(transform);
-        env.push(("WALG_FILE_PREFIX", foreign.display().to_string()));
-        env.push(("WALG_COMPRESSION_METHOD", "none".into()));
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let out = walg_env(
-            &bin,
-            &work.path,
-            &env,
+        let out = keyed(
+            transform,
+            &foreign,
             &["wal-fetch", name, &dest.display().to_string()],
         )?;
         ensure!(
             out.status.success(),
             "wal-fetch of PyNaCl's {name}: {}",
-            stderr(&out)
+            all_output(&out)
         );
         ensure!(
             fs::read(&dest)? == *data,
@@ -277,34 +230,11 @@ pub fn libsodium_interop(built: &Path, repo: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The directory's files, recursively, with their contents.
-pub(crate) fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                let data = fs::read(&p).unwrap_or_default();
-                out.push((p, data));
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 pub fn bad_input(built: &Path) -> Result<()> {
     let work = Workdir::new("crypto-bad")?;
     let bin = work.install_walg(built)?;
-    let (seg_name, segment) = real_segment(&work, "pg", &["--wal-segsize=1"])?;
-    let local = work.path.join("local");
-    fs::create_dir_all(&local)?;
-    let seg = local.join(&seg_name);
-    fs::write(&seg, &segment)?;
-    let seg_arg = seg.display().to_string();
+    let seg = LocalSegment::new(&work, &["--wal-segsize=1"])?;
+    let (seg_name, seg_arg) = (seg.name.clone(), seg.arg());
 
     let good = [
         ("WALG_LIBSODIUM_KEY", HEX_KEY),
@@ -321,11 +251,11 @@ pub fn bad_input(built: &Path) -> Result<()> {
         if keyed {
             env.extend(good);
         }
-        let out = walg_env(&bin, &work.path, &env, &["wal-push", &seg_arg])?;
+        let out = walg_with_env(&bin, &work.path, &env, &["wal-push", &seg_arg])?;
         ensure!(
             out.status.success(),
             "setup push to {name}: {}",
-            stderr(&out)
+            all_output(&out)
         );
     }
     let object = |archive: &str| {
@@ -528,8 +458,8 @@ pub fn bad_input(built: &Path) -> Result<()> {
         let mut env = case.env.clone();
         env.push(("WALG_FILE_PREFIX", &archive));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = walg_env(&bin, &work.path, &env, &args)?;
-        let text = stderr(&out);
+        let out = walg_with_env(&bin, &work.path, &env, &args)?;
+        let text = all_output(&out);
         ensure!(
             out.status.code() == Some(1),
             "{}: expected exit 1, got {:?}: {text}",
@@ -578,16 +508,12 @@ pub fn bad_input(built: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The lz4 segments (`<24 hex>.lz4`) in a file storage, sorted.
 fn segments_in(archive: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(archive.join("wal_005"))
+    stored_names(archive)
         .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n.len() == 28 && n.ends_with(".lz4"))
-        .collect();
-    v.sort();
-    v
+        .collect()
 }
 
 pub fn failover_rotation(built: &Path, repo: &Path) -> Result<()> {
@@ -600,28 +526,29 @@ pub fn failover_rotation(built: &Path, repo: &Path) -> Result<()> {
     let new_key = "a2b7e7dd0d1c66f5e3f4c1d9a40a0b5cf3a1e4c0d2b6e8f90112233445566778";
     let settings = |key: &str, old: Option<&str>| {
         let mut s = file_settings(&primary);
-        s.insert(
-            "WALG_FAILOVER_STORAGES".into(),
+        s.set(
+            "WALG_FAILOVER_STORAGES",
             json!({ "backup1": { "WALG_FILE_PREFIX": backup1.display().to_string() } }),
-        );
-        s.insert(
-            "WALG_FAILOVER_STORAGES_CACHE_FILE".into(),
-            json!(state.join("status.json").display().to_string()),
-        );
-        s.insert("WALG_LIBSODIUM_KEY".into(), json!(key));
-        s.insert("WALG_LIBSODIUM_KEY_TRANSFORM".into(), json!("hex"));
+        )
+        .set(
+            "WALG_FAILOVER_STORAGES_CACHE_FILE",
+            state.join("status.json").display().to_string(),
+        )
+        .set("WALG_LIBSODIUM_KEY", key)
+        .set("WALG_LIBSODIUM_KEY_TRANSFORM", "hex");
         if let Some(old) = old {
-            s.insert("WALG_LIBSODIUM_OLD_KEYS".into(), json!(old));
+            s.set("WALG_LIBSODIUM_OLD_KEYS", old);
         }
         s
     };
     let walg = Walg::new(&work, built, "walg.json", &settings(old_key, None))?;
-    let conf = format!(
-        "archive_mode = on\narchive_command = '{}'\narchive_timeout = 0\n",
-        walg.archive_command()
-    );
-    let mut source = Cluster::init(&work.path.join("source"), &conf, &["--wal-segsize=1"])?;
-    source.start()?;
+    let mut source = archiving_cluster(
+        &work,
+        &walg,
+        "source",
+        "archive_timeout = 0\n",
+        &["--wal-segsize=1"],
+    )?;
     source.sql("create table crypt (id bigint primary key, payload text)")?;
     source.sql("insert into crypt select g, md5(g::text) from generate_series(1, 5000) g")?;
     let backup = work.path.join("backup");
@@ -693,11 +620,11 @@ pub fn failover_rotation(built: &Path, repo: &Path) -> Result<()> {
         .context("no segment on the primary")?;
     let no_old = Walg::new(&work, built, "new-only.json", &settings(new_key, None))?;
     let dest = work.path.join("probe");
-    let out = no_old.run(&["wal-fetch", &first_old, &dest.display().to_string()])?;
+    let out = no_old.fetch(&first_old, &dest)?;
     ensure!(
         out.status.code() == Some(1) && !dest.exists(),
         "fetching an old segment without WALG_LIBSODIUM_OLD_KEYS must exit 1 and write nothing: {}",
-        stderr(&out)
+        all_output(&out)
     );
 
     // Recovery 2: new key + old key reads the segments of both.
@@ -717,6 +644,8 @@ fn stored_object(archives: &[&Path], name: &str) -> Result<PathBuf> {
         .with_context(|| format!("{name} is in no storage"))
 }
 
+/// Recovers `backup` into `work/<label>` through `walg` and checks that
+/// it restored `last` and has the data of `digest`.
 fn recover(
     work: &Workdir,
     backup: &Path,
@@ -727,17 +656,14 @@ fn recover(
 ) -> Result<()> {
     // No archiving from the recovered cluster: its new timeline would
     // change what the next recovery from the same archive follows.
-    let conf = format!(
-        "restore_command = '{}'\narchive_mode = off\n",
-        walg.restore_command()
-    );
-    let mut restored = Cluster::from_backup(backup, &work.path.join(label), &conf)?;
-    fs::write(restored.data.join("recovery.signal"), "")?;
-    pg::chown_postgres(&restored.data)?;
-    restored.start()?;
-    restored
-        .wait_for("select pg_is_in_recovery()", "f", Duration::from_secs(120))
-        .with_context(|| format!("wait for {label} to finish recovery"))?;
+    let mut restored = recovered_cluster(
+        walg,
+        backup,
+        &work.path.join(label),
+        "archive_mode = off\n",
+        Duration::from_secs(120),
+    )
+    .with_context(|| format!("wait for {label} to finish recovery"))?;
     let log = restored.log_text();
     ensure!(
         log.contains(&format!("restored log file \"{last}\" from archive")),

@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
 
+use super::fixture::{archiving_cluster, Walg};
 use crate::infra::dist::{build_deb, Compression};
 use crate::infra::pg::{self, Cluster, Workdir};
 
@@ -120,17 +121,11 @@ pub fn package_install(built: &Path) -> Result<()> {
         pg::run(Command::new("chgrp").arg("postgres").arg(&config))?;
     }
 
-    let archive_command = format!(
-        "{} --config {} wal-push %p",
-        walg.display(),
-        config.display()
-    );
-    let mut cluster = Cluster::init(
-        &work.path.join("pg"),
-        &format!("archive_mode = on\narchive_command = '{archive_command}'\n"),
-        &["--wal-segsize=1"],
-    )?;
-    cluster.start()?;
+    let installed = Walg {
+        bin: walg.clone(),
+        config: config.clone(),
+    };
+    let mut cluster = archiving_cluster(&work, &installed, "pg", "", &["--wal-segsize=1"])?;
     // The installed binary archives for real.
     cluster.sql("create table t as select generate_series(1, 1000) as i")?;
     cluster

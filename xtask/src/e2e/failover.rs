@@ -29,21 +29,21 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use serde_json::json;
 
-use crate::e2e::{self, Settings, Walg};
-use crate::infra::emulators::{Emulators, Kind, BUCKET};
+use super::fixture::{
+    archiving_cluster, emulator_settings, failover_to_files, is_segment, ready_backlog, s3_keys,
+    s3_proxy, say, stderr, stored_names, unique_path, Set, Settings, Walg,
+};
+use crate::infra::emulators::{Emulators, Kind};
 use crate::infra::pg::{self, table_digest, Cluster, Workdir};
 use crate::infra::proxy::{Mode, Proxy, Request};
 
@@ -59,89 +59,30 @@ const RETURN_BOUND: Duration = Duration::from_secs(30);
 const PROBE_NEEDLE: &str = "walg_failover_check";
 const CACHE_FILE_NAME: &str = "storage_status.json";
 
-fn say(m: &str) {
-    println!("  {m}");
-}
-
 /// WAL-G settings: primary S3 through the proxy, failover `backup` on files.
 fn settings(emus: &Emulators, proxy: &Proxy, s3_path: &str, backup: &Path) -> Result<Settings> {
-    let mut s = Settings::new();
-    for (k, v) in emus
-        .settings_for(Kind::S3, s3_path)
-        .context("the S3 emulator is not running")?
-    {
-        s.insert(k, json!(v));
-    }
-    s.insert("AWS_ENDPOINT".into(), json!(proxy.url()));
-    s.insert("WALG_STORAGE_TIMEOUT".into(), json!(STORAGE_TIMEOUT));
-    s.insert("WALG_STORAGE_RETRIES".into(), json!(STORAGE_RETRIES));
-    s.insert(
-        "WALG_FAILOVER_STORAGES".into(),
-        json!({"backup": {"WALG_FILE_PREFIX": backup.display().to_string()}}),
-    );
-    s.insert(
-        "WALG_FAILOVER_STORAGES_CHECK_TIMEOUT".into(),
-        json!(CHECK_TIMEOUT),
-    );
-    s.insert(
-        "WALG_FAILOVER_STORAGES_CACHE_LIFETIME".into(),
-        json!(format!("{}s", CACHE_LIFETIME.as_secs())),
-    );
+    let mut s = emulator_settings(emus, Kind::S3, s3_path)?;
+    s.set("AWS_ENDPOINT", proxy.url())
+        .set("WALG_STORAGE_TIMEOUT", STORAGE_TIMEOUT)
+        .set("WALG_STORAGE_RETRIES", STORAGE_RETRIES)
+        .set("WALG_FAILOVER_STORAGES_CHECK_TIMEOUT", CHECK_TIMEOUT)
+        .set(
+            "WALG_FAILOVER_STORAGES_CACHE_LIFETIME",
+            format!("{}s", CACHE_LIFETIME.as_secs()),
+        );
+    failover_to_files(&mut s, backup);
     Ok(s)
-}
-
-fn is_segment(n: &str) -> bool {
-    n.len() == 24 && n.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Segment names stored on the file storage rooted at `root`.
 fn file_segments(root: &Path) -> BTreeSet<String> {
-    fs::read_dir(root.join("wal_005"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let n = e.file_name().to_string_lossy().into_owned();
+    stored_names(root)
+        .iter()
+        .filter_map(|n| {
             let stem = n.strip_suffix(".lz4")?;
             is_segment(stem).then(|| stem.to_string())
         })
         .collect()
-}
-
-/// Keys under `prefix` in the S3 emulator's bucket, asked directly (not
-/// through the proxy, so the counts stay walg's own).
-pub(crate) fn s3_keys(emus: &Emulators, prefix: &str) -> Result<Vec<String>> {
-    let ep = emus
-        .endpoint(Kind::S3)
-        .context("the S3 emulator is not running")?;
-    let addr: SocketAddr = ep
-        .trim_start_matches("http://")
-        .parse()
-        .context("parse the S3 endpoint")?;
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    s.set_read_timeout(Some(Duration::from_secs(20)))?;
-    write!(
-        s,
-        "GET /{BUCKET}?list-type=2&max-keys=1000&prefix={prefix} HTTP/1.0\r\nHost: {}\r\n\r\n",
-        addr
-    )?;
-    let mut body = String::new();
-    s.read_to_string(&mut body)?;
-    ensure!(
-        body.starts_with("HTTP/1.") && body.split(' ').nth(1) == Some("200"),
-        "S3 list failed: {}",
-        pg::tail(&body, 5)
-    );
-    ensure!(
-        !body.contains("<IsTruncated>true"),
-        "S3 listing of {prefix} truncated"
-    );
-    Ok(body
-        .split("<Key>")
-        .skip(1)
-        .filter_map(|p| p.split("</Key>").next())
-        .map(str::to_string)
-        .collect())
 }
 
 fn s3_segments(emus: &Emulators, s3_path: &str) -> Result<BTreeSet<String>> {
@@ -233,10 +174,6 @@ fn default_cache_file() -> Result<PathBuf> {
         .join(CACHE_FILE_NAME))
 }
 
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 /// Step 1: request counts of single wal-push calls made directly.
 fn request_counts(
     work: &Workdir,
@@ -245,25 +182,22 @@ fn request_counts(
     proxy: &Proxy,
     report: &mut Vec<String>,
 ) -> Result<()> {
-    let (data, names) = e2e::ready_backlog(work, 5)?;
+    let (data, names) = ready_backlog(work, 5)?;
     let backup = work.path.join("count-backup");
     fs::create_dir_all(&backup)?;
     let s3_path = format!("e2e/failover-counts-{}", std::process::id());
     let cache = work.path.join("count-state").join(CACHE_FILE_NAME);
     let mut s = settings(emus, proxy, &s3_path, &backup)?;
-    s.insert(
-        "WALG_FAILOVER_STORAGES_CACHE_FILE".into(),
-        json!(cache.display().to_string()),
-    );
-    s.insert("WALG_UPLOAD_CONCURRENCY".into(), json!("1"));
+    s.set(
+        "WALG_FAILOVER_STORAGES_CACHE_FILE",
+        cache.display().to_string(),
+    )
+    .set("WALG_UPLOAD_CONCURRENCY", "1");
     let walg = Walg::new(work, built, "walg-counts.json", &s)?;
     let push = |name: &str| -> Result<(Counts, Duration, String)> {
         let mark = proxy.mark();
         let t = Instant::now();
-        let out = walg.run(&[
-            "wal-push",
-            &data.join("pg_wal").join(name).display().to_string(),
-        ])?;
+        let out = walg.push(&data.join("pg_wal").join(name))?;
         let took = t.elapsed();
         // Blackholed requests are counted when their bytes arrive; give the
         // proxy's threads a moment.
@@ -390,32 +324,14 @@ struct Load {
 
 impl Load {
     fn start(c: &Cluster) -> Load {
-        let (bindir, dir, port) = (c.bindir.clone(), c.dir.clone(), c.port);
+        let mut pgbench = c.pgbench_command(&["-n", "-c", "2", "-T", "2", "-R", "300"]);
+        pgbench.stdin(Stdio::null());
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let handle = std::thread::spawn(move || -> Result<u64> {
             let mut txns = 0u64;
             while !flag.load(Ordering::SeqCst) {
-                let out = pg::run(
-                    pg::as_postgres(&bindir.join("pgbench"))
-                        .arg("-h")
-                        .arg(&dir)
-                        .args([
-                            "-p",
-                            &port.to_string(),
-                            "-U",
-                            "postgres",
-                            "-n",
-                            "-c",
-                            "2",
-                            "-T",
-                            "2",
-                            "-R",
-                            "300",
-                            "postgres",
-                        ])
-                        .stdin(Stdio::null()),
-                )?;
+                let out = pg::run(&mut pgbench)?;
                 let text = String::from_utf8_lossy(&out.stdout);
                 txns += text
                     .lines()
@@ -635,13 +551,12 @@ fn wal_segment_size(c: &Cluster) -> Result<u64> {
 pub fn run(built: &Path, emus: &Emulators) -> Result<()> {
     let started = Instant::now();
     let work = Workdir::new("failover")?;
-    let moto: SocketAddr = emus
-        .endpoint(Kind::S3)
-        .context("the S3 emulator is not running")?
-        .trim_start_matches("http://")
-        .parse()?;
-    let proxy = Proxy::start(moto)?;
-    say(&format!("proxy {} -> moto {moto}", proxy.url()));
+    let proxy = s3_proxy(emus)?;
+    say(&format!(
+        "proxy {} -> moto {}",
+        proxy.url(),
+        emus.endpoint(Kind::S3).unwrap_or_default()
+    ));
     let mut report = Vec::new();
 
     // 1. Request counts, with the binary run directly.
@@ -649,13 +564,7 @@ pub fn run(built: &Path, emus: &Emulators) -> Result<()> {
 
     // 2. The cluster, archiving through the failover config.
     let backup = work.owned_dir("backup-storage")?;
-    let s3_path = format!(
-        "e2e/failover-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_secs()
-    );
+    let s3_path = unique_path("failover");
     let walg = Walg::new(
         &work,
         built,
@@ -671,12 +580,13 @@ pub fn run(built: &Path, emus: &Emulators) -> Result<()> {
             cache.display()
         ));
     }
-    let conf = format!(
-        "archive_mode = on\narchive_command = '{}'\narchive_timeout = 0\nmax_wal_size = 256MB\n",
-        walg.archive_command()
-    );
-    let mut source = Cluster::init(&work.path.join("source"), &conf, &[])?;
-    source.start()?;
+    let mut source = archiving_cluster(
+        &work,
+        &walg,
+        "source",
+        "archive_timeout = 0\nmax_wal_size = 256MB\n",
+        &[],
+    )?;
     let seg_size = wal_segment_size(&source)?;
     source.sql("create table failover_data (id bigserial primary key, phase text not null, payload text, at timestamptz default now())")?;
     let (first, _) = force_segment(&source, "start")?;
@@ -794,9 +704,7 @@ pub fn run(built: &Path, emus: &Emulators) -> Result<()> {
     let ours = table_digest(&source, "failover_data")?;
     let last = source.switch_and_wait_archived(ARCHIVE_WAIT)?;
     let failed_total = source.failed_count()? - failed_at_start;
-    let archived: u64 = source
-        .sql("select archived_count from pg_stat_archiver")?
-        .parse()?;
+    let archived = source.archived_count()?;
     source.stop()?;
     let log = source.log_text();
     let cache_lines: Vec<&str> = log
@@ -833,18 +741,15 @@ pub fn run(built: &Path, emus: &Emulators) -> Result<()> {
     ));
 
     // 3. Recover a new cluster through walg wal-fetch with the failover config.
-    let recover_conf = format!(
-        "restore_command = '{}'\narchive_mode = off\n",
-        walg.restore_command()
-    );
-    let mut restored =
-        Cluster::from_backup(&backup_dir, &work.path.join("restored"), &recover_conf)?;
-    fs::write(restored.data.join("recovery.signal"), "")?;
-    pg::chown_postgres(&restored.data)?;
+    let mut restored = Cluster::for_recovery(
+        &backup_dir,
+        &work.path.join("restored"),
+        &format!("{}archive_mode = off\n", walg.restoring()),
+    )?;
     let t = Instant::now();
     restored.start()?;
     restored
-        .wait_for("select pg_is_in_recovery()", "f", Duration::from_secs(180))
+        .wait_recovered(Duration::from_secs(180))
         .context("wait for the recovered cluster to finish recovery")?;
     let recovery = t.elapsed();
     let rlog = restored.log_text();

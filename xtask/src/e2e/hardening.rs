@@ -12,9 +12,9 @@
 //! - `status_cache_processes`: 24 concurrent processes against a dead
 //!   primary: all succeed, the cache file always valid, probes bounded.
 //! - `no_hardlink_filesystem`: create-if-absent on a vfat image.
-//! - `st_clean`: temp files of dead writers and an incomplete S3 multipart
-//!   upload found by a dry run, removed with `--confirm`; a live writer's
-//!   temp file kept.
+//!
+//! The leftovers of killed writers are cleaned by `walg st clean`, whose
+//! scenario is with the other `st` commands in [`super::storage`].
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -27,25 +27,12 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use serde_json::json;
 
-use crate::e2e::{file_failover, file_settings, ready_backlog, Settings, Walg};
-use crate::infra::emulators::{Emulators, Kind, BUCKET};
+use super::fixture::{
+    archiving_cluster, code, failover_to_files, file_failover, file_settings, files_under,
+    is_segment, ready_backlog, recovered_cluster, say, stderr, stdout, stored_names, FileFailover,
+    Set, Settings, Walg,
+};
 use crate::infra::pg::{self, Cluster, Workdir};
-
-fn say(m: &str) {
-    println!("  {m}");
-}
-
-fn code(out: &Output) -> i32 {
-    out.status.code().unwrap_or(-1)
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// A primary that cannot be opened counts as dead: push and fetch go to the
 /// failover, the status cache records it dead, and a fetch of a segment no
@@ -56,17 +43,16 @@ pub fn unopenable_primary(built: &Path) -> Result<()> {
     let blocker = work.path.join("blocker");
     fs::write(&blocker, "a regular file where a directory should be\n")?;
     let primary = blocker.join("archive");
-    let backup = work.path.join("backup");
-    let cache = work.path.join("state/status.json");
-    let mut s = file_settings(&primary);
-    file_failover(&mut s, &backup, &cache);
-    s.insert("WALG_UPLOAD_CONCURRENCY".into(), json!(1));
-    let walg = Walg::new(&work, built, "walg.json", &s)?;
+    let FileFailover {
+        walg,
+        backup,
+        cache,
+        ..
+    } = FileFailover::new(&work, built, &primary)?;
     let (data, names) = ready_backlog(&work, 3)?;
 
     for n in &names {
-        let seg = data.join("pg_wal").join(n);
-        let out = walg.run(&["wal-push", &seg.display().to_string()])?;
+        let out = walg.push(&data.join("pg_wal").join(n))?;
         ensure!(
             out.status.success(),
             "push {n} with an unopenable primary and a live failover: exit {}: {}",
@@ -91,7 +77,7 @@ pub fn unopenable_primary(built: &Path) -> Result<()> {
 
     let dest = work.path.join("fetched");
     for n in &names {
-        let out = walg.run(&["wal-fetch", n, &dest.display().to_string()])?;
+        let out = walg.fetch(n, &dest)?;
         ensure!(
             out.status.success(),
             "fetch {n} with an unopenable primary: exit {}: {}",
@@ -103,11 +89,7 @@ pub fn unopenable_primary(built: &Path) -> Result<()> {
             "{n}: fetched bytes differ"
         );
     }
-    let out = walg.run(&[
-        "wal-fetch",
-        "0000000100000000000000F0",
-        &dest.display().to_string(),
-    ])?;
+    let out = walg.fetch("0000000100000000000000F0", &dest)?;
     ensure!(
         code(&out) == 1 && stderr(&out).contains("could not be opened"),
         "a segment no storage has, with the primary unopenable, must be exit 1 (not 74) naming the open failure; got {}: {}",
@@ -125,8 +107,7 @@ pub fn unopenable_primary(built: &Path) -> Result<()> {
 
     // Alone, the same storage fails as it always did.
     let alone = Walg::new(&work, built, "alone.json", &file_settings(&primary))?;
-    let seg = data.join("pg_wal").join(&names[0]);
-    let out = alone.run(&["wal-push", &seg.display().to_string()])?;
+    let out = alone.push(&data.join("pg_wal").join(&names[0]))?;
     let msg = stderr(&out);
     ensure!(
         code(&out) == 1
@@ -147,33 +128,22 @@ fn system_id(c: &Cluster) -> Result<u64> {
 
 /// Segment names in `root/wal_005`, whatever the compression.
 fn stored_segments(root: &Path) -> BTreeSet<String> {
-    fs::read_dir(root.join("wal_005"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let n = e.file_name().to_string_lossy().into_owned();
-            let stem = n.split('.').next()?.to_string();
-            (stem.len() == 24 && stem.bytes().all(|b| b.is_ascii_hexdigit())).then_some(stem)
-        })
+    stored_names(root)
+        .iter()
+        .filter_map(|n| n.split('.').next().filter(|stem| is_segment(stem)))
+        .map(str::to_string)
         .collect()
 }
 
 /// Temp files (`.walg-tmp-` in the name) anywhere under `root`.
 fn temp_files(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut dirs = vec![root.to_path_buf()];
-    while let Some(d) = dirs.pop() {
-        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                dirs.push(p);
-            } else if e.file_name().to_string_lossy().contains(".walg-tmp-") {
-                out.push(p);
-            }
-        }
-    }
-    out
+    files_under(root)
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().contains(".walg-tmp-"))
+        })
+        .collect()
 }
 
 /// Two real clusters, one archive. The second, initialised separately and
@@ -186,20 +156,15 @@ pub fn archive_identity(built: &Path) -> Result<()> {
     let work = Workdir::new("identity")?;
     let archive = work.owned_dir("archive")?;
     let mut s = file_settings(&archive);
-    s.insert(
-        "WALG_FAILOVER_STORAGES_CACHE_FILE".into(),
-        json!(work.path.join("state/status.json").display().to_string()),
-    );
-    s.insert("WALG_UPLOAD_CONCURRENCY".into(), json!(1));
+    s.set(
+        "WALG_FAILOVER_STORAGES_CACHE_FILE",
+        work.path.join("state/status.json").display().to_string(),
+    )
+    .set("WALG_UPLOAD_CONCURRENCY", 1);
     let walg = Walg::new(&work, built, "walg.json", &s)?;
     pg::chown_postgres(&work.owned_dir("state")?)?;
-    let conf = format!(
-        "archive_mode = on\narchive_command = '{}'\n",
-        walg.archive_command()
-    );
 
-    let mut a = Cluster::init(&work.path.join("a"), &conf, &["--wal-segsize=1"])?;
-    a.start()?;
+    let mut a = archiving_cluster(&work, &walg, "a", "", &["--wal-segsize=1"])?;
     let a_id = system_id(&a)?;
     a.sql("create table t (x text); insert into t select md5(g::text) from generate_series(1, 1000) g")?;
     let a_seg = a.switch_and_wait_archived(Duration::from_secs(60))?;
@@ -214,7 +179,11 @@ pub fn archive_identity(built: &Path) -> Result<()> {
         "cluster A ({a_id}) archived {a_seg} and claimed the archive"
     ));
 
-    let mut b = Cluster::init(&work.path.join("b"), &conf, &["--wal-segsize=1"])?;
+    let mut b = Cluster::init(
+        &work.path.join("b"),
+        &walg.archiving(),
+        &["--wal-segsize=1"],
+    )?;
     pg::run(
         pg::as_postgres(&b.bindir.join("pg_resetwal"))
             .args(["-l", "000000010000001000000001", "-D"])
@@ -228,11 +197,7 @@ pub fn archive_identity(built: &Path) -> Result<()> {
     );
     b.sql("create table t (x text); insert into t select md5(g::text) from generate_series(1, 1000) g")?;
     let b_seg = b.sql("select pg_walfile_name(pg_switch_wal())")?;
-    b.wait_for(
-        "select failed_count > 0 from pg_stat_archiver",
-        "t",
-        Duration::from_secs(30),
-    )?;
+    b.wait_failed(1, Duration::from_secs(30))?;
     let log = b.log_text();
     ensure!(
         log.contains(&a_id.to_string())
@@ -259,15 +224,9 @@ pub fn archive_identity(built: &Path) -> Result<()> {
     // wal-fetch of a foreign segment planted in the archive warns.
     let plant = work.path.join("plant");
     let mut p = s.clone();
-    p.insert(
-        "WALG_FILE_PREFIX".into(),
-        json!(plant.display().to_string()),
-    );
+    p.set("WALG_FILE_PREFIX", plant.display().to_string());
     let planter = Walg::new(&work, built, "plant.json", &p)?;
-    let out = planter.run(&[
-        "wal-push",
-        &b.data.join("pg_wal").join(&b_seg).display().to_string(),
-    ])?;
+    let out = planter.push(&b.data.join("pg_wal").join(&b_seg))?;
     ensure!(
         out.status.success(),
         "push to a scratch archive: {}",
@@ -279,7 +238,7 @@ pub fn archive_identity(built: &Path) -> Result<()> {
         archive.join("wal_005").join(&key),
     )?;
     let dest = work.path.join("fetched");
-    let out = walg.run(&["wal-fetch", &b_seg, &dest.display().to_string()])?;
+    let out = walg.fetch(&b_seg, &dest)?;
     ensure!(
         out.status.success()
             && stderr(&out).contains("WARN")
@@ -346,8 +305,8 @@ pub fn sigkill_archiving(built: &Path) -> Result<String> {
     let state = work.owned_dir("state")?;
     let mut s = file_settings(&primary);
     file_failover(&mut s, &backup, &state.join("status.json"));
-    s.insert("WALG_FAILOVER_STORAGES_CACHE_LIFETIME".into(), json!("3s"));
-    s.insert("WALG_UPLOAD_CONCURRENCY".into(), json!(2));
+    s.set("WALG_FAILOVER_STORAGES_CACHE_LIFETIME", "3s")
+        .set("WALG_UPLOAD_CONCURRENCY", 2);
     let walg = Walg::new(&work, built, "walg.json", &s)?;
     let counts = work.owned_dir("counts")?;
     let script = work.path.join("killer.sh");
@@ -393,26 +352,8 @@ exit $rc
     src.basebackup(&bb)?;
     let first = src.sql("select pg_walfile_name(pg_current_wal_lsn())")?;
 
-    let (bindir, dir, port) = (src.bindir.clone(), src.dir.clone(), src.port);
-    let load = std::thread::spawn(move || {
-        pg::run(
-            pg::as_postgres(&bindir.join("pgbench"))
-                .arg("-h")
-                .arg(&dir)
-                .args([
-                    "-p",
-                    &port.to_string(),
-                    "-U",
-                    "postgres",
-                    "-n",
-                    "-c",
-                    "4",
-                    "-T",
-                    "24",
-                    "postgres",
-                ]),
-        )
-    });
+    let mut pgbench = src.pgbench_command(&["-n", "-c", "4", "-T", "24"]);
+    let load = std::thread::spawn(move || pg::run(&mut pgbench));
     // Primary unwritable from 6 s to 12 s: writes fail over to `backup`.
     std::thread::sleep(Duration::from_secs(6));
     // The server's user owns the directories, so mode bits stop it.
@@ -514,12 +455,13 @@ exit $rc
         .collect();
     ensure!(left.is_empty(), "temp files left after st clean: {left:?}");
 
-    let restore_conf = format!("restore_command = '{}'\n", walg.restore_command());
-    let mut restored = Cluster::from_backup(&bb, &work.path.join("restored"), &restore_conf)?;
-    fs::write(restored.data.join("recovery.signal"), "")?;
-    pg::chown_postgres(&restored.data)?;
-    restored.start()?;
-    restored.wait_for("select pg_is_in_recovery()", "f", Duration::from_secs(180))?;
+    let mut restored = recovered_cluster(
+        &walg,
+        &bb,
+        &work.path.join("restored"),
+        "",
+        Duration::from_secs(180),
+    )?;
     let got = pg::table_digest(&restored, "pgbench_accounts")?;
     ensure!(got == digest, "restored data differs: {digest} vs {got}");
     restored.stop()?;
@@ -587,12 +529,9 @@ pub fn status_cache_processes(built: &Path) -> Result<()> {
             cache.display().to_string(),
         ),
     ] {
-        s.insert(k.into(), json!(v));
+        s.set(k, v);
     }
-    s.insert(
-        "WALG_FAILOVER_STORAGES".into(),
-        json!({"backup": {"WALG_FILE_PREFIX": backup.display().to_string()}}),
-    );
+    failover_to_files(&mut s, &backup);
     let walg = Walg::new(&work, built, "walg.json", &s)?;
     let (data, names) = ready_backlog(&work, N)?;
 
@@ -622,18 +561,7 @@ pub fn status_cache_processes(built: &Path) -> Result<()> {
         let before = dead.count();
         let children: Vec<_> = names
             .iter()
-            .map(|n| {
-                std::process::Command::new(&walg.bin)
-                    .arg("--config")
-                    .arg(&walg.config)
-                    .args([
-                        "wal-push",
-                        &data.join("pg_wal").join(n).display().to_string(),
-                    ])
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::piped())
-                    .spawn()
-            })
+            .map(|n| walg.spawn_push(&data.join("pg_wal").join(n)))
             .collect::<std::io::Result<_>>()?;
         let mut failed = Vec::new();
         for (n, c) in names.iter().zip(children) {
@@ -737,15 +665,13 @@ pub fn no_hardlink_filesystem(built: &Path) -> Result<()> {
     let _mounted = Mount(mnt.clone());
     let archive = mnt.join("archive");
     let mut s = file_settings(&archive);
-    s.insert("WALG_UPLOAD_CONCURRENCY".into(), json!(1));
+    s.set("WALG_UPLOAD_CONCURRENCY", 1);
     let walg = Walg::new(&work, built, "walg.json", &s)?;
     let (data, names) = ready_backlog(&work, 2)?;
     let push = |path: &Path| -> Result<Output> {
-        Ok(std::process::Command::new(&walg.bin)
+        Ok(walg
+            .command(&["wal-push", &path.display().to_string()])
             .env("WALG_LOG_LEVEL", "debug")
-            .arg("--config")
-            .arg(&walg.config)
-            .args(["wal-push", &path.display().to_string()])
             .output()?)
     };
     let seg0 = data.join("pg_wal").join(&names[0]);
@@ -777,15 +703,7 @@ pub fn no_hardlink_filesystem(built: &Path) -> Result<()> {
 
     let seg1 = data.join("pg_wal").join(&names[1]);
     let children: Vec<_> = (0..8)
-        .map(|_| {
-            std::process::Command::new(&walg.bin)
-                .arg("--config")
-                .arg(&walg.config)
-                .args(["wal-push", &seg1.display().to_string()])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-        })
+        .map(|_| walg.spawn_push(&seg1))
         .collect::<std::io::Result<_>>()?;
     for c in children {
         let out = c.wait_with_output()?;
@@ -819,7 +737,7 @@ pub fn no_hardlink_filesystem(built: &Path) -> Result<()> {
         stderr(&out)
     );
     let dest = work.path.join("fetched");
-    let out = walg.run(&["wal-fetch", &names[1], &dest.display().to_string()])?;
+    let out = walg.fetch(&names[1], &dest)?;
     ensure!(
         out.status.success() && fs::read(&dest)? == fs::read(&seg1)?,
         "fetch from vfat: {}",
@@ -827,168 +745,6 @@ pub fn no_hardlink_filesystem(built: &Path) -> Result<()> {
     );
     say(&format!(
         "{how}: {method}; idempotent re-push, 8 racing pushes -> 1 object, different copy refused"
-    ));
-    Ok(())
-}
-
-/// One raw HTTP/1.0 request to the S3 emulator (moto checks no signature).
-fn s3_raw(emus: &Emulators, method: &str, path_and_query: &str) -> Result<String> {
-    use std::io::{Read, Write};
-    let ep = emus
-        .endpoint(Kind::S3)
-        .context("the S3 emulator is not running")?;
-    let addr = ep.trim_start_matches("http://").to_string();
-    let mut s = std::net::TcpStream::connect(&addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(20)))?;
-    write!(
-        s,
-        "{method} {path_and_query} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n"
-    )?;
-    let mut body = String::new();
-    s.read_to_string(&mut body)?;
-    ensure!(
-        body.split(' ').nth(1).is_some_and(|c| c.starts_with('2')),
-        "S3 {method} {path_and_query}: {}",
-        pg::tail(&body, 5)
-    );
-    Ok(body)
-}
-
-/// Field 22 of /proc/<pid>/stat (start time in clock ticks).
-fn start_ticks(pid: u32) -> Result<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after = &stat[stat.rfind(')').context("stat")? + 1..];
-    after
-        .split_whitespace()
-        .nth(19)
-        .context("stat field 22")?
-        .parse()
-        .context("start time")
-}
-
-/// `walg st clean` on a primary S3 storage and a file failover: a dry run
-/// lists the temp file of a dead local writer, an old temp file of another
-/// host and an incomplete multipart upload, and removes nothing; with
-/// `--confirm` they are gone, and a live writer's temp file is kept.
-pub fn st_clean(built: &Path, emus: &Emulators) -> Result<()> {
-    let work = Workdir::new("clean")?;
-    let backup = work.path.join("backup");
-    let s3_path = format!("e2e/clean-{}", std::process::id());
-    let mut s: Settings = emus
-        .settings_for(Kind::S3, &s3_path)
-        .context("the S3 emulator is not running")?
-        .into_iter()
-        .map(|(k, v)| (k, json!(v)))
-        .collect();
-    file_failover(&mut s, &backup, &work.path.join("state/status.json"));
-    let walg = Walg::new(&work, built, "walg.json", &s)?;
-
-    // Writers: one alive (a sleeping child), one dead (a child that exited).
-    let host: String = fs::read_to_string("/proc/sys/kernel/hostname")?
-        .trim()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(63)
-        .collect();
-    let ns = fs::read_link("/proc/self/ns/pid")?
-        .to_string_lossy()
-        .trim_start_matches("pid:[")
-        .trim_end_matches(']')
-        .to_string();
-    let mut alive = std::process::Command::new("sleep").arg("60").spawn()?;
-    let alive_start = start_ticks(alive.id())?;
-    let mut gone = std::process::Command::new("true").spawn()?;
-    let gone_pid = gone.id();
-    let gone_start = start_ticks(gone_pid).unwrap_or(1);
-    gone.wait()?;
-    let tmp = backup.join(".walg-tmp-dir");
-    fs::create_dir_all(&tmp)?;
-    let live = tmp.join(format!(
-        "a.lz4.walg-tmp-{host}_{ns}_{}_{alive_start}_0",
-        alive.id()
-    ));
-    let dead = tmp.join(format!(
-        "b.lz4.walg-tmp-{host}_{ns}_{gone_pid}_{gone_start}_0"
-    ));
-    let foreign = tmp.join("c.lz4.walg-tmp-otherhost_1_2_3_0");
-    let fresh_foreign = tmp.join("d.lz4.walg-tmp-otherhost_1_2_3_0");
-    for p in [&live, &dead, &foreign, &fresh_foreign] {
-        fs::write(p, b"partial upload")?;
-    }
-    let two_days_ago = std::time::SystemTime::now() - Duration::from_secs(2 * 86_400);
-    for p in [&live, &foreign] {
-        fs::File::options()
-            .write(true)
-            .open(p)?
-            .set_modified(two_days_ago)?;
-    }
-    let key = format!("{s3_path}/wal_005/000000010000000000000042.lz4");
-    s3_raw(emus, "POST", &format!("/{BUCKET}/{key}?uploads"))?;
-
-    let out = walg.run(&["st", "clean", "--older-than", "0s"])?;
-    let text = stdout(&out);
-    ensure!(
-        out.status.success(),
-        "st clean dry run: {text} {}",
-        stderr(&out)
-    );
-    let first = text.lines().next().unwrap_or_default();
-    ensure!(
-        first.contains("4 leftover") && first.contains("dry run"),
-        "first line should count 4 leftovers in a dry run: {text}"
-    );
-    ensure!(
-        text.contains("multipart upload") && text.contains(&key) && !text.contains("a.lz4"),
-        "dry run should list the upload and not the live writer's file: {text}"
-    );
-    ensure!(
-        dead.exists() && foreign.exists(),
-        "a dry run removed something"
-    );
-    say(&format!("dry run: {first}"));
-
-    // moto reports every upload as initiated in 2010, so the upload is
-    // "old" here; the fresh temp file of another host is not.
-    let out = walg.run(&["st", "clean", "--older-than", "1h", "--confirm", "--json"])?;
-    ensure!(
-        out.status.success(),
-        "st clean --confirm: {} {}",
-        stdout(&out),
-        stderr(&out)
-    );
-    let reports: serde_json::Value = serde_json::from_str(&stdout(&out))?;
-    let removed = reports
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .flat_map(|r| r["items"].as_array().cloned().unwrap_or_default())
-                .filter(|i| i["removed"] == json!(true))
-                .count()
-        })
-        .unwrap_or(0);
-    ensure!(
-        !dead.exists() && !foreign.exists() && live.exists() && fresh_foreign.exists(),
-        "after --confirm --older-than 1h: dead {} old foreign {} live {} fresh foreign {} (expected false false true true)",
-        dead.exists(),
-        foreign.exists(),
-        live.exists(),
-        fresh_foreign.exists()
-    );
-    let uploads = s3_raw(emus, "GET", &format!("/{BUCKET}?uploads&prefix={s3_path}/"))?;
-    ensure!(
-        !uploads.contains("<Upload>"),
-        "the multipart upload was not aborted: {uploads}"
-    );
-    alive.kill().ok();
-    alive.wait().ok();
-    say(&format!(
-        "--older-than 1h --confirm --json: {removed} removed (dead writer's temp file, another host's 2-day-old one, the multipart upload); the live writer's and a fresh one kept"
     ));
     Ok(())
 }

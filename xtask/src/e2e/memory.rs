@@ -20,9 +20,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{ensure, Context, Result};
-use serde_json::json;
 
-use crate::e2e::{Settings, Walg};
+use super::fixture::{emulator_settings, file_settings, Set, Settings, Walg};
+use crate::infra::emulators::{Emulators, Kind};
 use crate::infra::pg::Workdir;
 
 /// The bound the issue sets: 64 MiB of peak resident memory per process.
@@ -37,6 +37,30 @@ pub struct Measured {
     pub code: i32,
     pub max_rss_kib: u64,
     pub stderr: String,
+}
+
+/// A 1 GiB segment on file storage, with compression `none` and `lz4`.
+pub fn file_1gib(built: &Path) -> Result<()> {
+    let work = Workdir::new("mem-file")?;
+    let archive = work.owned_dir("archive")?;
+    let settings = file_settings(&archive);
+    let peaks = large_segment_memory(built, "mem-file", &settings, &["none", "lz4"], 1024)?;
+    println!("  file storage, 1 GiB segment, peak RSS (KiB): {peaks:?}");
+    Ok(())
+}
+
+/// A 256 MiB segment over an emulator (four times the bound, so a store
+/// that buffered the object fails; the emulators keep every byte in their
+/// own memory, and 1 GiB through them takes minutes).
+pub fn emulator_256mib(built: &Path, emus: &Emulators, kind: Kind) -> Result<()> {
+    let settings = emulator_settings(emus, kind, &format!("e2e-mem/{}", kind.name()))?;
+    let label = format!("mem-{}", kind.name());
+    let peaks = large_segment_memory(built, &label, &settings, &["none"], 256)?;
+    println!(
+        "  {}, 256 MiB segment, peak RSS (KiB): {peaks:?}",
+        kind.name()
+    );
+    Ok(())
 }
 
 /// Runs `program args` to completion under GNU time and reads the child's
@@ -111,10 +135,11 @@ pub fn large_segment_memory(
     let mut peaks = Vec::new();
     for &compression in compressions {
         let mut settings = settings.clone();
-        settings.insert("WALG_COMPRESSION_METHOD".into(), json!(compression));
         // Prefetch would start a background process per call; only the
         // call's own memory is under test.
-        settings.insert("WALG_DOWNLOAD_CONCURRENCY".into(), json!("1"));
+        settings
+            .set("WALG_COMPRESSION_METHOD", compression)
+            .set("WALG_DOWNLOAD_CONCURRENCY", "1");
         let walg = Walg::new(&work, built, &format!("walg-{compression}.json"), &settings)?;
         let config = walg.config.as_os_str();
         let push = run_measured(

@@ -15,7 +15,7 @@ use std::process::Command;
 
 use anyhow::{ensure, Context, Result};
 
-use crate::e2e::crypto::{real_segment, snapshot, stderr, walg_env};
+use super::fixture::{all_output, snapshot, walg_with_env, LocalSegment};
 use crate::infra::pg::Workdir;
 
 const PASSPHRASE: &str = "pgp-e2e-passphrase-secret";
@@ -81,12 +81,8 @@ pub fn openpgp_gpg(built: &Path) -> Result<()> {
     fs::write(&a_pub_path, &a_pub)?;
     let a_pub_arg = a_pub_path.display().to_string();
 
-    let (seg_name, segment) = real_segment(&work, "pg", &["--wal-segsize=1"])?;
-    let local = work.path.join("local");
-    fs::create_dir_all(&local)?;
-    let seg = local.join(&seg_name);
-    fs::write(&seg, &segment)?;
-    let seg_arg = seg.display().to_string();
+    let seg = LocalSegment::new(&work, &["--wal-segsize=1"])?;
+    let (seg_name, segment, seg_arg) = (seg.name.as_str(), &seg.bytes, seg.arg());
     let object_in = |archive: &str| {
         work.path
             .join(archive)
@@ -96,7 +92,7 @@ pub fn openpgp_gpg(built: &Path) -> Result<()> {
 
     // 1. walg writes with the public key only; gpg reads.
     let walg_arch = work.path.join("arch-walg").display().to_string();
-    let out = walg_env(
+    let out = walg_with_env(
         &bin,
         &work.path,
         &[
@@ -108,7 +104,7 @@ pub fn openpgp_gpg(built: &Path) -> Result<()> {
     ensure!(
         out.status.success(),
         "wal-push with a public key: {}",
-        stderr(&out)
+        all_output(&out)
     );
     let obj = object_in("arch-walg");
     ensure!(
@@ -135,7 +131,7 @@ pub fn openpgp_gpg(built: &Path) -> Result<()> {
         .output()?;
     ensure!(raw.status.success(), "lz4 -d of gpg's output failed");
     ensure!(
-        raw.stdout == segment,
+        raw.stdout == *segment,
         "gpg + lz4 do not give back the segment"
     );
     println!(
@@ -146,13 +142,13 @@ pub fn openpgp_gpg(built: &Path) -> Result<()> {
     // 2. gpg writes (no compression, as WAL-G's data is compressed); walg reads
     //    with the private key given inline, with WAL-G's literal "\n".
     let foreign = object_in("gpg");
-    fs::create_dir_all(foreign.parent().unwrap())?;
+    fs::create_dir_all(foreign.parent().context("an object has a directory")?)?;
     let plain_lz4 = work.path.join("seg.lz4");
     ensure!(
         Command::new("lz4")
             .arg("-q")
             .arg("-f")
-            .arg(&seg)
+            .arg(&seg.path)
             .arg(&plain_lz4)
             .status()?
             .success(),
@@ -179,24 +175,24 @@ pub fn openpgp_gpg(built: &Path) -> Result<()> {
     let inline_sec = a_sec.replace('\n', "\\n");
     let out_dir = work.path.join("out");
     fs::create_dir_all(&out_dir)?;
-    let dest = out_dir.join(&seg_name);
+    let dest = out_dir.join(seg_name);
     let dest_arg = dest.display().to_string();
-    let out = walg_env(
+    let out = walg_with_env(
         &bin,
         &work.path,
         &[
             ("WALG_FILE_PREFIX", &gpg_arch),
             ("WALG_PGP_KEY", &inline_sec),
         ],
-        &["wal-fetch", &seg_name, &dest_arg],
+        &["wal-fetch", seg_name, &dest_arg],
     )?;
     ensure!(
         out.status.success(),
         "wal-fetch of gpg's object: {}",
-        stderr(&out)
+        all_output(&out)
     );
     ensure!(
-        fs::read(&dest)? == segment,
+        fs::read(&dest)? == *segment,
         "walg's fetch of gpg's object differs"
     );
     fs::remove_file(&dest)?;
@@ -205,24 +201,24 @@ pub fn openpgp_gpg(built: &Path) -> Result<()> {
     // 3. Rotation: a keyring of the new and the old secret key reads objects
     //    written to the old key.
     let ring = format!("{b_sec}\n{a_sec}");
-    let out = walg_env(
+    let out = walg_with_env(
         &bin,
         &work.path,
         &[("WALG_FILE_PREFIX", &walg_arch), ("WALG_PGP_KEY", &ring)],
-        &["wal-fetch", &seg_name, &dest_arg],
+        &["wal-fetch", seg_name, &dest_arg],
     )?;
     ensure!(
         out.status.success(),
         "wal-fetch with a keyring: {}",
-        stderr(&out)
+        all_output(&out)
     );
-    ensure!(fs::read(&dest)? == segment, "keyring fetch differs");
+    ensure!(fs::read(&dest)? == *segment, "keyring fetch differs");
     fs::remove_file(&dest)?;
     println!("  a keyring (new key + old key) reads the objects of the old key");
 
     // 4. Bad inputs.
     let tampered = object_in("tampered");
-    fs::create_dir_all(tampered.parent().unwrap())?;
+    fs::create_dir_all(tampered.parent().context("an object has a directory")?)?;
     let mut t = fs::read(&obj)?;
     let mid = t.len() / 2;
     t[mid] ^= 1;
@@ -302,8 +298,8 @@ pub fn openpgp_gpg(built: &Path) -> Result<()> {
         let before = snapshot(&work.path.join("arch-walg"));
         let mut env = env;
         env.push(("WALG_FILE_PREFIX", archive));
-        let out = walg_env(&bin, &work.path, &env, &["wal-fetch", &seg_name, &dest_arg])?;
-        let text = stderr(&out);
+        let out = walg_with_env(&bin, &work.path, &env, &["wal-fetch", seg_name, &dest_arg])?;
+        let text = all_output(&out);
         ensure!(
             out.status.code() == Some(1),
             "{what}: expected exit 1, got {:?}: {text}",

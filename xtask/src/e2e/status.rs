@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 
-use crate::e2e::{file_settings, Walg};
+use super::fixture::{file_settings, Walg};
 use crate::infra::pg::{self, as_postgres, Cluster, Workdir};
 
 /// What every scenario shares: a work directory, walg installed in it, a
@@ -86,9 +86,12 @@ fn wal_status(f: &Fixture, online: bool, extra: &[&str]) -> Result<(i32, Value)>
     Ok((code, v))
 }
 
-/// Asserts the verdict: status, exit code, cause kind and mode.
-fn expect(res: &(i32, Value), status: &str, kind: &str, mode: &str) -> Result<()> {
-    let (code, v) = res;
+/// Runs `walg wal-status --json` online or offline and asserts the verdict:
+/// `status`, its exit code, the cause `kind` and the mode; returns the
+/// report for the scenario's own assertions.
+fn verdict(f: &Fixture, online: bool, extra: &[&str], status: &str, kind: &str) -> Result<Value> {
+    let (code, v) = wal_status(f, online, extra)?;
+    let mode = if online { "online" } else { "offline" };
     let got_status = v["status"].as_str().unwrap_or("?");
     let got_kind = v["cause"]["kind"].as_str().unwrap_or("?");
     let want_code = match status {
@@ -98,11 +101,27 @@ fn expect(res: &(i32, Value), status: &str, kind: &str, mode: &str) -> Result<()
         _ => 3,
     };
     ensure!(
-        got_status == status && got_kind == kind && *code == want_code && v["mode"] == mode,
+        got_status == status && got_kind == kind && code == want_code && v["mode"] == mode,
         "expected {status}/{kind}/{mode} (exit {want_code}), got {got_status}/{got_kind}/{} (exit {code}):\n{}",
         v["mode"],
-        serde_json::to_string_pretty(v)?
+        serde_json::to_string_pretty(&v)?
     );
+    Ok(v)
+}
+
+/// `archive_command` lines that copy each segment into `archive`.
+fn copy_to(archive: &Path) -> String {
+    format!(
+        "archive_mode = on\narchive_command = 'cp %p {}/%f'\n",
+        archive.display()
+    )
+}
+
+/// Waits until the last of `names` is archived, then checkpoints so
+/// PostgreSQL removes or recycles what it no longer needs.
+fn settle(c: &Cluster, names: &[String]) -> Result<()> {
+    c.wait_archived(names.last().context("no segment")?, Duration::from_secs(60))?;
+    c.sql("checkpoint")?;
     Ok(())
 }
 
@@ -124,30 +143,20 @@ pub fn healthy(built: &Path) -> Result<()> {
     let work_cfg = Workdir::new("status-healthy-cfg")?;
     let archive = work_cfg.owned_dir("archive")?;
     let walg = Walg::new(&work_cfg, built, "walg.json", &file_settings(&archive))?;
-    let cmd = walg.archive_command();
-    let mut f = fixture("status-healthy", built, |_| {
-        format!("archive_mode = on\narchive_command = '{cmd}'\n")
-    })?;
+    let mut f = fixture("status-healthy", built, |_| walg.archiving())?;
     let names = gen(&f.cluster, 3)?;
-    f.cluster
-        .wait_archived(names.last().context("no segment")?, Duration::from_secs(60))?;
-    f.cluster.sql("checkpoint")?;
+    settle(&f.cluster, &names)?;
     let config = walg.config.display().to_string();
-    let res = wal_status(&f, true, &["--config", &config])?;
-    expect(&res, "OK", "none", "online")?;
+    let v = verdict(&f, true, &["--config", &config], "OK", "none")?;
     ensure!(
-        check_status(&res.1, "archive") == "OK",
+        check_status(&v, "archive") == "OK",
         "archive check: {}",
-        res.1["checks"]
+        v["checks"]
     );
-    ensure!(
-        res.1["archiver"]["ready_count"] == 0,
-        "{}",
-        res.1["archiver"]
-    );
+    ensure!(v["archiver"]["ready_count"] == 0, "{}", v["archiver"]);
     stop_for_offline(&mut f)?;
-    let res = wal_status(&f, false, &["--config", &config])?;
-    expect(&res, "OK", "none", "offline")
+    verdict(&f, false, &["--config", &config], "OK", "none")?;
+    Ok(())
 }
 
 /// `archive_command = false`: the archiver binds and names the segment.
@@ -156,25 +165,19 @@ pub fn failing(built: &Path) -> Result<()> {
         "archive_mode = on\narchive_command = 'false'\n".into()
     })?;
     let names = gen(&f.cluster, 5)?;
-    f.cluster.wait_for(
-        "select failed_count >= 3 from pg_stat_archiver",
-        "t",
-        Duration::from_secs(30),
-    )?;
+    f.cluster.wait_failed(3, Duration::from_secs(30))?;
     f.cluster.sql("checkpoint")?;
-    let res = wal_status(&f, true, &[])?;
-    expect(&res, "CRITICAL", "archive_failing", "online")?;
+    let v = verdict(&f, true, &[], "CRITICAL", "archive_failing")?;
     ensure!(
-        res.1["cause"]["segment"] == names[0].as_str(),
+        v["cause"]["segment"] == names[0].as_str(),
         "stuck segment {} != {}",
-        res.1["cause"]["segment"],
+        v["cause"]["segment"],
         names[0]
     );
-    ensure!(res.1["archiver"]["ready_count"].as_u64() >= Some(5));
+    ensure!(v["archiver"]["ready_count"].as_u64() >= Some(5));
     stop_for_offline(&mut f)?;
-    let res = wal_status(&f, false, &[])?;
-    expect(&res, "CRITICAL", "archive_failing", "offline")?;
-    ensure!(res.1["cause"]["segment"] == names[0].as_str());
+    let v = verdict(&f, false, &[], "CRITICAL", "archive_failing")?;
+    ensure!(v["cause"]["segment"] == names[0].as_str());
     Ok(())
 }
 
@@ -200,29 +203,15 @@ pub fn stuck_on_one(built: &Path) -> Result<()> {
     std::fs::write(f.archive.join(format!("refuse.{current}")), "")?;
     let names = gen(&f.cluster, 4)?;
     ensure!(names[0] == current, "{names:?} {current}");
-    f.cluster.wait_for(
-        "select failed_count >= 3 from pg_stat_archiver",
-        "t",
-        Duration::from_secs(30),
-    )?;
+    f.cluster.wait_failed(3, Duration::from_secs(30))?;
     f.cluster.sql("checkpoint")?;
-    let res = wal_status(&f, true, &[])?;
-    expect(&res, "CRITICAL", "archive_failing", "online")?;
-    ensure!(
-        res.1["cause"]["segment"] == current.as_str(),
-        "{}",
-        res.1["cause"]
-    );
-    ensure!(res.1["archiver"]["last_archived_wal"] == first[0].as_str());
-    ensure!(res.1["archiver"]["last_failed_wal"] == current.as_str());
+    let v = verdict(&f, true, &[], "CRITICAL", "archive_failing")?;
+    ensure!(v["cause"]["segment"] == current.as_str(), "{}", v["cause"]);
+    ensure!(v["archiver"]["last_archived_wal"] == first[0].as_str());
+    ensure!(v["archiver"]["last_failed_wal"] == current.as_str());
     stop_for_offline(&mut f)?;
-    let res = wal_status(&f, false, &[])?;
-    expect(&res, "CRITICAL", "archive_failing", "offline")?;
-    ensure!(
-        res.1["cause"]["segment"] == current.as_str(),
-        "{}",
-        res.1["cause"]
-    );
+    let v = verdict(&f, false, &[], "CRITICAL", "archive_failing")?;
+    ensure!(v["cause"]["segment"] == current.as_str(), "{}", v["cause"]);
     Ok(())
 }
 
@@ -236,9 +225,14 @@ pub fn slow(built: &Path) -> Result<()> {
     })?;
     gen(&f.cluster, 12)?;
     f.cluster.sql("checkpoint")?;
-    let res = wal_status(&f, true, &["--ready-count-warn", "4"])?;
-    expect(&res, "WARNING", "archive_backlog", "online")?;
-    ensure!(res.1["archiver"]["failed_count"] == 0);
+    let v = verdict(
+        &f,
+        true,
+        &["--ready-count-warn", "4"],
+        "WARNING",
+        "archive_backlog",
+    )?;
+    ensure!(v["archiver"]["failed_count"] == 0);
     Ok(())
 }
 
@@ -249,51 +243,38 @@ pub fn not_configured(built: &Path) -> Result<()> {
     })?;
     gen(&f.cluster, 3)?;
     f.cluster.sql("checkpoint")?;
-    let res = wal_status(&f, true, &[])?;
-    expect(&res, "CRITICAL", "archive_not_configured", "online")?;
-    ensure!(res.1["archiver"]["failed_count"] == 0);
+    let v = verdict(&f, true, &[], "CRITICAL", "archive_not_configured")?;
+    ensure!(v["archiver"]["failed_count"] == 0);
     stop_for_offline(&mut f)?;
-    let res = wal_status(&f, false, &[])?;
-    expect(&res, "CRITICAL", "archive_not_configured", "offline")
+    verdict(&f, false, &[], "CRITICAL", "archive_not_configured")?;
+    Ok(())
 }
 
 /// An inactive physical slot holds WAL beyond max_wal_size.
 pub fn inactive_slot(built: &Path) -> Result<()> {
-    let mut f = fixture("status-slot", built, |arch| {
-        format!(
-            "archive_mode = on\narchive_command = 'cp %p {}/%f'\n",
-            arch.display()
-        )
-    })?;
+    let mut f = fixture("status-slot", built, copy_to)?;
     f.cluster
         .sql("select pg_create_physical_replication_slot('s1', true)")?;
     let names = gen(&f.cluster, 12)?;
-    f.cluster
-        .wait_archived(names.last().context("no segment")?, Duration::from_secs(60))?;
-    f.cluster.sql("checkpoint")?;
-    let res = wal_status(&f, true, &[])?;
-    expect(&res, "WARNING", "replication_slot", "online")?;
-    ensure!(res.1["cause"]["slot"] == "s1");
-    let slot = &res.1["slots"][0];
+    settle(&f.cluster, &names)?;
+    let v = verdict(&f, true, &[], "WARNING", "replication_slot")?;
+    ensure!(v["cause"]["slot"] == "s1");
+    let slot = &v["slots"][0];
     ensure!(
         slot["name"] == "s1" && slot["active"] == false && slot["type"] == "physical",
         "{slot}"
     );
     ensure!(slot["retained_bytes"].as_u64() > Some(10 << 20), "{slot}");
     stop_for_offline(&mut f)?;
-    let res = wal_status(&f, false, &[])?;
-    expect(&res, "WARNING", "replication_slot", "offline")?;
-    ensure!(res.1["cause"]["slot"] == "s1");
+    let v = verdict(&f, false, &[], "WARNING", "replication_slot")?;
+    ensure!(v["cause"]["slot"] == "s1");
     Ok(())
 }
 
 /// A logical slot whose restart_lsn is pinned by an open transaction.
 pub fn logical_slot_pinned(built: &Path) -> Result<()> {
-    let f = fixture("status-logical", built, |arch| {
-        format!(
-            "wal_level = logical\narchive_mode = on\narchive_command = 'cp %p {}/%f'\n",
-            arch.display()
-        )
+    let mut f = fixture("status-logical", built, |arch| {
+        format!("wal_level = logical\n{}", copy_to(arch))
     })?;
     f.cluster
         .sql("select pg_create_logical_replication_slot('l1', 'test_decoding')")?;
@@ -301,24 +282,21 @@ pub fn logical_slot_pinned(built: &Path) -> Result<()> {
     let names = gen(&f.cluster, 8)?;
     f.cluster
         .sql("select count(*) from pg_logical_slot_get_changes('l1', NULL, NULL)")?;
-    f.cluster
-        .wait_archived(names.last().context("no segment")?, Duration::from_secs(60))?;
-    f.cluster.sql("checkpoint")?;
-    let res = wal_status(&f, true, &["--ready-count-warn", "100"])?;
+    settle(&f.cluster, &names)?;
+    let quiet = ["--ready-count-warn", "100"];
+    let v = verdict(&f, true, &quiet, "WARNING", "replication_slot");
     open.end();
-    expect(&res, "WARNING", "replication_slot", "online")?;
-    ensure!(res.1["cause"]["slot"] == "l1");
-    let summary = res.1["cause"]["summary"].as_str().unwrap_or("");
+    let v = v?;
+    ensure!(v["cause"]["slot"] == "l1");
+    let summary = v["cause"]["summary"].as_str().unwrap_or("");
     ensure!(
         summary.contains("pinned by an old transaction"),
         "{summary}"
     );
     // On disk the slot still holds its old restart_lsn.
-    let mut f = f;
     stop_for_offline(&mut f)?;
-    let res = wal_status(&f, false, &["--ready-count-warn", "100"])?;
-    expect(&res, "WARNING", "replication_slot", "offline")?;
-    ensure!(res.1["cause"]["slot"] == "l1" && res.1["slots"][0]["type"] == "logical");
+    let v = verdict(&f, false, &quiet, "WARNING", "replication_slot")?;
+    ensure!(v["cause"]["slot"] == "l1" && v["slots"][0]["type"] == "logical");
     Ok(())
 }
 
@@ -337,52 +315,34 @@ pub fn invalidated_slot_archiver_binds(built: &Path) -> Result<()> {
         "lost",
         Duration::from_secs(30),
     )?;
-    let res = wal_status(&f, true, &[])?;
-    expect(&res, "CRITICAL", "archive_not_configured", "online")?;
-    ensure!(
-        res.1["slots"][0]["wal_status"] == "lost",
-        "{}",
-        res.1["slots"]
-    );
-    stop_for_offline(&mut f)?;
-    let res = wal_status(&f, false, &[])?;
-    expect(&res, "CRITICAL", "archive_not_configured", "offline")?;
-    ensure!(
-        res.1["slots"][0]["wal_status"] == "lost",
-        "{}",
-        res.1["slots"]
-    );
+    for online in [true, false] {
+        if !online {
+            stop_for_offline(&mut f)?;
+        }
+        let v = verdict(&f, online, &[], "CRITICAL", "archive_not_configured")?;
+        ensure!(v["slots"][0]["wal_status"] == "lost", "{}", v["slots"]);
+    }
     Ok(())
 }
 
 /// A large wal_keep_size keeps WAL beyond max_wal_size.
 pub fn wal_keep_size(built: &Path) -> Result<()> {
     let mut f = fixture("status-keep", built, |arch| {
-        format!(
-            "archive_mode = on\narchive_command = 'cp %p {}/%f'\nwal_keep_size = 32MB\n",
-            arch.display()
-        )
+        format!("{}wal_keep_size = 32MB\n", copy_to(arch))
     })?;
     let names = gen(&f.cluster, 40)?;
-    f.cluster
-        .wait_archived(names.last().context("no segment")?, Duration::from_secs(60))?;
-    f.cluster.sql("checkpoint")?;
-    let res = wal_status(&f, true, &["--ready-count-warn", "100"])?;
-    expect(&res, "WARNING", "wal_keep_size", "online")?;
+    settle(&f.cluster, &names)?;
+    let quiet = ["--ready-count-warn", "100"];
+    verdict(&f, true, &quiet, "WARNING", "wal_keep_size")?;
     stop_for_offline(&mut f)?;
-    let res = wal_status(&f, false, &["--ready-count-warn", "100"])?;
-    expect(&res, "WARNING", "wal_keep_size", "offline")
+    verdict(&f, false, &quiet, "WARNING", "wal_keep_size")?;
+    Ok(())
 }
 
 /// A standby with `archive_mode = always` and a failing command: its own
 /// `.ready` files hold its pg_wal.
 pub fn standby_always(built: &Path) -> Result<()> {
-    let f = fixture("status-standby", built, |arch| {
-        format!(
-            "archive_mode = on\narchive_command = 'cp %p {}/%f'\n",
-            arch.display()
-        )
-    })?;
+    let f = fixture("status-standby", built, copy_to)?;
     let sb_dir = f.work.path.join("standby");
     std::fs::create_dir_all(&sb_dir)?;
     pg::chown_postgres(&sb_dir)?;
@@ -402,36 +362,25 @@ pub fn standby_always(built: &Path) -> Result<()> {
     )?;
     standby.start()?;
     gen(&f.cluster, 5)?;
-    standby.wait_for(
-        "select failed_count >= 3 from pg_stat_archiver",
-        "t",
-        Duration::from_secs(60),
-    )?;
+    standby.wait_failed(3, Duration::from_secs(60))?;
     f.cluster.sql("checkpoint")?;
     std::thread::sleep(Duration::from_millis(500));
     standby.sql("checkpoint")?;
-    let sb = Fixture {
+    let mut sb = Fixture {
         work: Workdir::new("status-standby-run")?,
         walg: f.walg.clone(),
         cluster: standby,
         archive: f.archive.clone(),
     };
-    let mut sb = sb;
-    let res = wal_status(&sb, true, &[])?;
-    expect(&res, "CRITICAL", "archive_failing", "online")?;
-    ensure!(res.1["server"]["in_recovery"] == true);
+    let v = verdict(&sb, true, &[], "CRITICAL", "archive_failing")?;
+    ensure!(v["server"]["in_recovery"] == true);
     stop_for_offline(&mut sb)?;
-    let res = wal_status(&sb, false, &[])?;
-    expect(&res, "CRITICAL", "archive_failing", "offline")?;
-    ensure!(
-        res.1["server"]["in_recovery"] == true,
-        "{}",
-        res.1["server"]
-    );
+    let v = verdict(&sb, false, &[], "CRITICAL", "archive_failing")?;
+    ensure!(v["server"]["in_recovery"] == true, "{}", v["server"]);
     // The primary itself is fine.
-    let res = wal_status(&f, true, &["--ready-count-warn", "100"])?;
-    if res.1["cause"]["kind"] != "none" {
-        bail!("primary: {}", res.1);
+    let (_, v) = wal_status(&f, true, &["--ready-count-warn", "100"])?;
+    if v["cause"]["kind"] != "none" {
+        bail!("primary: {v}");
     }
     Ok(())
 }

@@ -186,6 +186,24 @@ impl Cluster {
             .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
             .arg(&data)
             .args(initdb_args))?;
+        Cluster::configured(bindir, dir, data, extra_conf)
+    }
+
+    /// A cluster from a base backup copied into `dir/data`.
+    pub fn from_backup(backup: &Path, dir: &Path, extra_conf: &str) -> Result<Cluster> {
+        let bindir = bindir()?;
+        fs::create_dir_all(dir)?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755))?;
+        let data = dir.join("data");
+        run(Command::new("cp").arg("-a").arg(backup).arg(&data))?;
+        fs::set_permissions(&data, fs::Permissions::from_mode(0o700))?;
+        chown_postgres(dir)?;
+        Cluster::configured(bindir, dir, data, extra_conf)
+    }
+
+    /// A cluster whose data directory `dir/data` is in place, on a free
+    /// port, with our test settings and then `extra_conf` appended.
+    fn configured(bindir: PathBuf, dir: &Path, data: PathBuf, extra_conf: &str) -> Result<Cluster> {
         let cluster = Cluster {
             bindir,
             dir: dir.to_path_buf(),
@@ -199,25 +217,12 @@ impl Cluster {
         Ok(cluster)
     }
 
-    /// A cluster from a base backup copied into `dir/data`.
-    pub fn from_backup(backup: &Path, dir: &Path, extra_conf: &str) -> Result<Cluster> {
-        let bindir = bindir()?;
-        fs::create_dir_all(dir)?;
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o755))?;
-        let data = dir.join("data");
-        run(Command::new("cp").arg("-a").arg(backup).arg(&data))?;
-        fs::set_permissions(&data, fs::Permissions::from_mode(0o700))?;
-        chown_postgres(dir)?;
-        let cluster = Cluster {
-            bindir,
-            dir: dir.to_path_buf(),
-            port: free_port()?,
-            log: dir.join("log"),
-            data,
-            running: false,
-        };
-        cluster.append_conf(&cluster.base_conf())?;
-        cluster.append_conf(extra_conf)?;
+    /// A cluster from a base backup, set to recover (`recovery.signal`)
+    /// with `conf` (its `restore_command`, say), not started yet.
+    pub fn for_recovery(backup: &Path, dir: &Path, conf: &str) -> Result<Cluster> {
+        let cluster = Cluster::from_backup(backup, dir, conf)?;
+        fs::write(cluster.data.join("recovery.signal"), "")?;
+        chown_postgres(&cluster.data)?;
         Ok(cluster)
     }
 
@@ -349,6 +354,27 @@ impl Cluster {
         )
     }
 
+    /// Waits until recovery has ended (the server promoted itself).
+    pub fn wait_recovered(&self, timeout: Duration) -> Result<()> {
+        self.wait_for("select pg_is_in_recovery()", "f", timeout)
+    }
+
+    /// Waits until `pg_stat_archiver.failed_count` reaches `n`.
+    pub fn wait_failed(&self, n: u64, timeout: Duration) -> Result<()> {
+        self.wait_for(
+            &format!("select failed_count >= {n} from pg_stat_archiver"),
+            "t",
+            timeout,
+        )
+    }
+
+    /// `pg_stat_archiver.archived_count`.
+    pub fn archived_count(&self) -> Result<u64> {
+        Ok(self
+            .sql("select archived_count from pg_stat_archiver")?
+            .parse()?)
+    }
+
     /// `pg_stat_archiver.failed_count`.
     pub fn failed_count(&self) -> Result<u64> {
         Ok(self
@@ -381,13 +407,20 @@ impl Cluster {
 
     /// Runs pgbench with the given arguments against this cluster.
     pub fn pgbench(&self, args: &[&str]) -> Result<String> {
-        let out = run(as_postgres(&self.bindir.join("pgbench"))
-            .arg("-h")
+        let out = run(&mut self.pgbench_command(args))?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The pgbench command [`Cluster::pgbench`] runs, for a load run on
+    /// another thread while the test goes on.
+    pub fn pgbench_command(&self, args: &[&str]) -> Command {
+        let mut c = as_postgres(&self.bindir.join("pgbench"));
+        c.arg("-h")
             .arg(&self.dir)
             .args(["-p", &self.port.to_string(), "-U", "postgres"])
             .args(args)
-            .arg("postgres"))?;
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+            .arg("postgres");
+        c
     }
 }
 

@@ -26,7 +26,7 @@
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -136,6 +136,26 @@ impl Inner {
     fn mode(&self) -> Mode {
         Mode::from_u8(self.mode.load(Ordering::SeqCst))
     }
+
+    /// The request log (a thread that panicked holding it left it whole).
+    fn log(&self) -> MutexGuard<'_, Vec<Request>> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The open connections.
+    fn conns(&self) -> MutexGuard<'_, Vec<Conn>> {
+        self.conns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Shuts down every open connection, both ways.
+    fn shut_all(&self) {
+        for c in self.conns().iter() {
+            let _ = c.client.shutdown(Shutdown::Both);
+            if let Some(u) = &c.upstream {
+                let _ = u.shutdown(Shutdown::Both);
+            }
+        }
+    }
 }
 
 /// A running proxy; dropping it stops accepting and shuts its connections.
@@ -211,18 +231,7 @@ impl Proxy {
     pub fn set_mode(&self, mode: Mode) -> Result<()> {
         self.inner.mode.store(mode.to_u8(), Ordering::SeqCst);
         if mode == Mode::Refuse {
-            for c in self
-                .inner
-                .conns
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-            {
-                let _ = c.client.shutdown(Shutdown::Both);
-                if let Some(u) = &c.upstream {
-                    let _ = u.shutdown(Shutdown::Both);
-                }
-            }
+            self.inner.shut_all();
         }
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.inner.applied.load(Ordering::SeqCst) != mode.to_u8() {
@@ -236,25 +245,17 @@ impl Proxy {
 
     /// Every request seen so far, in arrival order.
     pub fn requests(&self) -> Vec<Request> {
-        self.inner
-            .log
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.inner.log().clone()
     }
 
     /// A position in the request log, for [`Proxy::since`].
     pub fn mark(&self) -> usize {
-        self.inner
-            .log
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .len()
+        self.inner.log().len()
     }
 
     /// The requests after `mark`.
     pub fn since(&self, mark: usize) -> Vec<Request> {
-        let log = self.inner.log.lock().unwrap_or_else(|e| e.into_inner());
+        let log = self.inner.log();
         log[mark.min(log.len())..].to_vec()
     }
 }
@@ -262,18 +263,7 @@ impl Proxy {
 impl Drop for Proxy {
     fn drop(&mut self) {
         self.inner.stop.store(true, Ordering::SeqCst);
-        for c in self
-            .inner
-            .conns
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            let _ = c.client.shutdown(Shutdown::Both);
-            if let Some(u) = &c.upstream {
-                let _ = u.shutdown(Shutdown::Both);
-            }
-        }
+        self.inner.shut_all();
         if let Some(h) = self.accept.take() {
             let _ = h.join();
         }
@@ -341,15 +331,11 @@ fn handle(inner: Arc<Inner>, client: TcpStream) {
     let poisoned = Arc::new(AtomicBool::new(upstream.is_none()));
     if let Ok(c) = client.try_clone() {
         let u = upstream.as_ref().and_then(|u| u.try_clone().ok());
-        inner
-            .conns
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Conn {
-                id,
-                client: c,
-                upstream: u,
-            });
+        inner.conns().push(Conn {
+            id,
+            client: c,
+            upstream: u,
+        });
     }
     let s2c = upstream.as_ref().and_then(|u| {
         let (u, c) = (u.try_clone().ok()?, client.try_clone().ok()?);
@@ -363,11 +349,29 @@ fn handle(inner: Arc<Inner>, client: TcpStream) {
     if let Some(h) = s2c {
         let _ = h.join();
     }
-    inner
-        .conns
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .retain(|c| c.id != id);
+    inner.conns().retain(|c| c.id != id);
+}
+
+/// What a connection does with bytes it has just read, in either direction.
+enum Step {
+    Forward,
+    Drop,
+    Close,
+}
+
+/// `Refuse` closes; `Blackhole` swallows, never answers and never closes,
+/// and poisons the connection, which drops everything after (it lost
+/// bytes); `PassThrough` forwards.
+fn next_step(mode: Mode, poisoned: &AtomicBool) -> Step {
+    match mode {
+        Mode::Refuse => Step::Close,
+        Mode::Blackhole => {
+            poisoned.store(true, Ordering::SeqCst);
+            Step::Drop
+        }
+        Mode::PassThrough if poisoned.load(Ordering::SeqCst) => Step::Drop,
+        Mode::PassThrough => Step::Forward,
+    }
 }
 
 fn client_to_server(
@@ -391,7 +395,7 @@ fn client_to_server(
             std::thread::sleep(shape.round_trip);
         }
         if !seen.is_empty() {
-            let mut log = inner.log.lock().unwrap_or_else(|e| e.into_inner());
+            let mut log = inner.log();
             for (method, target) in seen {
                 log.push(Request {
                     method,
@@ -400,15 +404,10 @@ fn client_to_server(
                 });
             }
         }
-        match mode {
-            Mode::Refuse => break,
-            Mode::Blackhole => {
-                // Swallow, never answer, never close.
-                poisoned.store(true, Ordering::SeqCst);
-                continue;
-            }
-            Mode::PassThrough if poisoned.load(Ordering::SeqCst) => continue,
-            Mode::PassThrough => {}
+        match next_step(mode, poisoned) {
+            Step::Close => break,
+            Step::Drop => continue,
+            Step::Forward => {}
         }
         let Some(u) = upstream.as_mut() else { continue };
         pacer.pace(n);
@@ -440,14 +439,10 @@ fn server_to_client(
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        match inner.mode() {
-            Mode::Refuse => break,
-            Mode::Blackhole => {
-                poisoned.store(true, Ordering::SeqCst);
-                continue;
-            }
-            Mode::PassThrough if poisoned.load(Ordering::SeqCst) => continue,
-            Mode::PassThrough => {}
+        match next_step(inner.mode(), poisoned) {
+            Step::Close => break,
+            Step::Drop => continue,
+            Step::Forward => {}
         }
         pacer.pace(n);
         if client.write_all(&buf[..n]).is_err() {

@@ -1,6 +1,8 @@
 //! Installs what the tasks need on a fresh machine: PostgreSQL server
-//! binaries, the lz4 and zstd tools (interoperability checks). Idempotent:
-//! nothing is installed twice.
+//! binaries, the lz4 and zstd tools (interoperability checks) and the other
+//! Debian packages the scenarios use; the emulators through
+//! [`crate::infra::emulators::install`].
+//! Idempotent: nothing is installed twice.
 
 use std::path::Path;
 use std::process::Command;
@@ -38,21 +40,17 @@ pub fn apt(packages: &[&str]) -> Result<()> {
             .status()
             .is_ok_and(|s| s.success())
     };
-    if !ok(&["install", "-y", "-q", "--no-install-recommends"]
-        .iter()
-        .copied()
+    let install: Vec<&str> = ["install", "-y", "-q", "--no-install-recommends"]
+        .into_iter()
         .chain(packages.iter().copied())
-        .collect::<Vec<_>>())
-    {
+        .collect();
+    // The package lists may be stale or absent on a fresh machine: update
+    // them only when an install fails.
+    if !ok(&install) {
         if !ok(&["update", "-q"]) {
             bail!("apt-get update failed");
         }
-        if !ok(&["install", "-y", "-q", "--no-install-recommends"]
-            .iter()
-            .copied()
-            .chain(packages.iter().copied())
-            .collect::<Vec<_>>())
-        {
+        if !ok(&install) {
             bail!("apt-get install {} failed", packages.join(" "));
         }
     }
@@ -66,30 +64,24 @@ pub fn postgres() -> Result<()> {
     if pg::bindir().is_err() {
         missing.push("postgresql");
     }
-    if !have("psql") {
-        missing.push("postgresql-client");
-    }
-    if !have("lz4") {
-        missing.push("lz4");
-    }
-    if !have("zstd") {
-        missing.push("zstd");
-    }
     // Peak memory of a child (`/usr/bin/time -f %M`) in the memory tests.
-    if !std::path::Path::new("/usr/bin/time").is_file() {
+    if !Path::new("/usr/bin/time").is_file() {
         missing.push("time");
     }
-    // gpg checks walg's OpenPGP objects and makes foreign ones.
-    if !have("gpg") {
-        missing.push("gnupg");
-    }
-    // A file system without hard links for the create-if-absent test.
-    if !have("mkfs.vfat") {
-        missing.push("dosfstools");
-    }
-    // Mounts the vfat image where the kernel has no vfat driver.
-    if !have("fusefat") {
-        missing.push("fusefat");
+    for (command, package) in [
+        ("psql", "postgresql-client"),
+        ("lz4", "lz4"),
+        ("zstd", "zstd"),
+        // gpg checks walg's OpenPGP objects and makes foreign ones.
+        ("gpg", "gnupg"),
+        // A file system without hard links for the create-if-absent test.
+        ("mkfs.vfat", "dosfstools"),
+        // Mounts the vfat image where the kernel has no vfat driver.
+        ("fusefat", "fusefat"),
+    ] {
+        if !have(command) {
+            missing.push(package);
+        }
     }
     apt(&missing)?;
     pg::bindir()?;

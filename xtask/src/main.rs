@@ -1,24 +1,28 @@
 //! `cargo xtask`: walg's developer tasks.
 //!
 //! - `demo`: walg's main job on a local default, for a newcomer.
-//! - `test`: everything CI runs: unit and behaviour tests, the
-//!   downstream-tool example, and the end-to-end scenarios with a real
-//!   PostgreSQL and the storage emulators.
+//! - `test`: everything CI runs: the lint pass ([`lint`]: `cargo fmt
+//!   --check`, `cargo clippy -D warnings`) first, then unit and behaviour
+//!   tests, the downstream-tool example, and the end-to-end scenarios with a
+//!   real PostgreSQL and the storage emulators.
+//! - `lint`: only the lint pass.
 //! - `e2e [FILTER]`: only the end-to-end scenarios, or those whose name
 //!   contains FILTER (`cargo xtask e2e status_` runs the wal-status ones).
-//! - `setup`: installs what the tests need (Debian packages, emulators).
+//! - `setup`: installs what the tests need (rustfmt and clippy, Debian
+//!   packages, emulators).
 //! - `bench [verify|encryption]`: the benchmark reports.
 //! - `dist`: the release binary and a Debian package (`target/dist/`).
 //!
 //! The tree follows the tasks: [`infra`] is what they stand on (PostgreSQL
 //! clusters, emulators, the proxy, installation, packaging), [`e2e`] the
-//! scenarios and their shared fixture, [`bench`] the reports; this file
-//! only strings them together. Every task installs its
+//! scenarios and their shared fixture, [`bench`] the reports, [`lint`] the
+//! lint pass; this file only strings them together. Every task installs its
 //! own prerequisites, so a fresh machine needs no manual step.
 
 mod bench;
 mod e2e;
 mod infra;
+mod lint;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -67,7 +71,9 @@ fn build_walg(repo: &Path, release: bool) -> Result<PathBuf> {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: cargo xtask <demo|test|e2e [FILTER]|setup|bench [verify|encryption]|dist>");
+    eprintln!(
+        "usage: cargo xtask <demo|test|lint|e2e [FILTER]|setup|bench [verify|encryption]|dist>"
+    );
     std::process::exit(2)
 }
 
@@ -76,6 +82,7 @@ fn main() {
     let result = match args.first().map(String::as_str) {
         Some("demo") => demo(),
         Some("test") => test(&args[1..]),
+        Some("lint") => lint::run(&repo_root()),
         Some("e2e") => e2e(&args[1..]),
         Some("setup") => setup::all(&repo_root()),
         Some("bench") => bench::run(&args[1..]),
@@ -160,6 +167,8 @@ fn prepare(repo: &Path) -> Result<Arc<emulators::Emulators>> {
 
 fn test(args: &[String]) -> Result<()> {
     let repo = repo_root();
+    // Formatting and lints first: they fail in minutes, the rest in an hour.
+    lint::run(&repo)?;
     let emus = prepare(&repo)?;
     println!("emulators: {emus:?}");
     let status = cargo(&repo)

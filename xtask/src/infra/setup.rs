@@ -1,7 +1,7 @@
-//! Installs what the tasks need on a fresh machine: PostgreSQL server
-//! binaries, the lz4 and zstd tools (interoperability checks) and the other
-//! Debian packages the scenarios use; the emulators through
-//! [`crate::infra::emulators::install`].
+//! Installs what the tasks need on a fresh machine: the rustfmt and clippy
+//! components (the lint pass), PostgreSQL server binaries, the lz4 and zstd
+//! tools (interoperability checks) and the other Debian packages the
+//! scenarios use; the emulators through [`crate::infra::emulators::install`].
 //! Idempotent: nothing is installed twice.
 
 use std::path::Path;
@@ -88,8 +88,95 @@ pub fn postgres() -> Result<()> {
     pg::ensure_postgres_user()
 }
 
+/// rustfmt and clippy, which the lint pass of `cargo xtask test` runs:
+/// added with rustup when `rustup component list --installed` lacks them.
+/// Without rustup (a distribution's cargo) they must already be there.
+pub fn rust_components(repo: &Path) -> Result<()> {
+    let listed = Command::new("rustup")
+        .args(["component", "list", "--installed"])
+        .current_dir(repo)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    let Some(listed) = listed else {
+        for (sub, component) in [("fmt", "rustfmt"), ("clippy", "clippy")] {
+            let there = crate::cargo(repo)
+                .args([sub, "--version"])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if !there {
+                bail!(
+                    "`cargo {sub}` is missing and rustup is not available to add it: \
+                     install {component} (`rustup component add {component}`, or the \
+                     distribution's {component} package)"
+                );
+            }
+        }
+        return Ok(());
+    };
+    let missing = missing_components(&listed);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    println!("installing the Rust components {} ...", missing.join(" "));
+    let added = Command::new("rustup")
+        .args(["component", "add"])
+        .args(&missing)
+        .current_dir(repo)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !added {
+        bail!(
+            "rustup component add {} failed: the lint pass needs them",
+            missing.join(" ")
+        );
+    }
+    Ok(())
+}
+
+/// Which of rustfmt and clippy `rustup component list --installed` lacks
+/// (its lines look like `clippy-x86_64-unknown-linux-gnu`).
+fn missing_components(listed: &str) -> Vec<&'static str> {
+    ["rustfmt", "clippy"]
+        .into_iter()
+        .filter(|c| {
+            !listed
+                .lines()
+                .any(|l| l.trim() == *c || l.trim().starts_with(&format!("{c}-")))
+        })
+        .collect()
+}
+
 /// Everything the test suite needs.
 pub fn all(repo: &Path) -> Result<()> {
+    rust_components(repo)?;
     postgres()?;
     crate::infra::emulators::install(repo)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::missing_components;
+
+    fn check(listed: &str, expected: &[&str]) {
+        assert_eq!(missing_components(listed), expected, "{listed:?}");
+    }
+
+    #[test]
+    fn missing_components_reads_rustup_lines() {
+        let host = "x86_64-unknown-linux-gnu";
+        check(
+            &format!("cargo-{host}\nclippy-{host}\nrustc-{host}\nrustfmt-{host}\n"),
+            &[],
+        );
+        check(
+            &format!("cargo-{host}\nrustc-{host}\n"),
+            &["rustfmt", "clippy"],
+        );
+        check(&format!("cargo-{host}\nrustfmt-{host}\n"), &["clippy"]);
+        // A name that merely starts like a wanted one does not count.
+        check("clippyish\nrustfmt\n", &["clippy"]);
+        check("", &["rustfmt", "clippy"]);
+    }
 }

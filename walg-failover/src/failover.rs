@@ -58,6 +58,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use walg_core::store::error::{Cause, Explanation};
 use walg_core::store::DynStore;
 use walg_core::{Body, ByteStream, ErrorKind, ObjectMeta, PutOptions, Store, StoreError};
 
@@ -440,9 +441,14 @@ impl FailoverStore {
     /// lists; `write: true` also puts and deletes a `check_size` object.
     pub async fn check(&self, write: bool) -> Vec<(String, Result<(), StoreError>)> {
         self.ensure_loaded().await;
+        // The caller reports these results itself: a storage found down is
+        // said once, by the caller, not also as a warning here.
         let probes = (0..self.members.len()).map(|i| async move {
             let _guard = self.probing[i].lock().await;
-            (self.members[i].name.clone(), self.probe(i, write).await)
+            (
+                self.members[i].name.clone(),
+                self.probe(i, write, false).await,
+            )
         });
         let results = futures::future::join_all(probes).await;
         self.flush().await;
@@ -485,6 +491,18 @@ impl FailoverStore {
 
     /// Records an outcome and logs a status transition once.
     fn observe(&self, i: usize, kind: Observation, outcome: Result<(), &StoreError>) {
+        self.observe_and_tell(i, kind, outcome, true)
+    }
+
+    /// Records an outcome; a transition to down is a warning when `tell`,
+    /// else silent (the caller reports the failure itself).
+    fn observe_and_tell(
+        &self,
+        i: usize,
+        kind: Observation,
+        outcome: Result<(), &StoreError>,
+        tell: bool,
+    ) {
         let m = &self.members[i];
         let error = outcome.err().map(|e| format!("{}: {}", e.kind, e.message));
         let alive = error.is_none();
@@ -492,12 +510,14 @@ impl FailoverStore {
             .cache
             .record(&m.name, &m.fingerprint, kind, alive, error.as_deref())
         {
-            Transition::Down => tracing::warn!(
+            Transition::Down if tell => tracing::warn!(
                 storage = %m.name,
                 "storage {:?} is down ({}); walg uses the next alive storage until it recovers",
                 m.name,
                 error.as_deref().unwrap_or("failed")
             ),
+            // The caller says it, once.
+            Transition::Down => {}
             Transition::Up => {
                 tracing::info!(storage = %m.name, "storage {:?} is back up; walg prefers it again", m.name)
             }
@@ -525,8 +545,9 @@ impl FailoverStore {
         self.observe_result(i, result);
     }
 
-    /// One probe of member `i`, bounded by `check_timeout`, recorded.
-    async fn probe(&self, i: usize, write: bool) -> Result<(), StoreError> {
+    /// One probe of member `i`, bounded by `check_timeout`, recorded; `tell`
+    /// as in [`Self::observe_and_tell`].
+    async fn probe(&self, i: usize, write: bool, tell: bool) -> Result<(), StoreError> {
         let m = &self.members[i];
         let store = &m.store;
         let run = async {
@@ -547,18 +568,25 @@ impl FailoverStore {
         };
         let result = match tokio::time::timeout(self.config.check_timeout, run).await {
             Ok(r) => r,
-            Err(_) => Err(StoreError::new(
+            Err(_) => Err(StoreError::explained(
                 ErrorKind::Timeout,
                 "check",
                 m.name.clone(),
                 PROBE_PREFIX,
-                format!(
-                    "the storage check did not finish within {:?}; check the storage or raise the check timeout",
-                    self.config.check_timeout
-                ),
+                Explanation {
+                    cause: Cause::Timeout,
+                    location: String::new(),
+                    what: format!(
+                        "timed out after {:?}: the storage check (list, write, delete) did not finish",
+                        self.config.check_timeout
+                    ),
+                    fix: "check the storage, or raise WALG_FAILOVER_STORAGES_CHECK_TIMEOUT"
+                        .to_string(),
+                    detail: String::new(),
+                },
             )),
         };
-        self.observe(i, Observation::Checked, result.as_ref().map(|_| ()));
+        self.observe_and_tell(i, Observation::Checked, result.as_ref().map(|_| ()), tell);
         result
     }
 
@@ -591,7 +619,7 @@ impl FailoverStore {
             Verdict::Alive => return Readiness::Use,
             Verdict::Unknown => {}
         }
-        match self.probe(i, true).await {
+        match self.probe(i, true, true).await {
             Ok(()) => Readiness::Use,
             Err(e) => Readiness::ProbeFailed(e),
         }
@@ -736,9 +764,14 @@ impl FailoverStore {
             .last()
             .map(|(_, e)| e.kind)
             .unwrap_or(ErrorKind::Unavailable);
+        // Each storage's own cause and fix, once; the kind word only where
+        // the storage did not explain its failure.
         let detail = failures
             .iter()
-            .map(|(name, e)| format!("{name}: {}: {}", e.kind, e.message))
+            .map(|(name, e)| match &e.explanation {
+                Some(_) => format!("{name}: {}", e.message),
+                None => format!("{name}: {}: {}", e.kind, e.message),
+            })
             .collect::<Vec<_>>()
             .join("; ");
         StoreError::new(
@@ -746,9 +779,7 @@ impl FailoverStore {
             op,
             self.name.clone(),
             key,
-            format!(
-                "every storage failed ({detail}); check the storages' connectivity and credentials"
-            ),
+            format!("every storage failed: {detail}"),
         )
     }
 

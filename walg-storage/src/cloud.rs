@@ -21,6 +21,7 @@ use std::sync::Arc;
 use opendal::Operator;
 use walg_core::store::DynStore;
 
+use crate::cause::{redact, Backend, Identity, Site};
 use crate::guard::Guarded;
 use crate::opendal_store::{install_http_transport, OpendalStore, PutMode, UPLOAD_CHUNK};
 use crate::spec::{StorageError, StorageSpec};
@@ -80,39 +81,55 @@ fn secrets(spec: &StorageSpec) -> Vec<String> {
         .collect()
 }
 
+/// What messages may say about a cloud storage: `url` (credential-free),
+/// its bucket, endpoint, region and identity, and the secrets to mask.
+fn site(
+    spec: &StorageSpec,
+    backend: Backend,
+    url: &str,
+    bucket: &str,
+    endpoint: Option<String>,
+    identity: Identity,
+) -> Site {
+    let mut site = Site::new(backend, url, bucket);
+    site.endpoint = endpoint;
+    site.region = spec.settings.get("AWS_REGION").map(str::to_string);
+    site.identity = identity;
+    site.secrets = secrets(spec);
+    site
+}
+
 fn finish(
     spec: &StorageSpec,
     setting: &str,
-    url: String,
+    site: Site,
     op: Result<Operator, opendal::Error>,
     put_mode: PutMode,
     atomic: bool,
 ) -> Result<DynStore, StorageError> {
-    finish_with(spec, setting, url, op, put_mode, atomic, |s| s)
+    finish_with(spec, setting, site, op, put_mode, atomic, |s| s)
 }
 
 fn finish_with(
     spec: &StorageSpec,
     setting: &str,
-    url: String,
+    site: Site,
     op: Result<Operator, opendal::Error>,
     put_mode: PutMode,
     atomic: bool,
     adjust: impl FnOnce(OpendalStore) -> OpendalStore,
 ) -> Result<DynStore, StorageError> {
-    let secrets = secrets(spec);
+    let url = site.url.clone();
     let op = op.map_err(|e| {
         spec.config_error(
             setting,
             format!(
                 "cannot configure {url}: {}",
-                crate::opendal_store::redact(&e.to_string(), &secrets)
+                redact(&e.to_string(), &site.secrets)
             ),
         )
     })?;
-    let store = adjust(
-        OpendalStore::new(&spec.name, url.clone(), op, put_mode, atomic, secrets).checking_bucket(),
-    );
+    let store = adjust(OpendalStore::new(&spec.name, site, op, put_mode, atomic).checking_bucket());
     Ok(Guarded::wrap(
         Arc::new(store),
         url,
@@ -153,6 +170,20 @@ pub fn open_s3(spec: &StorageSpec) -> Result<DynStore, StorageError> {
     if !path_style {
         b = b.enable_virtual_host_style();
     }
+    let identity = match (s.get("AWS_ACCESS_KEY_ID"), s.get("AWS_SESSION_TOKEN")) {
+        (Some(id), None) => Identity::new(
+            format!("key id {id:?}"),
+            "fix AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+        ),
+        (Some(id), Some(_)) => Identity::new(
+            format!("key id {id:?} with a session token"),
+            "fix AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN",
+        ),
+        (None, _) => Identity::new(
+            "the host's AWS credentials (profile, web identity or instance role)",
+            "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or fix the host's AWS role",
+        ),
+    };
     match (s.get("AWS_ACCESS_KEY_ID"), s.get("AWS_SECRET_ACCESS_KEY")) {
         (Some(id), Some(secret)) => {
             b = b
@@ -200,11 +231,13 @@ pub fn open_s3(spec: &StorageSpec) -> Result<DynStore, StorageError> {
         }
     }
     let url = url_of("s3", bucket, &root);
+    let endpoint = endpoint.map(str::to_string);
+    let site = site(spec, Backend::S3, &url, bucket, endpoint, identity);
     // S3 (and moto, MinIO) honour If-None-Match on PUT.
     finish(
         spec,
         SETTING,
-        url,
+        site,
         Operator::new(b),
         PutMode::Chunked {
             chunk: UPLOAD_CHUNK,
@@ -244,6 +277,20 @@ pub fn open_gcs(spec: &StorageSpec) -> Result<DynStore, StorageError> {
         }
     }
     let url = url_of("gs", bucket, &root);
+    let identity = match (credentials, &endpoint) {
+        (Some(path), _) => Identity::new(
+            format!("the service account in {path}"),
+            "fix GOOGLE_APPLICATION_CREDENTIALS",
+        ),
+        (None, Some(_)) => {
+            Identity::new("anonymous requests", "set GOOGLE_APPLICATION_CREDENTIALS")
+        }
+        (None, None) => Identity::new(
+            "the VM's service account",
+            "set GOOGLE_APPLICATION_CREDENTIALS, or fix the VM's service account",
+        ),
+    };
+    let site = site(spec, Backend::Gcs, &url, bucket, endpoint.clone(), identity);
     // Streamed like every backend, so a 1 GiB segment never sits in memory.
     // A create-if-absent write (every wal-push) is a resumable upload with
     // ifGenerationMatch=0 in 8 MiB pieces; a plain overwrite is one request
@@ -256,7 +303,7 @@ pub fn open_gcs(spec: &StorageSpec) -> Result<DynStore, StorageError> {
     finish_with(
         spec,
         SETTING,
-        url,
+        site,
         Operator::new(b),
         // 8 MiB, opendal's resumable piece: a larger chunk would sit in
         // its pending queue next to the piece being sent (peak RSS of a
@@ -279,6 +326,9 @@ pub fn open_azure(spec: &StorageSpec) -> Result<DynStore, StorageError> {
     let (container, root) = split_location(spec, SETTING, "container")?;
     let s = &spec.settings;
     let account = s.get("AZURE_STORAGE_ACCOUNT");
+    let configured = s
+        .get("WALG_AZ_ENDPOINT")
+        .map(|ep| ep.trim_end_matches('/').to_string());
     let endpoint = match (s.get("WALG_AZ_ENDPOINT"), account) {
         (Some(ep), _) => ep.trim_end_matches('/').to_string(),
         (None, Some(acc)) => format!("https://{acc}.blob.core.windows.net"),
@@ -296,6 +346,20 @@ pub fn open_azure(spec: &StorageSpec) -> Result<DynStore, StorageError> {
     if let Some(acc) = account {
         b = b.account_name(acc);
     }
+    let identity = match (
+        s.get("AZURE_STORAGE_ACCESS_KEY"),
+        s.get("AZURE_STORAGE_SAS_TOKEN"),
+    ) {
+        (Some(_), _) => Identity::new(
+            format!("the account key of {:?}", account.unwrap_or("")),
+            "fix AZURE_STORAGE_ACCESS_KEY (and AZURE_STORAGE_ACCOUNT)",
+        ),
+        (None, Some(_)) => Identity::new("the SAS token", "renew AZURE_STORAGE_SAS_TOKEN"),
+        (None, None) => Identity::new(
+            "anonymous requests",
+            "set AZURE_STORAGE_ACCESS_KEY or AZURE_STORAGE_SAS_TOKEN",
+        ),
+    };
     match (
         s.get("AZURE_STORAGE_ACCESS_KEY"),
         s.get("AZURE_STORAGE_SAS_TOKEN"),
@@ -313,10 +377,11 @@ pub fn open_azure(spec: &StorageSpec) -> Result<DynStore, StorageError> {
         (None, None) => {}
     }
     let url = url_of("azure", container, &root);
+    let site = site(spec, Backend::Azure, &url, container, configured, identity);
     finish(
         spec,
         SETTING,
-        url,
+        site,
         Operator::new(b),
         PutMode::Chunked {
             chunk: UPLOAD_CHUNK,

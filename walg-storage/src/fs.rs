@@ -39,6 +39,7 @@ use futures::StreamExt;
 use walg_core::store::error::{ErrorKind, StoreError};
 use walg_core::store::{Body, ByteStream, ObjectMeta, PutOptions, Store};
 
+use crate::cause::{Backend, Site};
 use crate::opendal_store::{OpendalStore, PutMode, UPLOAD_CHUNK};
 use crate::spec::{StorageError, StorageSpec};
 
@@ -89,10 +90,11 @@ impl FileStore {
         // is down (a vanished mount, a path through a regular file), not a
         // malformed setting: a failover storage can take over.
         std::fs::create_dir_all(&root).map_err(|e| {
-            spec.unavailable(format!(
-                "{SETTING}: cannot create directory {}: {e}",
-                root.display()
-            ))
+            let site = Site::new(Backend::File, format!("file://{location}"), location);
+            spec.unavailable(match site.explain_io("create directory", &root, &e) {
+                Some(x) => format!("{}; {}", x.what, x.fix),
+                None => format!("{SETTING}: cannot create directory {}: {e}", root.display()),
+            })
         })?;
         let root = root.canonicalize().map_err(|e| {
             spec.unavailable(format!(
@@ -115,13 +117,12 @@ impl FileStore {
         // side is a regular opendal store.
         let inner = OpendalStore::new(
             &spec.name,
-            url,
+            Site::new(Backend::File, url, root_str),
             op,
             PutMode::Chunked {
                 chunk: UPLOAD_CHUNK,
             },
             true,
-            Vec::new(),
         );
         Ok(FileStore {
             root,
@@ -186,9 +187,17 @@ impl FileStore {
         path: &Path,
         err: &std::io::Error,
     ) -> StoreError {
-        let mut e = StoreError::from_io(op, self.name(), key, err);
-        e.message = format!("{what} {}: {err}", path.display());
-        e
+        let kind = StoreError::from_io(op, self.name(), key, err).kind;
+        match self.inner.site().explain_io(what, path, err) {
+            Some(x) => StoreError::explained(kind, op, self.name(), key, x),
+            None => StoreError::new(
+                kind,
+                op,
+                self.name(),
+                key,
+                format!("{what} {}: {err}", path.display()),
+            ),
+        }
     }
 
     async fn write_and_publish(

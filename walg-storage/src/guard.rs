@@ -11,6 +11,11 @@
 //! answers therefore fails a put after about `timeout * (retries + 1)` plus
 //! the backoff.
 //!
+//! Logging: one debug line per call that failed or needed retries, with the
+//! backend's whole answer ([`Explanation::detail`]: URI, headers, provider
+//! message); never one line per attempt. The error itself says the cause in
+//! one line, with the number of attempts.
+//!
 //! What this module does not do: retry a download mid-stream (the caller has
 //! consumed part of it), or fail over to another storage (`walg-failover`).
 
@@ -23,7 +28,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::StreamExt;
 use tokio::time::Instant;
-use walg_core::store::error::{ErrorKind, StoreError};
+use walg_core::store::error::{Cause, ErrorKind, Explanation, StoreError};
 use walg_core::store::{Body, ByteStream, DynStore, ObjectMeta, PutOptions, Store};
 
 /// First backoff; doubled on each retry, capped at [`MAX_BACKOFF`].
@@ -88,16 +93,19 @@ impl Guarded {
     }
 
     fn timeout_error(&self, op: &'static str, key: &str, what: &str) -> StoreError {
-        StoreError::new(
+        let after = fmt_duration(self.timeout);
+        StoreError::explained(
             ErrorKind::Timeout,
             op,
             self.inner.name(),
             key,
-            format!(
-                "{} timed out after {} ({what})",
-                self.label,
-                fmt_duration(self.timeout)
-            ),
+            Explanation {
+                cause: Cause::Timeout,
+                location: self.label.clone(),
+                what: format!("timed out after {after}: {what}"),
+                fix: "check that the storage answers, or raise WALG_STORAGE_TIMEOUT".to_string(),
+                detail: format!("{op} {key:?} on {}: {what} within {after}", self.label),
+            },
         )
     }
 
@@ -114,18 +122,28 @@ impl Guarded {
         Fut: Future<Output = Result<T, StoreError>>,
     {
         let mut attempt = 0;
+        // The first failure of a call that later succeeds, for its one log line.
+        let mut first: Option<String> = None;
         loop {
             match call().await {
-                Ok(v) => return Ok(v),
+                Ok(v) => {
+                    if let Some(first) = first {
+                        tracing::debug!(storage = %self.inner.name(), op, key, attempts = attempt + 1, "storage call succeeded after retries; first failure: {first}");
+                    }
+                    return Ok(v);
+                }
                 Err(e) if e.is_transient() && attempt < self.retries => {
-                    tracing::debug!(storage = %self.inner.name(), op, key, attempt, error = %e, "retrying storage call");
+                    tracing::trace!(storage = %self.inner.name(), op, key, attempt, error = %e, "retrying storage call");
+                    first.get_or_insert_with(|| detail(&e));
                     tokio::time::sleep(backoff(attempt)).await;
                     attempt += 1;
                 }
                 Err(mut e) => {
                     if attempt > 0 {
-                        e.message =
-                            format!("{} (gave up after {} attempts)", e.message, attempt + 1);
+                        e.add_note(&format!("{} attempts", attempt + 1));
+                    }
+                    if e.kind.is_storage_failure() {
+                        tracing::debug!(storage = %self.inner.name(), op, key, attempts = attempt + 1, "storage call failed: {}", detail(&e));
                     }
                     return Err(e);
                 }
@@ -176,6 +194,15 @@ impl Guarded {
             r = upload => r,
             () = watchdog => Err(self.timeout_error("put", key, "upload made no progress")),
         }
+    }
+}
+
+/// The backend's whole answer for a debug line: the explanation's detail,
+/// else the message.
+fn detail(e: &StoreError) -> String {
+    match &e.explanation {
+        Some(x) if !x.detail.is_empty() => x.detail.clone(),
+        _ => e.to_string(),
     }
 }
 

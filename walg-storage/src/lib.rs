@@ -43,6 +43,8 @@
 //! (the CLI builds the `StorageSpec`), or fail over between storages
 //! (`walg-failover`).
 
+#[cfg(any(feature = "fs", feature = "s3", feature = "gcs", feature = "azure"))]
+mod cause;
 pub mod clean;
 #[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
 pub mod cloud;

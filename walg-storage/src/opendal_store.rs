@@ -8,8 +8,9 @@
 //! through.
 //!
 //! What this module does not do: timeouts and retries (see [`crate::guard`]),
-//! reading settings (see the backend modules), or durability of local files
-//! (see [`crate::fs`]). No opendal type leaves this crate.
+//! reading settings (see the backend modules), durability of local files
+//! (see [`crate::fs`]), or wording a failure for the reader (see
+//! [`crate::cause`]). No opendal type leaves this crate.
 
 // Each backend feature uses part of this module.
 #![cfg_attr(
@@ -19,6 +20,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -26,6 +28,8 @@ use futures::{StreamExt, TryStreamExt};
 use opendal::Operator;
 use walg_core::store::error::{ErrorKind, StoreError};
 use walg_core::store::{Body, ByteStream, ListPages, ObjectMeta, PutOptions, Store, LIST_PAGE};
+
+use crate::cause::{with_causes, Answer, Site};
 
 /// Installs opendal's HTTP transport once per process; without it every
 /// HTTP call fails with "default HTTP transport is not installed".
@@ -67,15 +71,14 @@ pub(crate) const UPLOAD_CHUNK: usize = 16 * 1024 * 1024;
 /// A store backed by an opendal operator.
 pub(crate) struct OpendalStore {
     name: String,
-    /// Credential-free description (`s3://bucket/path`) for messages.
-    url: String,
+    /// What messages may say about this storage (its credential-free URL,
+    /// settings, identity) and the secrets they must not.
+    site: Arc<Site>,
     op: Operator,
     put_mode: PutMode,
     /// The service refuses a create-if-absent write atomically. When false,
     /// `put` with `if_not_exists` checks with `stat` first.
     atomic_if_not_exists: bool,
-    /// Values that must never appear in a message (keys, tokens).
-    secrets: Vec<String>,
     /// Whether a NotFound needs a check that the bucket exists before it is
     /// believed. Some services (fake-gcs-server) answer a missing bucket
     /// with the same bare 404 as a missing object.
@@ -95,7 +98,7 @@ impl fmt::Debug for OpendalStore {
         // what identifies the storage.
         f.debug_struct("OpendalStore")
             .field("name", &self.name)
-            .field("url", &self.url)
+            .field("url", &self.site.url)
             .field("put_mode", &self.put_mode)
             .field("atomic_if_not_exists", &self.atomic_if_not_exists)
             .finish_non_exhaustive()
@@ -105,19 +108,18 @@ impl fmt::Debug for OpendalStore {
 impl OpendalStore {
     pub(crate) fn new(
         name: impl Into<String>,
-        url: impl Into<String>,
+        mut site: Site,
         op: Operator,
         put_mode: PutMode,
         atomic_if_not_exists: bool,
-        secrets: Vec<String>,
     ) -> Self {
+        site.secrets.retain(|s| !s.is_empty());
         OpendalStore {
             name: name.into(),
-            url: url.into(),
+            site: Arc::new(site),
             op,
             put_mode,
             atomic_if_not_exists,
-            secrets: secrets.into_iter().filter(|s| !s.is_empty()).collect(),
             check_bucket: false,
             bucket_ok: AtomicBool::new(false),
             send_if_not_exists: false,
@@ -152,26 +154,43 @@ impl OpendalStore {
                 self.bucket_ok.store(true, Ordering::Relaxed);
                 err
             }
-            Err(e) => {
-                let mut e = self.error(err.op, &err.key, &e);
-                if e.kind == ErrorKind::NotFound {
-                    e.kind = ErrorKind::Config;
-                    e.message = format!(
-                        "{}: the bucket or container does not exist ({})",
-                        self.url, e.message
-                    );
-                }
-                e
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => {
+                self.bucket_missing(err.op, &err.key, Some(&e))
             }
+            Err(e) => self.error(err.op, &err.key, &e),
         }
     }
 
+    /// A configuration error: the bucket or container does not exist.
+    fn bucket_missing(
+        &self,
+        op: &'static str,
+        key: &str,
+        err: Option<&opendal::Error>,
+    ) -> StoreError {
+        let answer = err.map(Answer::of);
+        let detail = err
+            .map(|e| self.site.redact(&with_causes(e)))
+            .unwrap_or_default();
+        StoreError::explained(
+            ErrorKind::Config,
+            op,
+            &self.name,
+            key,
+            self.site.bucket_missing(answer.as_ref(), detail),
+        )
+    }
+
     pub(crate) fn url(&self) -> &str {
-        &self.url
+        &self.site.url
+    }
+
+    pub(crate) fn site(&self) -> &Site {
+        &self.site
     }
 
     pub(crate) fn error(&self, op: &'static str, key: &str, err: &opendal::Error) -> StoreError {
-        map_error(op, &self.name, &self.url, key, err, &self.secrets)
+        map_error(op, &self.name, &self.site, key, err)
     }
 
     async fn put_chunked(
@@ -238,7 +257,7 @@ impl Store for OpendalStore {
                         "put",
                         &self.name,
                         key,
-                        format!("object already exists in {}", self.url),
+                        format!("object already exists in {}", self.site.url),
                     ))
                 }
                 Err(e) if e.is_not_found() => {}
@@ -254,10 +273,8 @@ impl Store for OpendalStore {
                 Ok(())
             }
             // Writing an object cannot miss the object: the bucket is gone.
-            Err(mut e) if e.kind == ErrorKind::NotFound && self.check_bucket => {
-                e.kind = ErrorKind::Config;
-                e.message = format!("{} (the bucket or container does not exist)", e.message);
-                Err(e)
+            Err(e) if e.kind == ErrorKind::NotFound && self.check_bucket => {
+                Err(self.bucket_missing("put", key, None))
             }
             Err(e) => Err(e),
         }
@@ -356,8 +373,7 @@ impl OpendalStore {
             .await
             .map_err(|e| self.error("get", key, &e))?;
         let name = self.name.clone();
-        let url = self.url.clone();
-        let secrets = self.secrets.clone();
+        let site = self.site.clone();
         let owned_key = key.to_string();
         let mut stream = stream
             .map(move |item| match item {
@@ -365,7 +381,7 @@ impl OpendalStore {
                     buf,
                     Ok::<Bytes, StoreError>,
                 ))),
-                Err(e) => Err(map_error("get", &name, &url, &owned_key, &e, &secrets)),
+                Err(e) => Err(map_error("get", &name, &site, &owned_key, &e)),
             })
             .try_flatten()
             .boxed();
@@ -392,7 +408,7 @@ impl OpendalStore {
                 "stat",
                 &self.name,
                 key,
-                format!("{key} is a directory in {}, not an object", self.url),
+                format!("{key} is a directory in {}, not an object", self.site.url),
             ));
         }
         Ok(ObjectMeta {
@@ -431,12 +447,10 @@ impl OpendalStore {
     }
 
     fn list_error(&self, prefix: &str, err: &opendal::Error) -> StoreError {
-        let mut e = self.error("list", prefix, err);
-        if e.kind == ErrorKind::NotFound {
-            e.kind = ErrorKind::Config;
-            e.message = format!("{} (the bucket or container does not exist)", e.message);
+        if err.kind() == opendal::ErrorKind::NotFound {
+            return self.bucket_missing("list", prefix, Some(err));
         }
-        e
+        self.error("list", prefix, err)
     }
 
     async fn delete_inner(&self, key: &str) -> Result<(), StoreError> {
@@ -448,47 +462,28 @@ impl OpendalStore {
     }
 }
 
-/// Maps an opendal error onto walg's kinds and a credential-free message.
+/// Maps an opendal error onto walg's kinds, with an explanation of every
+/// failure (see [`crate::cause`]) and a credential-free message.
 pub(crate) fn map_error(
     op: &'static str,
     store: &str,
-    url: &str,
+    site: &Site,
     key: &str,
     err: &opendal::Error,
-    secrets: &[String],
 ) -> StoreError {
-    let text = redact(&with_causes(err), secrets);
-    let kind = classify(err, &text);
-    let hint = match kind {
-        ErrorKind::Config => {
-            " (check that the bucket or container exists and the prefix setting is right)"
+    let detail = site.redact(&with_causes(err));
+    let kind = classify(err, &detail);
+    match site.explain(op, kind, err) {
+        Some(x) => StoreError::explained(kind, op, store, key, x),
+        // Answers, not failures: a short message, no context.
+        None => {
+            let answer = match kind {
+                ErrorKind::Conflict => "the object already exists",
+                _ => "no such object",
+            };
+            StoreError::new(kind, op, store, key, format!("{}: {answer}", site.url))
         }
-        ErrorKind::PermissionDenied => " (check the credentials and their permissions)",
-        ErrorKind::Unavailable if text.contains("certificate") => {
-            " (TLS: the server's certificate is not trusted here; for a private CA set SSL_CERT_FILE to its PEM file; it will be retried)"
-        }
-        ErrorKind::Unavailable => " (the storage may be down or unreachable; it will be retried)",
-        _ => "",
-    };
-    StoreError::new(kind, op, store, key, format!("{url}: {text}{hint}"))
-}
-
-/// opendal's message with the causes below it: the HTTP client says "error
-/// sending request" and keeps the reason (a refused connection, a
-/// certificate the system does not trust) in its sources.
-fn with_causes(err: &opendal::Error) -> String {
-    let mut text = err.to_string();
-    let mut cause = std::error::Error::source(err);
-    for _ in 0..8 {
-        let Some(e) = cause else { break };
-        let s = e.to_string();
-        if !text.contains(&s) {
-            text.push_str(": ");
-            text.push_str(&s);
-        }
-        cause = e.source();
     }
-    text
 }
 
 fn classify(err: &opendal::Error, text: &str) -> ErrorKind {
@@ -527,38 +522,22 @@ fn classify(err: &opendal::Error, text: &str) -> ErrorKind {
     }
 }
 
-/// Removes secret values and URL signatures (Azure SAS `sig=`) from a message.
-pub(crate) fn redact(text: &str, secrets: &[String]) -> String {
-    let mut out = text.to_string();
-    for s in secrets {
-        if s.len() >= 4 {
-            out = out.replace(s.as_str(), "***");
-        }
-    }
-    // SAS tokens travel in URLs, which opendal puts into error contexts.
-    let mut result = String::with_capacity(out.len());
-    let mut rest = out.as_str();
-    while let Some(i) = rest.find("sig=") {
-        result.push_str(&rest[..i + 4]);
-        result.push_str("***");
-        rest = &rest[i + 4..];
-        let end = rest.find(['&', ' ', ',', '"', ')']).unwrap_or(rest.len());
-        rest = &rest[end..];
-    }
-    result.push_str(rest);
-    result
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cause::Backend;
+    use walg_core::store::error::Cause;
+
+    fn site() -> Site {
+        Site::new(Backend::S3, "s3://b/p", "b")
+    }
 
     fn check(kind: opendal::ErrorKind, msg: &str, temporary: bool, expected: ErrorKind) {
         let mut e = opendal::Error::new(kind, msg);
         if temporary {
             e = e.set_temporary();
         }
-        let got = map_error("put", "default", "s3://b/p", "k", &e, &[]);
+        let got = map_error("put", "default", &site(), "k", &e);
         assert_eq!(got.kind, expected, "{kind:?} {msg:?} -> {got}");
     }
 
@@ -623,28 +602,14 @@ mod tests {
         let e = opendal::Error::new(opendal::ErrorKind::Unexpected, "send http request")
             .set_source(Wrapper(inner))
             .set_temporary();
-        let got = map_error("get", "default", "s3://b/p", "k", &e, &[]);
+        let got = map_error("get", "default", &site(), "k", &e);
         assert_eq!(got.kind, ErrorKind::Unavailable);
+        assert_eq!(got.cause(), Some(Cause::TlsUntrusted), "{got}");
+        assert!(got.message.contains("SSL_CERT_FILE"), "{}", got.message);
+        let detail = &got.explanation.as_ref().expect("explained").detail;
         assert!(
-            got.message
-                .contains("invalid peer certificate: UnknownIssuer")
-                && got.message.contains("SSL_CERT_FILE"),
-            "{}",
-            got.message
+            detail.contains("invalid peer certificate: UnknownIssuer"),
+            "{detail}"
         );
-    }
-
-    #[test]
-    fn redacts_secrets_and_signatures() {
-        let secrets = vec!["s3cr3tvalue".to_string()];
-        let text = redact(
-            "url: https://a/b?sv=1&sig=abc%2Fdef&se=2 key s3cr3tvalue",
-            &secrets,
-        );
-        assert!(
-            !text.contains("abc%2Fdef") && !text.contains("s3cr3tvalue"),
-            "{text}"
-        );
-        assert!(text.contains("sig=***&se=2"), "{text}");
     }
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use walg_core::store::error::ErrorKind;
+use walg_core::store::error::{Cause, ErrorKind, StoreError};
 use walg_core::store::{read_all, Body, ByteStream, DynStore, PutOptions};
 use walg_storage::{Registry, StorageSpec};
 
@@ -499,48 +499,73 @@ async fn hanging_endpoint_times_out() {
         matches!(err.kind, ErrorKind::Timeout | ErrorKind::Unavailable),
         "{err}"
     );
-    let text = err.to_string();
-    assert!(
-        text.contains("s3-test") && text.contains("s3://hang-bucket/p") && text.contains("2s"),
-        "{text}"
+    check_line(
+        &err,
+        Cause::Timeout,
+        &[
+            "storage \"s3-test\" (s3://hang-bucket/p): timed out after 2s",
+            "2 attempts",
+            "WALG_STORAGE_TIMEOUT",
+        ],
     );
     // The same bound holds for the other calls.
     let err = store.stat("x").await.expect_err("stat on a silent storage");
     assert_eq!(err.kind, ErrorKind::Timeout, "{err}");
+    check_line(&err, Cause::Timeout, &["no answer", "WALG_STORAGE_TIMEOUT"]);
 }
 
 /// A missing bucket is a configuration error, never "object not found"
-/// (which failover would take as a healthy answer).
+/// (which failover would take as a healthy answer), and every call says so
+/// first: `the bucket "walg-no-such-bucket" does not exist at http://...;
+/// create it or fix WALG_S3_PREFIX`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_bucket_is_a_config_error() {
     let mut stores = Vec::new();
     if let Some(ep) = endpoint("WALG_TEST_S3_ENDPOINT") {
-        stores.push(open(&s3_spec(&ep, "walg-no-such-bucket", "p")));
+        let words = [
+            "the bucket \"walg-no-such-bucket\" does not exist at http://",
+            "create it or fix WALG_S3_PREFIX",
+        ];
+        stores.push((open(&s3_spec(&ep, "walg-no-such-bucket", "p")), words));
     }
     if let Some(ep) = endpoint("WALG_TEST_GS_ENDPOINT") {
-        stores.push(open(&gs_spec(&ep, "walg-no-such-bucket", "p")));
+        let words = [
+            "the bucket \"walg-no-such-bucket\" does not exist at http://",
+            "create it or fix WALG_GS_PREFIX",
+        ];
+        stores.push((open(&gs_spec(&ep, "walg-no-such-bucket", "p")), words));
     }
     if let Some(ep) = endpoint("WALG_TEST_AZ_ENDPOINT") {
-        stores.push(open(&az_spec(
-            &ep,
-            "walg-no-such-container",
-            "p",
-            &env_or("WALG_TEST_AZ_KEY", AZURITE_KEY),
-        )));
+        let words = [
+            "the container \"walg-no-such-container\" does not exist at http://",
+            "create it or fix WALG_AZ_PREFIX",
+        ];
+        stores.push((
+            open(&az_spec(
+                &ep,
+                "walg-no-such-container",
+                "p",
+                &env_or("WALG_TEST_AZ_KEY", AZURITE_KEY),
+            )),
+            words,
+        ));
     }
-    for store in stores {
+    for (store, words) in stores {
         let err = store
             .put("k", &Bytes::from_static(b"v"), PutOptions::default())
             .await
             .expect_err("put");
         assert_eq!(err.kind, ErrorKind::Config, "{}: put: {err}", store.name());
+        check_line(&err, Cause::BucketMissing, &words);
         let err = store.get("k").await.err().expect("get");
         assert_eq!(err.kind, ErrorKind::Config, "{}: get: {err}", store.name());
-        assert!(err.to_string().contains("walg-no-such-"), "{err}");
+        check_line(&err, Cause::BucketMissing, &words);
         let err = store.stat("k").await.expect_err("stat");
         assert_eq!(err.kind, ErrorKind::Config, "{}: stat: {err}", store.name());
+        check_line(&err, Cause::BucketMissing, &words);
         let err = store.list("").await.expect_err("list");
         assert_eq!(err.kind, ErrorKind::Config, "{}: list: {err}", store.name());
+        check_line(&err, Cause::BucketMissing, &words);
     }
 }
 
@@ -560,6 +585,185 @@ async fn wrong_azure_key_is_permission_denied() {
         .await
         .expect_err("put with a wrong key");
     assert_eq!(err.kind, ErrorKind::PermissionDenied, "{err}");
+    check_line(
+        &err,
+        Cause::CredentialsRejected,
+        &[
+            "rejected the credentials (the account key of \"devstoreaccount1\")",
+            "fix AZURE_STORAGE_ACCESS_KEY",
+        ],
+    );
     let text = format!("{err} {err:?} {store:?}");
     assert!(!text.contains(wrong), "the key leaked: {text}");
+}
+
+// ---- failures as a DBA reads them ---------------------------------------------
+
+/// The longest line a failure may log.
+const BOUND: usize = 250;
+
+/// The error's one line (what the CLI logs) names the cause and `words`,
+/// is short, and holds none of opendal's context.
+fn check_line(err: &StoreError, cause: Cause, words: &[&str]) {
+    let line = err.to_string();
+    assert_eq!(err.cause(), Some(cause), "{line}");
+    for w in words {
+        assert!(line.contains(w), "{w:?} is not in {line:?}");
+    }
+    assert!(line.len() < BOUND, "{} characters: {line}", line.len());
+    assert!(
+        !line.contains("context: {") && !line.contains('\n'),
+        "{line}"
+    );
+}
+
+/// Each backend with its endpoint replaced by `endpoint`, and the setting
+/// that names it.
+fn every_backend_at(endpoint: &str) -> Vec<(DynStore, &'static str)> {
+    let mut s3 = s3_spec(endpoint, "walg-test", "p");
+    let mut gs = gs_spec(endpoint, "walg-test", "p");
+    let mut az = az_spec(
+        &format!("{endpoint}/devstoreaccount1"),
+        "walg-test",
+        "p",
+        AZURITE_KEY,
+    );
+    for spec in [&mut s3, &mut gs, &mut az] {
+        spec.retries = 0;
+        spec.timeout = Duration::from_secs(10);
+    }
+    vec![
+        (open(&s3), "AWS_ENDPOINT"),
+        (open(&gs), "WALG_GS_ENDPOINT"),
+        (open(&az), "WALG_AZ_ENDPOINT"),
+    ]
+}
+
+/// A port on 127.0.0.1 where nothing listens: every backend says the
+/// connection was refused and names its endpoint setting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connection_names_the_endpoint() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    for (store, setting) in every_backend_at(&format!("http://127.0.0.1:{port}")) {
+        let err = store.get("wal_005/x").await.err().expect("get");
+        assert_eq!(err.kind, ErrorKind::Unavailable, "{err}");
+        let refused = format!("127.0.0.1:{port} was refused");
+        check_line(&err, Cause::ConnectionRefused, &[&refused, setting]);
+    }
+}
+
+/// `https://` against each emulator's plain-HTTP port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_a_plain_http_emulator_says_so() {
+    let mut stores = Vec::new();
+    if let Some(ep) = endpoint("WALG_TEST_S3_ENDPOINT") {
+        let ep = ep.replace("http://", "https://");
+        stores.push((open(&s3_spec(&ep, "walg-test", "p")), "AWS_ENDPOINT"));
+    }
+    if let Some(ep) = endpoint("WALG_TEST_GS_ENDPOINT") {
+        let ep = ep.replace("http://", "https://");
+        stores.push((open(&gs_spec(&ep, "walg-test", "p")), "WALG_GS_ENDPOINT"));
+    }
+    if let Some(ep) = endpoint("WALG_TEST_AZ_ENDPOINT") {
+        let ep = ep.replace("http://", "https://");
+        let key = env_or("WALG_TEST_AZ_KEY", AZURITE_KEY);
+        stores.push((
+            open(&az_spec(&ep, "walg-test", "p", &key)),
+            "WALG_AZ_ENDPOINT",
+        ));
+    }
+    for (store, setting) in stores {
+        let err = store.stat("wal_005/x").await.expect_err("stat over TLS");
+        let fix = format!("write http:// in {setting}");
+        check_line(
+            &err,
+            Cause::TlsToPlainHttp,
+            &["speaks plain HTTP, not TLS", &fix],
+        );
+    }
+}
+
+/// A full local file system: the write fails naming the directory and
+/// WALG_FILE_PREFIX, and a read-only one says it is read-only. Needs a
+/// small tmpfs (root: `mount -t tmpfs -o size=1m`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_and_read_only_local_disks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mnt = dir.path().join("small");
+    std::fs::create_dir(&mnt).expect("mkdir");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!(
+                "cannot mount a 1 MiB tmpfs at {} (needs root) under CI=true",
+                mnt.display()
+            );
+        }
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    }
+    struct Unmount<'a>(&'a std::path::Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(&mnt);
+    let archive = mnt.join("archive");
+    let store = open(&StorageSpec::new(
+        "default",
+        "file",
+        archive.to_string_lossy(),
+    ));
+    let err = store
+        .put(
+            "wal_005/000000010000000000000001",
+            &Pattern {
+                len: 2 * MIB,
+                seed: 5,
+            },
+            PutOptions {
+                if_not_exists: true,
+            },
+        )
+        .await
+        .expect_err("2 MiB into 1 MiB");
+    let archive_shown = archive.display().to_string();
+    check_line(
+        &err,
+        Cause::DiskFull,
+        &[
+            "no space left on the file system of",
+            &archive_shown,
+            "WALG_FILE_PREFIX",
+        ],
+    );
+    assert!(err.kind.is_storage_failure(), "{err}");
+
+    let remounted = std::process::Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(&mnt)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(remounted, "remount {} read-only", mnt.display());
+    let err = store
+        .put(
+            "wal_005/000000010000000000000002",
+            &Bytes::from_static(b"v"),
+            PutOptions::default(),
+        )
+        .await
+        .expect_err("a write to a read-only file system");
+    check_line(
+        &err,
+        Cause::LocalPermission,
+        &["is read-only", "WALG_FILE_PREFIX"],
+    );
 }

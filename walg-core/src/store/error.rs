@@ -163,7 +163,8 @@ impl fmt::Display for Cause {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Explanation {
     pub cause: Cause,
-    /// The storage, without credentials (`s3://bucket/path`).
+    /// The storage, without credentials (`s3://bucket/path`); empty when
+    /// the layer that explains does not know it.
     pub location: String,
     /// What happened: a short lowercase phrase that names the thing that
     /// failed (`the bucket "nobucket" does not exist at http://...`).
@@ -197,6 +198,9 @@ impl fmt::Display for StoreError {
             // Cause first: the storage, then what happened and the fix. The
             // operation and key seldom matter to the fix (a missing bucket
             // fails every key) and the explanation names them when they do.
+            Some(x) if x.location.is_empty() => {
+                write!(f, "storage {:?}: {}", self.store, self.message)
+            }
             Some(x) => write!(
                 f,
                 "storage {:?} ({}): {}",
@@ -295,5 +299,57 @@ impl StoreError {
             _ => ErrorKind::Other,
         };
         StoreError::new(kind, op, store, key, err.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn explained() -> StoreError {
+        StoreError::explained(
+            ErrorKind::Config,
+            "get",
+            "default",
+            "walg_archive_identity.json",
+            Explanation {
+                cause: Cause::BucketMissing,
+                location: "s3://nobucket/pg".to_string(),
+                what: "the bucket \"nobucket\" does not exist at http://127.0.0.1:9000".to_string(),
+                fix: "create it or fix WALG_S3_PREFIX".to_string(),
+                detail: "ConfigInvalid (permanent) at read, context: { uri: ... }".to_string(),
+            },
+        )
+    }
+
+    #[test]
+    fn an_explained_error_says_the_cause_first_in_one_line() {
+        let e = explained();
+        assert_eq!(
+            e.to_string(),
+            "storage \"default\" (s3://nobucket/pg): the bucket \"nobucket\" does not exist at \
+             http://127.0.0.1:9000; create it or fix WALG_S3_PREFIX"
+        );
+        assert_eq!(e.cause(), Some(Cause::BucketMissing));
+        assert_eq!(e.kind, ErrorKind::Config);
+    }
+
+    #[test]
+    fn notes_go_before_the_fix() {
+        let mut e = explained();
+        e.add_note("3 attempts");
+        assert!(
+            e.to_string().ends_with(
+                "at http://127.0.0.1:9000 (3 attempts); create it or fix WALG_S3_PREFIX"
+            ),
+            "{e}"
+        );
+        let mut plain = StoreError::new(ErrorKind::Timeout, "put", "m", "k", "no answer");
+        plain.add_note("2 attempts");
+        assert_eq!(
+            plain.to_string(),
+            "put \"k\" on storage \"m\": timed out: no answer (2 attempts)"
+        );
+        assert_eq!(Cause::TlsToPlainHttp.as_str(), "tls-to-plain-http");
     }
 }

@@ -410,6 +410,7 @@ async fn sql_observation(
                         invalidated: text(r, 7).as_deref() == Some("lost"),
                         database: text(r, 9),
                         plugin: text(r, 10),
+                        ..SlotObs::default()
                     })
                     .collect(),
             )

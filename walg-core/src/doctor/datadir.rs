@@ -1,15 +1,21 @@
 //! Reading a data directory: what `wal-status` observes from the files alone.
 //!
 //! [`read_data_dir`] fills the parts of an [`Observation`] that the files
-//! hold: `global/pg_control` (through [`crate::pg::control`]),
+//! hold: the major version (`PG_VERSION`), `global/pg_control` (through
+//! [`crate::pg::control`]; a layout walg does not know through the
+//! cluster's own `pg_controldata`, found with `--pg-bin`, Debian's
+//! `/usr/lib/postgresql/<major>/bin` or `PATH`), `pg_wal/summaries` (17+),
 //! `pg_wal/archive_status` with the times of each status file, the entries of
 //! `pg_wal` sorted into segments, temporary and foreign files, the space of
-//! its file system, and, offline, the slot state files and the retention
-//! settings of `postgresql.conf` and its includes (with PostgreSQL's
-//! defaults). Online, the SQL observation wins and the files add what SQL
-//! does not say.
+//! its file system, and, offline, the slot state files (read by the major
+//! version that wrote them) and the retention settings of
+//! `postgresql.conf` and its includes (with PostgreSQL's defaults).
+//! Online, the SQL observation wins and the files add what SQL does not
+//! say: a file that cannot be read while SQL answered the same question is
+//! a note, never a warning.
 //!
-//! This is the doctor's only module that touches the file system; the rules
+//! This is the doctor's only module that touches the file system (and runs
+//! `pg_controldata`, with a deadline); the rules
 //! stay pure functions of the observation. A downstream monitoring tool
 //! diagnoses a data directory offline with it:
 //!
@@ -95,14 +101,163 @@ pub fn classify_wal_dir(
     d
 }
 
+/// How to read a data directory.
+#[derive(Debug, Clone, Default)]
+pub struct ReadOptions {
+    /// A server answered: its SQL observation is already in the
+    /// [`Observation`] and wins; the files only add to it, and a file that
+    /// cannot be read is a note, not a problem, when SQL said the same.
+    pub online: bool,
+    /// The cluster's server binaries (`--pg-bin`): where its own
+    /// `pg_controldata` is, for a `pg_control` layout walg does not know.
+    pub pg_bin: Option<PathBuf>,
+    /// The directories of `PATH`, searched last for `pg_controldata` (the
+    /// caller's: this crate reads no environment).
+    pub path: Vec<PathBuf>,
+}
+
 /// Reads the data directory: pg_control, slots, archive_status, pg_wal and
-/// its file system; offline also the settings.
+/// its file system; offline also the settings. `online`: see
+/// [`ReadOptions::online`].
 pub fn read_data_dir(
     dir: &Path,
     o: &mut Observation,
     online: bool,
     problems: &mut Vec<(String, String)>,
 ) {
+    let opts = ReadOptions {
+        online,
+        ..ReadOptions::default()
+    };
+    read_data_dir_with(dir, o, &opts, problems)
+}
+
+/// The major version in `PG_VERSION` (`13`, `16`, ...).
+pub fn pg_version(dir: &Path) -> Option<u32> {
+    fs::read_to_string(dir.join("PG_VERSION"))
+        .ok()?
+        .trim()
+        .split('.')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Where the cluster's own `pg_controldata` may be, in the order tried:
+/// `--pg-bin`, Debian's `/usr/lib/postgresql/<major>/bin`, then `PATH`.
+pub fn controldata_candidates(major: Option<u32>, opts: &ReadOptions) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Some(b) = &opts.pg_bin {
+        out.push(b.join("pg_controldata"));
+    }
+    if let Some(m) = major {
+        out.push(PathBuf::from(format!(
+            "/usr/lib/postgresql/{m}/bin/pg_controldata"
+        )));
+    }
+    out.extend(opts.path.iter().map(|d| d.join("pg_controldata")));
+    out
+}
+
+/// Runs `pg_controldata` on `dir` (C locale, UTC, at most 10 s) and reads
+/// its output; the version it prints must be the file's.
+fn run_controldata(
+    exe: &Path,
+    dir: &Path,
+    file_version: u32,
+) -> Result<control::ControlFile, String> {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(exe)
+        .arg("-D")
+        .arg(dir)
+        .env("LC_ALL", "C")
+        .env("TZ", "UTC")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err("no answer within 10 s".into());
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(format!("{}: {}", out.status, err.trim()));
+    }
+    let c = control::parse_controldata(&text).map_err(|e| e.to_string())?;
+    if c.pg_control_version != file_version {
+        return Err(format!(
+            "it knows pg_control version {}, the file is {file_version}",
+            c.pg_control_version
+        ));
+    }
+    Ok(c)
+}
+
+/// `global/pg_control` by its layout, else by the cluster's own
+/// `pg_controldata`; the error names everything tried.
+pub fn read_control(
+    dir: &Path,
+    major: Option<u32>,
+    opts: &ReadOptions,
+) -> Result<control::ControlFile, String> {
+    let path = dir.join("global/pg_control");
+    let bytes = fs::read(&path).map_err(|e| e.to_string())?;
+    let err = match control::parse(&bytes) {
+        Ok(c) => return Ok(c),
+        Err(e @ control::ControlError::UnknownVersion(_)) => e,
+        Err(e) => return Err(e.to_string()),
+    };
+    let version = control::u32_at(&bytes, 8);
+    let mut tried = Vec::new();
+    for exe in controldata_candidates(major, opts) {
+        if !exe.is_file() {
+            continue;
+        }
+        match run_controldata(&exe, dir, version) {
+            Ok(c) => return Ok(c),
+            Err(e) => tried.push(format!("{}: {e}", exe.display())),
+        }
+    }
+    let searched = if tried.is_empty() {
+        format!(
+            "no pg_controldata found ({}{}PATH)",
+            opts.pg_bin
+                .as_ref()
+                .map(|b| format!("--pg-bin {}, ", b.display()))
+                .unwrap_or_else(|| "no --pg-bin, ".into()),
+            major
+                .map(|m| format!("/usr/lib/postgresql/{m}/bin, "))
+                .unwrap_or_default()
+        )
+    } else {
+        format!("pg_controldata refused: {}", tried.join("; "))
+    };
+    Err(format!("{err}; {searched}"))
+}
+
+/// Reads the data directory with [`ReadOptions`].
+pub fn read_data_dir_with(
+    dir: &Path,
+    o: &mut Observation,
+    opts: &ReadOptions,
+    problems: &mut Vec<(String, String)>,
+) {
+    let online = opts.online;
     let now = o.now;
     if !dir.join("global").is_dir() {
         problems.push((
@@ -111,17 +266,26 @@ pub fn read_data_dir(
         ));
         return;
     }
+    let major = pg_version(dir);
+    if o.major_version.is_none() {
+        o.major_version = major;
+    }
     let control_path = dir.join("global/pg_control");
-    let control = match fs::read(&control_path) {
-        Ok(b) => match control::parse(&b) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                problems.push((control_path.display().to_string(), e.to_string()));
-                None
-            }
-        },
+    let control = match read_control(dir, o.major_version, opts) {
+        Ok(c) => Some(c),
         Err(e) => {
-            problems.push((control_path.display().to_string(), e.to_string()));
+            let area = control_path.display().to_string();
+            if online && o.redo_lsn.is_some() {
+                // SQL (pg_control_checkpoint()) said what the file would.
+                o.notes.push((
+                    area,
+                    format!(
+                        "not read ({e}); the server's pg_control_checkpoint() answered instead"
+                    ),
+                ));
+            } else {
+                problems.push((area, e));
+            }
             None
         }
     };
@@ -154,10 +318,22 @@ pub fn read_data_dir(
                 ) || dir.join("standby.signal").exists(),
             );
             o.server_version = Some(format!(
-                "offline, pg_control {} ({})",
+                "offline{}, pg_control {}{} ({})",
+                major.map(|m| format!(" {m}")).unwrap_or_default(),
                 c.pg_control_version,
+                if c.layout == c.pg_control_version.to_string() {
+                    String::new()
+                } else {
+                    format!(" read as {}", c.layout)
+                },
                 c.state.describe()
             ));
+            if o.major_version.is_none() {
+                o.major_version = c.major_version();
+            }
+            if c.logical_decoding_enabled == Some(true) {
+                o.settings.effective_wal_level = Some("logical".into());
+            }
         }
         o.system_identifier = Some(c.system_identifier);
         if o.redo_lsn.is_none() {
@@ -189,10 +365,17 @@ pub fn read_data_dir(
             }
             o.status_files = Some(files);
         }
-        Err(e) => problems.push((
-            pg_wal.join("archive_status").display().to_string(),
-            e.to_string(),
-        )),
+        Err(e) => {
+            let area = pg_wal.join("archive_status").display().to_string();
+            if online && o.status_files.is_some() {
+                o.notes.push((
+                    area,
+                    format!("not read ({e}); pg_ls_archive_statusdir() answered instead"),
+                ));
+            } else {
+                problems.push((area, e.to_string()));
+            }
+        }
     }
     match fs::read_dir(&pg_wal) {
         Ok(rd) => {
@@ -217,8 +400,19 @@ pub fn read_data_dir(
             }
             o.pg_wal = Some(classify_wal_dir(&entries, now, o.status_files.as_deref()));
         }
-        Err(e) => problems.push((pg_wal.display().to_string(), e.to_string())),
+        Err(e) => {
+            let area = pg_wal.display().to_string();
+            if online && o.pg_wal.is_some() {
+                o.notes.push((
+                    area,
+                    format!("not read ({e}); pg_ls_waldir() answered instead"),
+                ));
+            } else {
+                problems.push((area, e.to_string()));
+            }
+        }
     }
+    read_summaries(&pg_wal.join("summaries"), o);
     if let Some(d) = o.pg_wal.as_mut() {
         match rustix::fs::statvfs(&pg_wal) {
             Ok(s) => {
@@ -246,9 +440,15 @@ pub fn read_data_dir(
                     continue;
                 }
                 let state = e.path().join("state");
+                // Read by the major version that wrote it (17 and 18 share
+                // a format version but not the meaning of the cause).
+                let parse = |b: &[u8]| match o.major_version {
+                    Some(m) => slot::parse_for(b, m),
+                    None => slot::parse(b),
+                };
                 match fs::read(&state)
                     .map_err(|e| e.to_string())
-                    .and_then(|b| slot::parse(&b).map_err(|e| e.to_string()))
+                    .and_then(|b| parse(&b).map_err(|e| e.to_string()))
                 {
                     Ok(s) => slots.push(SlotObs {
                         name: s.name.clone(),
@@ -261,6 +461,9 @@ pub fn read_data_dir(
                         wal_status: None,
                         safe_wal_size: None,
                         invalidated: s.invalidated,
+                        invalidation_reason: s.invalidation_reason,
+                        inactive_since: None,
+                        synced: s.synced,
                         database: None,
                         plugin: Some(s.plugin),
                     }),
@@ -283,11 +486,23 @@ pub fn read_data_dir(
             problems.push(("the configuration files".into(), p.clone()));
         }
         let get = |n: &str, d: &str| conf.get(n).unwrap_or(d).to_string();
+        // Without a readable postgresql.conf (Debian keeps it in /etc), a
+        // default is a guess: wal_level is then left unknown.
+        let conf_read = !conf
+            .problems
+            .iter()
+            .any(|p| p.contains("postgresql.conf:") || p.ends_with("postgresql.conf"));
         let s = &mut o.settings;
         s.archive_mode = Some(get("archive_mode", "off"));
         s.archive_command = Some(get("archive_command", ""));
         s.archive_library = Some(get("archive_library", ""));
-        s.wal_level = Some(get("wal_level", "replica"));
+        s.wal_level = conf
+            .get("wal_level")
+            .map(str::to_string)
+            .or_else(|| conf_read.then(|| "replica".to_string()));
+        s.summarize_wal = Some(pgconf::parse_bool(&get("summarize_wal", "off")).unwrap_or(false));
+        s.idle_replication_slot_timeout =
+            pgconf::parse_seconds(&get("idle_replication_slot_timeout", "0"), 1.0);
         s.wal_keep_size = pgconf::parse_bytes(&get("wal_keep_size", "0"), 1 << 20);
         s.max_slot_wal_keep_size =
             pgconf::parse_bytes(&get("max_slot_wal_keep_size", "-1"), 1 << 20);
@@ -295,6 +510,34 @@ pub fn read_data_dir(
         s.min_wal_size = pgconf::parse_bytes(&get("min_wal_size", "80MB"), 1 << 20);
         s.checkpoint_timeout = pgconf::parse_seconds(&get("checkpoint_timeout", "5min"), 1.0);
         s.checkpoint_completion_target = get("checkpoint_completion_target", "0.9").parse().ok();
+    }
+}
+
+/// `pg_wal/summaries/*.summary` (17+): the end of the newest is how far the
+/// summarizer got (`TTTTTTTT` timeline, start and end LSN as 16 hex digits
+/// each). Online, SQL's `pg_get_wal_summarizer_state()` wins for the
+/// position; the files add their count.
+fn read_summaries(dir: &Path, o: &mut Observation) {
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    let mut count = 0u64;
+    let mut newest: Option<Lsn> = None;
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(stem) = name.strip_suffix(".summary") else {
+            continue;
+        };
+        if stem.len() != 40 || !stem.bytes().all(|b| b.is_ascii_hexdigit()) {
+            continue;
+        }
+        count += 1;
+        if let Ok(end) = u64::from_str_radix(&stem[24..40], 16) {
+            newest = Some(newest.map_or(Lsn(end), |n| n.max(Lsn(end))));
+        }
+    }
+    let sum = o.summarizer.get_or_insert_with(Default::default);
+    sum.summaries = Some(count);
+    if sum.summarized_lsn.is_none() {
+        sum.summarized_lsn = newest;
     }
 }
 
@@ -363,165 +606,5 @@ fn newest_written(pg_wal: &Path, entries: &[(String, u64, f64)], segsz: u64) -> 
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::doctor::{diagnose, Mode, Status, Thresholds};
-
-    #[test]
-    fn wal_dir_classification() {
-        let e = |n: &str| (n.to_string(), 100u64, 0.0);
-        let d = classify_wal_dir(
-            &[
-                e("000000010000000000000001"),
-                e("000000010000000000000002.partial"),
-                e("00000002.history"),
-                e("000000010000000000000001.00000028.backup"),
-                e("archive_status"),
-                e("walg_data"),
-                e(".wal-g"),
-                e("xlogtemp.1234"),
-                e("000000010000000000000001.bak"),
-                e("core"),
-            ],
-            10_000.0,
-            Some(&[StatusFile {
-                name: "000000010000000000000009".into(),
-                ready: true,
-                mtime: 0.0,
-                ctime: None,
-            }]),
-        );
-        assert_eq!(d.segments, 1);
-        assert_eq!(d.bytes, 1000);
-        assert_eq!(
-            d.foreign
-                .iter()
-                .map(|f| f.name.as_str())
-                .collect::<Vec<_>>(),
-            vec!["000000010000000000000001.bak", "core"]
-        );
-        assert_eq!(d.temp.len(), 1);
-        assert_eq!(
-            d.orphan_status,
-            vec!["000000010000000000000009".to_string()]
-        );
-    }
-
-    /// A data directory whose pg_control is damaged or of an unknown
-    /// version: the check says UNKNOWN with the parser's reason, and the
-    /// rest of the directory is still read.
-    #[test]
-    fn damaged_control_file_is_unknown_not_fatal() {
-        const PG15: &[u8] = include_bytes!("../../testdata/pg_control.pg15");
-        for (label, patch, expect) in [
-            ("flipped byte", 0usize, "checksum mismatch"),
-            ("version 1800", 8, "version 1800"),
-        ] {
-            let dir = tempfile::tempdir().expect("tempdir");
-            fs::create_dir_all(dir.path().join("global")).expect("mkdir");
-            fs::create_dir_all(dir.path().join("pg_wal/archive_status")).expect("mkdir");
-            let mut b = PG15.to_vec();
-            if patch == 8 {
-                b[8..12].copy_from_slice(&1800u32.to_le_bytes());
-            } else {
-                b[patch] ^= 0x10;
-            }
-            fs::write(dir.path().join("global/pg_control"), &b).expect("write");
-            fs::write(
-                dir.path().join("postgresql.conf"),
-                "archive_mode = on\narchive_command = 'x'\n",
-            )
-            .expect("write");
-            let seg = dir.path().join("pg_wal/000000010000000000000003");
-            fs::File::create(&seg)
-                .and_then(|f| f.set_len(1 << 20))
-                .expect("segment");
-            let mut o = Observation::new(Mode::Offline, 1_800_000_000.0, 0);
-            let mut problems = Vec::new();
-            read_data_dir(dir.path(), &mut o, false, &mut problems);
-            assert!(
-                problems.iter().any(|(_, m)| m.contains(expect)),
-                "{label}: {problems:?}"
-            );
-            assert!(o.pg_wal.is_some(), "{label}: pg_wal still read");
-            assert_eq!(segment_size_from_files(dir.path()), Some(1 << 20));
-            o.segment_size = 1 << 20;
-            o.problems = problems;
-            let r = diagnose(&o, &Thresholds::default());
-            let read = r
-                .checks
-                .iter()
-                .find(|c| c.id == "read")
-                .expect("read check");
-            assert_eq!(read.status, Status::Unknown, "{label}");
-            assert!(read.summary.contains(expect), "{label}: {}", read.summary);
-        }
-    }
-
-    /// A whole offline data directory of real files: the control file, a
-    /// slot state file, status files, `pg_wal` entries and a configuration
-    /// with an include; each lands in its part of the observation.
-    #[test]
-    fn offline_directory_fills_the_observation() {
-        const PG15: &[u8] = include_bytes!("../../testdata/pg_control.pg15");
-        const SLOT: &[u8] = include_bytes!("../../testdata/slot_physical.pg15");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let d = dir.path();
-        for sub in ["global", "pg_wal/archive_status", "pg_replslot/standby1"] {
-            fs::create_dir_all(d.join(sub)).expect("mkdir");
-        }
-        fs::write(d.join("global/pg_control"), PG15).expect("write");
-        fs::write(d.join("pg_replslot/standby1/state"), SLOT).expect("write");
-        fs::write(
-            d.join("postgresql.conf"),
-            "archive_mode = on\ninclude 'extra.conf'\nmax_wal_size = 2GB\n",
-        )
-        .expect("write");
-        fs::write(d.join("extra.conf"), "wal_keep_size = 64MB\n").expect("write");
-        for n in ["000000010000000000000003", "000000010000000000000004"] {
-            fs::File::create(d.join("pg_wal").join(n))
-                .and_then(|f| f.set_len(16 << 20))
-                .expect("segment");
-        }
-        fs::write(d.join("pg_wal/core"), b"x").expect("write");
-        fs::write(
-            d.join("pg_wal/archive_status/000000010000000000000003.done"),
-            b"",
-        )
-        .expect("write");
-        fs::write(
-            d.join("pg_wal/archive_status/000000010000000000000004.ready"),
-            b"",
-        )
-        .expect("write");
-
-        let mut o = Observation::new(Mode::Offline, 1_800_000_000.0, 0);
-        let mut problems = Vec::new();
-        read_data_dir(d, &mut o, false, &mut problems);
-        assert!(problems.is_empty(), "{problems:?}");
-        let c = control::parse(PG15).expect("control");
-        assert_eq!(o.system_identifier, Some(c.system_identifier));
-        assert_eq!(o.redo_lsn, Some(c.redo));
-        assert_eq!(o.segment_size, u64::from(c.wal_segment_size));
-        let status = o.status_files.as_ref().expect("status files");
-        assert_eq!(status.len(), 2);
-        assert_eq!(status.iter().filter(|f| f.ready).count(), 1);
-        assert!(status.iter().all(|f| f.ctime.is_some()));
-        let w = o.pg_wal.as_ref().expect("pg_wal");
-        assert_eq!(w.segments, 2);
-        assert_eq!(w.bytes, 2 * (16 << 20) + 1);
-        assert_eq!(w.foreign.len(), 1);
-        assert!(w.fs_total.is_some() && w.fs_available.is_some());
-        let slots = o.slots.as_ref().expect("slots");
-        assert_eq!(slots.len(), 1);
-        assert_eq!(slots[0].slot_type, "physical");
-        assert_eq!(o.settings.archive_mode.as_deref(), Some("on"));
-        assert_eq!(o.settings.max_wal_size, Some(2 << 30));
-        assert_eq!(o.settings.wal_keep_size, Some(64 << 20));
-        assert_eq!(
-            o.settings.min_wal_size,
-            Some(80 << 20),
-            "PostgreSQL's default"
-        );
-    }
-}
+#[path = "datadir_tests.rs"]
+mod tests;

@@ -12,8 +12,13 @@
 //! - `observation` (re-exported): what the doctor is given, every part
 //!   optional; [`datadir`] fills it from a data directory's files, the
 //!   caller from SQL and the archive.
-//! - `rules` ([`diagnose`]): the binding cause, the next one, the rates;
-//!   `checks`: one verdict per concern.
+//! - `rules` ([`diagnose`]): the retention sources, the binding cause, the
+//!   next one, the rates; `checks`: the checkpoint, `wal_keep_size`,
+//!   `pg_wal`'s size and file system, the archive's content; `archiver`:
+//!   who consumes `.ready` files (an external program too) and whether it
+//!   keeps up; `slots`: what each slot holds, its invalidation (18's idle
+//!   timeout included), `wal_level` against the slots (19's
+//!   `effective_wal_level`); `summarizer`: 17's WAL summarizer.
 //! - `report` (re-exported): the rendering-free result, `serde::Serialize`
 //!   (`wal-status --json` prints it as is); text and metrics are the
 //!   caller's.
@@ -27,12 +32,15 @@
 //! do no I/O and read no clock, so every rule is unit-tested on synthetic
 //! observations.
 
+mod archiver;
 mod checks;
 pub mod datadir;
 mod observation;
 pub mod preflight;
 mod report;
 mod rules;
+mod slots;
+mod summarizer;
 
 #[cfg(test)]
 use crate::wal::Lsn;
@@ -44,3 +52,5 @@ use rules::*;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod version_tests;

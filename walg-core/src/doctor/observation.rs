@@ -45,7 +45,7 @@ pub struct StatusFile {
 }
 
 /// A replication slot, from `pg_replication_slots` or its state file.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct SlotObs {
     pub name: String,
     /// `physical` or `logical`.
@@ -60,6 +60,15 @@ pub struct SlotObs {
     pub wal_status: Option<String>,
     pub safe_wal_size: Option<i64>,
     pub invalidated: bool,
+    /// Why it was invalidated (`wal_removed`, `rows_removed`,
+    /// `wal_level_insufficient`, 18's `idle_timeout`): 17+'s
+    /// `invalidation_reason`, or the state file's cause.
+    pub invalidation_reason: Option<String>,
+    /// 17+: when the slot was last released (seconds since the epoch). Not
+    /// on disk: after a restart it is the server's start time.
+    pub inactive_since: Option<f64>,
+    /// 17+: synchronised from the primary (not idle-invalidated on a standby).
+    pub synced: bool,
     pub database: Option<String>,
     pub plugin: Option<String>,
 }
@@ -89,6 +98,14 @@ pub struct Settings {
     pub min_wal_size: Option<i64>,
     pub checkpoint_timeout: Option<f64>,
     pub checkpoint_completion_target: Option<f64>,
+    /// 17+: the WAL summarizer runs (and holds WAL it has not summarized).
+    pub summarize_wal: Option<bool>,
+    /// 18+: seconds an inactive slot may stay before a checkpoint
+    /// invalidates it (0: never).
+    pub idle_replication_slot_timeout: Option<f64>,
+    /// 19+: `wal_level` as in effect (raised to `logical` while a logical
+    /// slot exists).
+    pub effective_wal_level: Option<String>,
 }
 
 /// One file directly in `pg_wal` that is not PostgreSQL's.
@@ -115,6 +132,21 @@ pub struct WalDir {
     pub fs_available: Option<u64>,
 }
 
+/// The WAL summarizer of PostgreSQL 17+ (`summarize_wal = on`): WAL it has
+/// not summarized yet is kept, whatever `max_slot_wal_keep_size` says.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SummarizerObs {
+    /// How far it has summarized (`pg_get_wal_summarizer_state()`, offline
+    /// the end of the newest `pg_wal/summaries/*.summary`).
+    pub summarized_lsn: Option<Lsn>,
+    /// How far it has read.
+    pub pending_lsn: Option<Lsn>,
+    /// Online: whether the walsummarizer process exists (its pid).
+    pub running: Option<bool>,
+    /// Summary files in `pg_wal/summaries`.
+    pub summaries: Option<u64>,
+}
+
 /// What the archive (walg's configured storages) says.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ArchiveObs {
@@ -134,6 +166,8 @@ pub struct Observation {
     /// Seconds since the epoch.
     pub now: f64,
     pub server_version: Option<String>,
+    /// 13, 14, ... (`server_version_num`, offline `PG_VERSION`).
+    pub major_version: Option<u32>,
     pub in_recovery: Option<bool>,
     pub system_identifier: Option<u64>,
     pub segment_size: u64,
@@ -149,8 +183,16 @@ pub struct Observation {
     pub oldest_xact: Option<OldestXact>,
     pub pg_wal: Option<WalDir>,
     pub archive: Option<ArchiveObs>,
+    pub summarizer: Option<SummarizerObs>,
+    /// Declared by the user (`--external-archiver`): with `archive_mode` on
+    /// and neither `archive_command` nor `archive_library`, an external
+    /// program archives the `.ready` files and renames them `.done`.
+    pub external_archiver: bool,
     /// Things that could not be read: `(area, message)`.
     pub problems: Vec<(String, String)>,
+    /// Things a file could not tell but another source (SQL) did: said in
+    /// the report, never a warning.
+    pub notes: Vec<(String, String)>,
 }
 
 impl Observation {
@@ -159,6 +201,7 @@ impl Observation {
             mode,
             now,
             server_version: None,
+            major_version: None,
             in_recovery: None,
             system_identifier: None,
             segment_size,
@@ -173,7 +216,10 @@ impl Observation {
             oldest_xact: None,
             pg_wal: None,
             archive: None,
+            summarizer: None,
+            external_archiver: false,
             problems: Vec::new(),
+            notes: Vec::new(),
         }
     }
 }

@@ -61,6 +61,24 @@ pub enum CauseKind {
     ReplicationSlot,
     WalKeepSize,
     Checkpoint,
+    /// 17+: the WAL summarizer has not summarized the oldest WAL yet.
+    WalSummarizer,
+}
+
+/// What consumes the `.ready` files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Consumer {
+    /// PostgreSQL's archiver running `archive_command`.
+    ArchiveCommand,
+    /// PostgreSQL's archiver with an archive module (15+).
+    ArchiveLibrary,
+    /// `archive_mode` on with neither: a program outside PostgreSQL archives
+    /// the files and renames `.ready` to `.done` (declared, or seen by the
+    /// `.done` files it leaves).
+    External,
+    /// Nothing: archiving is off, or on with nothing to consume the files.
+    None,
 }
 
 /// One check's verdict.
@@ -103,6 +121,8 @@ pub struct Retention {
 pub struct ArchiverReport {
     pub archive_mode: Option<String>,
     pub configured: Option<bool>,
+    /// Who consumes `.ready` files; `None` when the settings are unknown.
+    pub consumer: Option<Consumer>,
     pub ready_count: Option<u64>,
     pub oldest_ready: Option<String>,
     pub oldest_ready_age_seconds: Option<f64>,
@@ -131,6 +151,23 @@ pub struct SlotReport {
     pub retained_bytes: Option<u64>,
     pub wal_status: Option<String>,
     pub safe_wal_size: Option<i64>,
+    /// `wal_removed`, `rows_removed`, `wal_level_insufficient`, `idle_timeout`.
+    pub invalidation_reason: Option<String>,
+    /// 17+: seconds since the slot was released (since the server start,
+    /// at most, after a restart).
+    pub inactive_seconds: Option<f64>,
+}
+
+/// The WAL summarizer (17+, `summarize_wal = on`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SummarizerReport {
+    pub summarized_lsn: Option<String>,
+    pub pending_lsn: Option<String>,
+    pub running: Option<bool>,
+    /// WAL from the summarized LSN to the current position.
+    pub retained_bytes: Option<u64>,
+    /// Summary files in `pg_wal/summaries`.
+    pub summaries: Option<u64>,
 }
 
 /// The directory and its file system.
@@ -139,6 +176,12 @@ pub struct WalReport {
     pub bytes: Option<u64>,
     pub segments: Option<u64>,
     pub max_wal_size_bytes: Option<i64>,
+    /// The most pg_wal holds without a problem: WAL since the oldest of the
+    /// REDO pointer, `wal_keep_size` and the sources judged normal, up to
+    /// PostgreSQL's recycling horizon (`XLOGfileslop`'s upper bound: REDO's
+    /// segment + max_wal_size - 1) and one preallocated segment, plus one
+    /// segment for `.partial`, `.history` and `.backup` files.
+    pub normal_max_bytes: Option<u64>,
     pub fs_total_bytes: Option<u64>,
     pub fs_free_bytes: Option<u64>,
     /// How fast pg_wal grows, when it can be estimated.
@@ -150,6 +193,7 @@ pub struct WalReport {
 #[derive(Debug, Clone, PartialEq, Serialize, Default)]
 pub struct ServerReport {
     pub version: Option<String>,
+    pub major_version: Option<u32>,
     pub in_recovery: Option<bool>,
     pub system_identifier: Option<String>,
     pub timeline: Option<u32>,
@@ -172,6 +216,7 @@ pub struct Report {
     pub retention: Vec<Retention>,
     pub archiver: ArchiverReport,
     pub slots: Vec<SlotReport>,
+    pub summarizer: Option<SummarizerReport>,
     pub pg_wal: WalReport,
     pub server: ServerReport,
     /// Worst first.

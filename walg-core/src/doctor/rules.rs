@@ -5,7 +5,10 @@
 //! [`diagnose`] is the entry point and assembles the report from the
 //! checks in [`super::checks`].
 
+use super::archiver::*;
 use super::checks::*;
+use super::slots::*;
+use super::summarizer::*;
 use super::*;
 use crate::wal::{Lsn, Segment, WalName};
 
@@ -110,6 +113,22 @@ pub(super) fn archive_rate(files: &[StatusFile], segsz: u64, now: f64) -> Option
     (span >= 1.0).then(|| (times.len() - 1) as f64 * segsz as f64 / span)
 }
 
+/// One retention source: the oldest segment it holds, and whether it holds
+/// it as PostgreSQL normally does.
+pub(super) struct Source {
+    pub(super) segno: u64,
+    pub(super) r: Retention,
+    /// Order among sources holding the same segment: the one that would
+    /// stay when another is fixed comes first.
+    prio: u8,
+    /// Worth naming as the cause: a problem, an inactive slot, or
+    /// `wal_keep_size` (a setting that explains a large pg_wal).
+    pub(super) is_cause: bool,
+    /// Counted in pg_wal's normal size: the next checkpoint frees it, or its
+    /// own check finds nothing wrong.
+    pub(super) explained: bool,
+}
+
 /// Computes the report.
 pub fn diagnose(o: &Observation, t: &Thresholds) -> Report {
     let segsz = o.segment_size;
@@ -117,36 +136,43 @@ pub fn diagnose(o: &Observation, t: &Thresholds) -> Report {
     let cur = o.current_lsn.map(|l| (l, l.0 / segsz));
     let ctx = Ctx { o, t, segsz, cur };
     let mut checks = Vec::new();
+    let consumer = consumer(&ctx);
+    let archiver = archiver_report(&ctx, consumer);
+    let summarizer = summarizer(&ctx);
 
     // Retention sources.
-    let mut sources: Vec<(u64, Retention, u8)> = Vec::new();
-    let push_source =
-        |sources: &mut Vec<(u64, Retention, u8)>, segno: u64, kind, detail: String, prio| {
-            let retained = ctx.retained(segno).unwrap_or(0);
-            sources.push((
+    let mut sources: Vec<Source> = Vec::new();
+    let mut push_source =
+        |segno: u64, kind, detail: String, prio, is_cause: bool, explained: bool| {
+            sources.push(Source {
                 segno,
-                Retention {
+                r: Retention {
                     kind,
                     detail,
                     oldest_segment: name_of(segno, tli, segsz),
-                    retained_bytes: retained,
+                    retained_bytes: ctx.retained(segno).unwrap_or(0),
                 },
                 prio,
-            ));
+                is_cause,
+                explained,
+            });
         };
 
-    // The archiver.
-    let archiver_kind = archive_kind(&ctx);
-    let ready = ctx.ready();
+    // The archiver: a backlog within the thresholds is the normal lag of
+    // an archiver that keeps up.
+    let archiver_kind = archive_kind(&ctx, consumer);
     if ctx.archiving_active() != Some(false) {
-        if let Some(oldest) = ready.as_ref().and_then(|r| r.first()) {
+        if let Some(oldest) = ctx.ready().as_ref().and_then(|r| r.first().copied()) {
             if let Some(segno) = segno_of(&oldest.name, segsz) {
+                let normal =
+                    archiver_kind == CauseKind::ArchiveBacklog && !archiver_behind(&ctx, &archiver);
                 push_source(
-                    &mut sources,
                     segno,
                     archiver_kind,
                     format!("{}.ready", oldest.name),
                     0,
+                    !normal,
+                    normal,
                 );
             }
         }
@@ -154,7 +180,7 @@ pub fn diagnose(o: &Observation, t: &Thresholds) -> Report {
 
     // Slots.
     let slot_keep = o.settings.max_slot_wal_keep_size.filter(|v| *v >= 0);
-    if let (Some(slots), Some((_, cur_seg))) = (&o.slots, cur) {
+    if let (Some(slots), Some((cur_lsn, cur_seg))) = (&o.slots, cur) {
         let holding = slots
             .iter()
             .filter(|s| !s.invalidated && s.wal_status.as_deref() != Some("lost"))
@@ -168,52 +194,92 @@ pub fn diagnose(o: &Observation, t: &Thresholds) -> Report {
                     segno = cur_seg - keep_segs;
                 }
             }
+            // An active slot holding less than the warning threshold is a
+            // consumer a little behind: normal. An inactive one is named
+            // even when it holds little: nothing advances it.
+            let warn_at = t.slot_retained_warn.or(o
+                .settings
+                .max_wal_size
+                .filter(|m| *m > 0)
+                .map(|m| m as u64));
+            let small = warn_at.is_some_and(|w| cur_lsn.0.saturating_sub(lsn.0) <= w);
+            // Decoding pinned by an old transaction (see the slot's check).
+            let pinned = slot.slot_type == "logical"
+                && o.oldest_xact.is_some()
+                && slot
+                    .confirmed_flush
+                    .is_some_and(|c| c.0.saturating_sub(lsn.0) > segsz);
+            let normal = slot.active == Some(true) && small && !pinned;
             push_source(
-                &mut sources,
                 segno,
                 CauseKind::ReplicationSlot,
                 slot.name.clone(),
                 1,
+                !normal,
+                normal,
             );
         }
     }
 
-    // wal_keep_size.
+    // wal_keep_size: constant, so it explains a large pg_wal, never a
+    // growing one.
     if let (Some(keep), Some((_, cur_seg))) = (o.settings.wal_keep_size, cur) {
         let keep_segs = keep.max(0) as u64 / segsz;
         if keep_segs > 0 {
             let segno = cur_seg.saturating_sub(keep_segs).max(1);
             push_source(
-                &mut sources,
                 segno,
                 CauseKind::WalKeepSize,
                 format!("wal_keep_size = {}", human_bytes(keep as u64)),
                 2,
+                true,
+                true,
             );
         }
     }
 
     // The last checkpoint.
     if let Some(redo) = o.redo_lsn {
+        let stuck = checkpoint_stuck(&ctx);
         push_source(
-            &mut sources,
             redo.0 / segsz,
             CauseKind::Checkpoint,
             format!("REDO {redo}"),
             3,
+            stuck,
+            !stuck,
         );
     }
-    sources.sort_by_key(|(segno, _, prio)| (*segno, *prio));
+
+    // The WAL summarizer (17+): it trails the REDO pointer by up to a
+    // checkpoint cycle when it works, so a tie goes to the checkpoint.
+    if let Some(s) = &summarizer {
+        push_source(
+            s.segno,
+            CauseKind::WalSummarizer,
+            format!("summarized up to {}", s.lsn),
+            4,
+            s.lagging,
+            !s.lagging,
+        );
+    }
+    sources.sort_by_key(|s| (s.segno, s.prio));
 
     // Checks.
-    let archiver = archiver_report(&ctx);
     checks.extend(archive_checks(&ctx, &archiver, archiver_kind));
     let (slot_reports, slot_checks) = slot_checks(&ctx);
     checks.extend(slot_checks);
+    checks.extend(wal_level_check(&ctx));
+    checks.extend(summarizer_check(&ctx));
     checks.extend(keep_check(&ctx, &sources));
     checks.extend(checkpoint_check(&ctx));
-    let (wal_report, growing) = wal_report(&ctx, &sources, &archiver);
-    checks.extend(pg_wal_checks(&ctx, &wal_report, growing));
+
+    // The cause: the oldest source that is one (a source holding WAL as
+    // PostgreSQL normally does is not), and the next one of another kind.
+    let cause_at = sources.iter().position(|s| s.is_cause);
+    let cause_source = cause_at.map(|i| &sources[i].r);
+    let (wal_report, growing) = wal_report(&ctx, &sources, cause_source, &archiver);
+    checks.extend(pg_wal_checks(&ctx, &wal_report, cause_source, growing));
     checks.extend(archive_content_checks(&ctx));
     for (area, msg) in &o.problems {
         checks.push(Check {
@@ -229,27 +295,29 @@ pub fn diagnose(o: &Observation, t: &Thresholds) -> Report {
             },
         });
     }
+    for (area, msg) in &o.notes {
+        checks.push(Check {
+            id: "read",
+            status: Status::Ok,
+            summary: format!("{area}: {msg}"),
+            evidence: vec![],
+            remedy: None,
+        });
+    }
 
-    // The binding cause and the next one.
-    let binding = sources.first().map(|(_, r, _)| r.clone());
-    let over_max = match (wal_report.bytes, o.settings.max_wal_size) {
-        (Some(b), Some(m)) if m > 0 => b as f64 > m as f64 * 1.1,
-        _ => false,
-    };
-    let cause = match &binding {
-        Some(r) if r.kind == CauseKind::Checkpoint && !over_max && !checkpoint_stuck(&ctx) => {
-            no_cause(&wal_report)
-        }
+    let cause = match cause_source {
         Some(r) => cause_for(&ctx, r, &archiver),
         None => no_cause(&wal_report),
     };
-    let next_cause = sources
-        .iter()
-        .skip(1)
-        .find(|(_, r, _)| binding.as_ref().is_some_and(|b| b.kind != r.kind))
-        .map(|(_, r, _)| cause_for(&ctx, r, &archiver));
+    let next_cause = cause_at.and_then(|i| {
+        sources
+            .iter()
+            .skip(i + 1)
+            .find(|s| s.is_cause && s.r.kind != sources[i].r.kind)
+            .map(|s| cause_for(&ctx, &s.r, &archiver))
+    });
 
-    let retention: Vec<Retention> = sources.into_iter().map(|(_, r, _)| r).collect();
+    let retention: Vec<Retention> = sources.into_iter().map(|s| s.r).collect();
     checks.sort_by_key(|c| std::cmp::Reverse(c.status.rank()));
 
     let anything_read = o.current_lsn.is_some()
@@ -273,6 +341,7 @@ pub fn diagnose(o: &Observation, t: &Thresholds) -> Report {
     let headline = headline(&ctx, &cause, &wal_report, growing, &checks, status);
     let server = ServerReport {
         version: o.server_version.clone(),
+        major_version: o.major_version,
         in_recovery: o.in_recovery,
         system_identifier: o.system_identifier.map(|s| s.to_string()),
         timeline: o.timeline,
@@ -291,50 +360,11 @@ pub fn diagnose(o: &Observation, t: &Thresholds) -> Report {
         retention,
         archiver,
         slots: slot_reports,
+        summarizer: summarizer_report(&ctx),
         pg_wal: wal_report,
         server,
         checks,
     }
-}
-
-/// What kind of archiver trouble, if the archiver binds.
-pub(super) fn archive_kind(ctx: &Ctx<'_>) -> CauseKind {
-    if ctx.archive_configured() == Some(false) {
-        return CauseKind::ArchiveNotConfigured;
-    }
-    let o = ctx.o;
-    if let Some(a) = &o.archiver {
-        let failing = a.failed_count > 0
-            && match (a.last_failed_time, a.last_archived_time) {
-                (Some(f), Some(s)) => f >= s,
-                (Some(_), None) => true,
-                _ => false,
-            };
-        return if failing {
-            CauseKind::ArchiveFailing
-        } else {
-            CauseKind::ArchiveBacklog
-        };
-    }
-    // Offline: no progress since the oldest waiting file appeared means the
-    // archiver was stuck, not slow.
-    if let (Some(ready), Some(files)) = (ctx.ready(), &o.status_files) {
-        if let Some(oldest) = ready.first() {
-            let last_done = files
-                .iter()
-                .filter(|f| !f.ready)
-                .filter_map(|f| f.ctime)
-                .fold(None::<f64>, |m, c| Some(m.map_or(c, |m| m.max(c))));
-            let stuck = match last_done {
-                Some(d) => d < oldest.mtime,
-                None => true,
-            };
-            if stuck && o.now - oldest.mtime > 1.0 {
-                return CauseKind::ArchiveFailing;
-            }
-        }
-    }
-    CauseKind::ArchiveBacklog
 }
 
 pub(super) fn cause_for(ctx: &Ctx<'_>, r: &Retention, a: &ArchiverReport) -> Cause {
@@ -348,12 +378,17 @@ pub(super) fn cause_for(ctx: &Ctx<'_>, r: &Retention, a: &ArchiverReport) -> Cau
                 o.settings.archive_mode.as_deref().unwrap_or("on"),
                 a.ready_count.unwrap_or(0)
             ),
-            remedy: Some("ALTER SYSTEM SET archive_command = 'walg wal-push %p'; SELECT pg_reload_conf();".into()),
+            remedy: Some("ALTER SYSTEM SET archive_command = 'walg wal-push %p'; SELECT pg_reload_conf();  (if a program outside PostgreSQL consumes the .ready files: --external-archiver)".into()),
             segment: a.oldest_ready.clone(),
             slot: None,
             retained_bytes: retained,
         },
         CauseKind::ArchiveFailing => {
+            let what = if a.consumer == Some(Consumer::ArchiveLibrary) {
+                "archive_library"
+            } else {
+                "archive_command"
+            };
             let stuck = a
                 .last_failed_wal
                 .clone()
@@ -364,11 +399,11 @@ pub(super) fn cause_for(ctx: &Ctx<'_>, r: &Retention, a: &ArchiverReport) -> Cau
             Cause {
                 kind: r.kind,
                 summary: match since {
-                    Some(s) => format!("archive_command has failed on {stuck_s} for {}", human_secs(s)),
-                    None => format!("archive_command is failing on {stuck_s}"),
+                    Some(s) => format!("{what} has failed on {stuck_s} for {}", human_secs(s)),
+                    None => format!("{what} is failing on {stuck_s}"),
                 },
                 remedy: Some(format!(
-                    "fix archive_command (the server log has its error for {stuck_s}); PostgreSQL retries it forever and archives the rest once it succeeds"
+                    "fix {what} (the server log has its error for {stuck_s}); PostgreSQL retries it forever and archives the rest once it succeeds"
                 )),
                 segment: stuck,
                 slot: None,
@@ -378,12 +413,21 @@ pub(super) fn cause_for(ctx: &Ctx<'_>, r: &Retention, a: &ArchiverReport) -> Cau
         CauseKind::ArchiveBacklog => Cause {
             kind: r.kind,
             summary: format!(
-                "archiving is slower than WAL generation: {} WAL files wait, the oldest {} for {}",
+                "{}: {} WAL files wait, the oldest {} for {}",
+                if a.consumer == Some(Consumer::External) {
+                    "the external program consuming .ready files is behind"
+                } else {
+                    "archiving is slower than WAL generation"
+                },
                 a.ready_count.unwrap_or(0),
                 a.oldest_ready.as_deref().unwrap_or("?"),
                 a.oldest_ready_age_seconds.map(human_secs).unwrap_or_else(|| "?".into())
             ),
-            remedy: Some("raise WALG_UPLOAD_CONCURRENCY, or use a faster storage; the backlog drains once archiving outpaces WAL".into()),
+            remedy: Some(if a.consumer == Some(Consumer::External) {
+                external_remedy()
+            } else {
+                "raise WALG_UPLOAD_CONCURRENCY, or use a faster storage; the backlog drains once archiving outpaces WAL".into()
+            }),
             segment: a.oldest_ready.clone(),
             slot: None,
             retained_bytes: retained,
@@ -449,6 +493,23 @@ pub(super) fn cause_for(ctx: &Ctx<'_>, r: &Retention, a: &ArchiverReport) -> Cau
             remedy: Some(
                 "WAL is removed only at checkpoints: check the checkpointer (server log), run CHECKPOINT, or lower checkpoint_timeout / max_wal_size".into(),
             ),
+            segment: Some(r.oldest_segment.clone()),
+            slot: None,
+            retained_bytes: retained,
+        },
+        CauseKind::WalSummarizer => Cause {
+            kind: r.kind,
+            summary: format!(
+                "the WAL summarizer (summarize_wal = on) {} {}: it holds {} of WAL, which max_slot_wal_keep_size does not bound",
+                if o.summarizer.as_ref().and_then(|s| s.running) == Some(false) {
+                    "is not running; it stopped at"
+                } else {
+                    "has summarized only up to"
+                },
+                r.detail.trim_start_matches("summarized up to "),
+                human_bytes(r.retained_bytes)
+            ),
+            remedy: Some(summarizer_remedy()),
             segment: Some(r.oldest_segment.clone()),
             slot: None,
             retained_bytes: retained,

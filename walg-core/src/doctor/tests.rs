@@ -33,6 +33,7 @@ fn base() -> Observation {
         min_wal_size: Some(2 * MB as i64),
         checkpoint_timeout: Some(300.0),
         checkpoint_completion_target: Some(0.9),
+        ..Settings::default()
     };
     o.archiver = Some(ArchiverStats {
         archived_count: 99,
@@ -83,6 +84,7 @@ fn slot(name: &str, restart: Lsn, active: bool) -> SlotObs {
         invalidated: false,
         database: None,
         plugin: None,
+        ..SlotObs::default()
     }
 }
 
@@ -136,8 +138,9 @@ fn failing_archiver_binds_and_names_the_segment() {
     );
     assert!(r.headline.contains("growing"), "{}", r.headline);
     assert_eq!(r.cause.retained_bytes, Some(90 * MB + 0x2000));
-    let next = r.next_cause.expect("next cause");
-    assert_eq!(next.kind, CauseKind::Checkpoint);
+    // Once archiving works, nothing but the normal checkpoint cycle holds
+    // WAL: no next cause.
+    assert_eq!(r.next_cause, None);
     assert_eq!(r.archiver.ready_count, Some(90));
     assert_eq!(r.archiver.oldest_ready.as_deref(), Some(seg(10).as_str()));
     // 90 segments completed from 47 min ago until 32 min ago, none since:
@@ -152,9 +155,11 @@ fn empty_archive_command_is_not_configured_and_has_no_failures() {
     let mut o = base();
     o.settings.archive_command = Some(String::new());
     o.archiver = Some(ArchiverStats::default());
+    o.status_files = Some(vec![]);
     ready(&mut o, 90, 99, NOW - 100.0);
     let r = diagnose(&o, &Thresholds::default());
     assert_eq!(r.cause.kind, CauseKind::ArchiveNotConfigured);
+    assert_eq!(r.archiver.consumer, Some(Consumer::None));
     assert_eq!(r.status, Status::Critical);
     assert!(r
         .cause
@@ -199,7 +204,7 @@ fn inactive_slot_binds_then_the_checkpoint() {
     assert_eq!(r.status, Status::Warning);
     assert_eq!(r.slots.len(), 2);
     assert_eq!(r.slots[0].retained_bytes, Some(80 * MB + 0x2000 - 0x28));
-    assert_eq!(r.next_cause.map(|c| c.kind), Some(CauseKind::Checkpoint));
+    assert_eq!(r.next_cause, None);
 }
 
 #[test]
@@ -220,6 +225,7 @@ fn invalidated_slot_while_archiving_is_stuck_leaves_the_archiver_binding() {
     let mut o = base();
     o.settings.archive_command = Some(String::new());
     o.archiver = Some(ArchiverStats::default());
+    o.status_files = Some(vec![]);
     ready(&mut o, 30, 99, NOW - 600.0);
     let mut s = slot("s1", lsn_at(10, 0), false);
     s.restart_lsn = None;
@@ -247,7 +253,9 @@ fn large_wal_keep_size_binds() {
     let r = diagnose(&o, &Thresholds::default());
     assert_eq!(r.cause.kind, CauseKind::WalKeepSize);
     assert_eq!(r.cause.segment.as_deref(), Some(seg(10).as_str()));
-    assert_eq!(r.status, Status::Warning);
+    // Large by design, not a problem: pg_wal is within what wal_keep_size
+    // explains.
+    assert_eq!(r.status, Status::Ok, "{:#?}", r.checks);
     // wal_keep_size is constant: pg_wal is large, not growing.
     assert!(!r.headline.contains("growing"), "{}", r.headline);
 }

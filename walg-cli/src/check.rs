@@ -2,11 +2,18 @@
 //! turning `archive_mode` on, or a monitoring system runs every few minutes.
 //!
 //! It verifies what would otherwise fail at 3 a.m.: the configuration
-//! parses; every storage answers and accepts a real write (the probe of
-//! `st check --write`: list, upload, delete); the status cache location is
-//! private and writable; and, when PostgreSQL can be reached, that the
-//! running server's `archive_command` / `restore_command` call walg with the
-//! same configuration and that `wal_level` / `archive_mode` allow archiving.
+//! parses and holds none of the packaged example's `change-me`
+//! placeholders (found before any request is made); a config file holding
+//! secrets is not readable by other users; every storage answers and
+//! accepts a real write (the probe of `st check --write`: list, upload,
+//! delete); the status cache location is private and writable; and, when
+//! PostgreSQL can be reached, that the running server's `archive_command` /
+//! `restore_command` call walg with the same configuration and that
+//! `wal_level` / `archive_mode` allow archiving.
+//!
+//! Each failure is said once: its row holds the detail (for a storage, the
+//! cause walg-storage classified and the setting to fix), the verdict line
+//! names the first failure's cause.
 //!
 //! The rules about command strings and settings live in
 //! `walg_core::doctor::preflight`; this module gathers the inputs and renders the
@@ -19,8 +26,11 @@ use std::time::Instant;
 
 use serde::Serialize;
 use walg_core::doctor::preflight::{archiving_enabled, check_walg_call};
+use walg_core::store::error::Cause;
 
-use crate::shared::config::{default_config_file, Config, Raw};
+use crate::shared::config::{
+    default_config_file, file_values, is_secret_setting, visit_settings, Config, Raw, PLACEHOLDER,
+};
 use crate::shared::format::mib;
 use crate::shared::{pgconn, storage};
 
@@ -57,6 +67,13 @@ pub struct Check {
     pub status: Status,
     /// What was found, and for a problem what to do.
     pub message: String,
+    /// Why a storage failed, as walg-storage classified it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<Cause>,
+    /// What the verdict line says of this check when it is the first
+    /// failure: the cause without the detail; the message when unset.
+    #[serde(skip)]
+    pub headline: Option<String>,
 }
 
 /// What `walg check` found; `--json` prints this value.
@@ -79,8 +96,8 @@ impl Report {
             .find(|c| c.status == status && status != Status::Ok)
         {
             None => format!("all is well: {} checks passed", checks.len()),
-            Some(c) if status == Status::Fail => format!("FAILED: {}: {}", c.name, c.message),
-            Some(c) => format!("no failures, but look at {}: {}", c.name, c.message),
+            Some(c) if status == Status::Fail => format!("FAILED: {}: {}", c.name, c.headline()),
+            Some(c) => format!("no failures, but look at {}: {}", c.name, c.headline()),
         };
         Report {
             status,
@@ -119,6 +136,14 @@ fn check(name: impl Into<String>, status: Status, message: impl Into<String>) ->
         name: name.into(),
         status,
         message: message.into(),
+        cause: None,
+        headline: None,
+    }
+}
+
+impl Check {
+    fn headline(&self) -> &str {
+        self.headline.as_deref().unwrap_or(&self.message)
     }
 }
 
@@ -247,9 +272,34 @@ pub async fn run(config: Option<&Path>, server: Result<ServerSettings, String>) 
     for w in &cfg.warnings {
         msg.push_str(&format!("; {w}"));
     }
-    checks.push(check("config", config_status, msg));
+    let placeholders = raw.placeholders();
+    if placeholders.is_empty() {
+        checks.push(check("config", config_status, msg));
+    } else {
+        // The packaged example, not yet edited: say so instead of sending
+        // requests to a bucket called change-me-bucket.
+        let mut c = check(
+            "config",
+            Status::Fail,
+            format!(
+                "{from}: {} still hold{} the example's {PLACEHOLDER:?} placeholder; set the real bucket and credentials, then run walg check again (no storage was contacted)",
+                placeholders.join(", "),
+                if placeholders.len() == 1 { "s" } else { "" },
+            ),
+        );
+        c.headline = Some(format!(
+            "the config still holds the example's {PLACEHOLDER:?} placeholders ({})",
+            placeholders.join(", ")
+        ));
+        checks.push(c);
+    }
+    if let Some(path) = &source {
+        checks.extend(check_config_file(path));
+    }
 
-    checks.extend(check_storages(&cfg).await);
+    if placeholders.is_empty() {
+        checks.extend(check_storages(&cfg).await);
+    }
     checks.extend(check_server(source.as_deref(), server));
     Report::new(source, checks)
 }
@@ -287,11 +337,7 @@ async fn check_storages(cfg: &Config) -> Vec<Check> {
                     mib(cfg.failover.check_size)
                 ),
             ),
-            Err(e) => check(
-                format!("storage {name}"),
-                Status::Fail,
-                format!("{url} is not reachable and writable: {e}; wal-push would fail (fix the storage or its settings, then run walg check again)"),
-            ),
+            Err(e) => storage_failure(&name, &url, &e),
         });
     }
     checks.push(check_cache(
@@ -301,6 +347,88 @@ async fn check_storages(cfg: &Config) -> Vec<Check> {
         cfg.storages.len() > 1,
     ));
     checks
+}
+
+/// A storage that failed its probe: the row says the cause and the fix once
+/// (the storage's own explanation), the verdict line the cause alone.
+fn storage_failure(name: &str, url: &str, e: &walg_core::StoreError) -> Check {
+    match &e.explanation {
+        Some(x) => {
+            let mut c = check(
+                format!("storage {name}"),
+                Status::Fail,
+                format!("{url}: {}", e.message),
+            );
+            c.cause = Some(x.cause);
+            c.headline = Some(x.what.clone());
+            c
+        }
+        None => check(
+            format!("storage {name}"),
+            Status::Fail,
+            format!("{url}: {e}; wal-push would fail (fix the storage or its settings, then run walg check again)"),
+        ),
+    }
+}
+
+/// A config file that holds secrets must not be readable by other users
+/// (as ssh refuses a private key that others can read); the package
+/// installs it as root:postgres, mode 0640.
+fn check_config_file(path: &Path) -> Option<Check> {
+    let meta = std::fs::metadata(path).ok()?;
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o006 == 0 {
+        return None;
+    }
+    let mut secrets = Vec::new();
+    if let Ok(values) = file_values(path) {
+        visit_settings(&values, &mut |prefix, key, value| {
+            let set = !matches!(value, serde_json::Value::Null)
+                && value.as_str().is_none_or(|v| !v.trim().is_empty());
+            if set && is_secret_setting(key) {
+                secrets.push(format!("{prefix}{key}"));
+            }
+        });
+    }
+    if secrets.is_empty() {
+        return None;
+    }
+    let owner = format!(
+        "{}:{}",
+        account_name("/etc/passwd", meta.uid()),
+        account_name("/etc/group", meta.gid())
+    );
+    let who = if mode & 0o002 != 0 {
+        "every user can read and change it"
+    } else {
+        "every user can read it"
+    };
+    let p = path.display();
+    let mut c = check(
+        "config file",
+        Status::Warn,
+        format!(
+            "{p} holds secrets ({}) and {who} (mode {mode:04o}, owner {owner}); run chmod 0640 {p} and chown root:postgres {p}",
+            secrets.join(", ")
+        ),
+    );
+    c.headline = Some(format!(
+        "{p} holds secrets and {who} (mode {mode:04o}, owner {owner}); chmod 0640 it, owner root:postgres"
+    ));
+    Some(c)
+}
+
+/// The name of `id` in `/etc/passwd` or `/etc/group`, else the number.
+fn account_name(file: &str, id: u32) -> String {
+    std::fs::read_to_string(file)
+        .ok()
+        .and_then(|text| {
+            text.lines().find_map(|line| {
+                let f: Vec<&str> = line.split(':').collect();
+                (f.len() > 2 && f[2] == id.to_string()).then(|| f[0].to_string())
+            })
+        })
+        .unwrap_or_else(|| id.to_string())
 }
 
 /// The status cache: present or creatable, writable (the probe above wrote
@@ -636,6 +764,121 @@ mod tests {
             (r.exit_code(), r.summary.as_str()),
             (0, "all is well: 1 checks passed")
         );
+    }
+
+    /// The packaged example config (xtask's `dist::EXAMPLE_CONFIG`).
+    const EXAMPLE: &str = r#"{
+  "WALG_S3_PREFIX": "s3://change-me-bucket/pg",
+  "AWS_REGION": "eu-west-1",
+  "AWS_ACCESS_KEY_ID": "change-me",
+  "AWS_SECRET_ACCESS_KEY": "change-me",
+  "WALG_COMPRESSION_METHOD": "lz4"
+}
+"#;
+
+    #[tokio::test]
+    async fn example_placeholders_fail_before_any_request() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = dir.path().join("walg.json");
+        std::fs::write(&cfg, EXAMPLE).expect("write");
+        std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        let r = run(Some(&cfg), Err("not asked".into())).await;
+        assert_eq!(
+            statuses(&r.checks),
+            [("config", Status::Fail), ("postgresql", Status::Warn)],
+            "no storage row: nothing was asked of change-me-bucket"
+        );
+        let line = r.render();
+        let verdict = line.lines().next().expect("a verdict");
+        assert!(
+            verdict.starts_with("walg check: FAILED: config: the config still holds the example's \"change-me\" placeholders (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, WALG_S3_PREFIX)"),
+            "{verdict}"
+        );
+        assert!(r.checks[0].message.contains("no storage was contacted"));
+    }
+
+    #[test]
+    fn a_config_with_secrets_readable_by_others_is_a_warning() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = dir.path().join("walg.json");
+        std::fs::write(&cfg, EXAMPLE).expect("write");
+        std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let c = check_config_file(&cfg).expect("a warning");
+        assert_eq!(c.status, Status::Warn);
+        let meta = std::fs::metadata(&cfg).expect("stat");
+        let owner = format!(
+            "owner {}:{}",
+            account_name("/etc/passwd", meta.uid()),
+            account_name("/etc/group", meta.gid())
+        );
+        for w in [
+            cfg.to_str().expect("utf-8"),
+            "AWS_SECRET_ACCESS_KEY",
+            "mode 0644",
+            &owner,
+            "chmod 0640",
+            "chown root:postgres",
+        ] {
+            assert!(c.message.contains(w), "{w:?} not in {}", c.message);
+        }
+        std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        assert!(check_config_file(&cfg).is_none());
+        // Readable by all but without secrets: nothing to hide.
+        std::fs::write(&cfg, r#"{"WALG_FILE_PREFIX": "/var/lib/walg"}"#).expect("write");
+        std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        assert!(check_config_file(&cfg).is_none());
+        // A failover section's secret counts too.
+        std::fs::write(
+            &cfg,
+            r#"{"WALG_FILE_PREFIX": "/a", "WALG_FAILOVER_STORAGES": {"b": {"WALG_AZ_PREFIX": "azure://c/p", "AZURE_STORAGE_SAS_TOKEN": "sv=1&sig=x"}}}"#,
+        )
+        .expect("write");
+        let c = check_config_file(&cfg).expect("a warning");
+        assert!(
+            c.message
+                .contains("WALG_FAILOVER_STORAGES.b.AZURE_STORAGE_SAS_TOKEN"),
+            "{}",
+            c.message
+        );
+    }
+
+    #[test]
+    fn a_storage_failure_is_said_once() {
+        use walg_core::store::error::{Explanation, StoreError};
+        use walg_core::ErrorKind;
+        let e = StoreError::explained(
+            ErrorKind::Unavailable,
+            "list",
+            "default",
+            "walg_failover_check/",
+            Explanation {
+                cause: Cause::NameResolution,
+                location: "s3://b/pg".into(),
+                what: "cannot resolve the host name \"b.s3.eu-west-1.amazonaws.com\" (DNS)".into(),
+                fix: "check WALG_S3_PREFIX and AWS_REGION, or the host's DNS".into(),
+                detail: "Unexpected (temporary) at list, context: { url: https://b.s3... }".into(),
+            },
+        );
+        let r = Report::new(
+            None,
+            vec![
+                check("config", Status::Ok, "fine"),
+                storage_failure("default", "s3://b/pg", &e),
+            ],
+        );
+        let text = r.render();
+        assert!(
+            text.starts_with("walg check: FAILED: storage default: cannot resolve the host name \"b.s3.eu-west-1.amazonaws.com\" (DNS)\n"),
+            "{text}"
+        );
+        assert!(text.contains("FAIL  storage default  s3://b/pg: cannot resolve the host name \"b.s3.eu-west-1.amazonaws.com\" (DNS); check WALG_S3_PREFIX and AWS_REGION"), "{text}");
+        assert_eq!(
+            text.matches("check WALG_S3_PREFIX").count(),
+            1,
+            "the fix once: {text}"
+        );
+        assert!(!text.contains("context: {"), "{text}");
+        assert_eq!(r.checks[1].cause, Some(Cause::NameResolution));
     }
 
     #[test]

@@ -25,7 +25,8 @@ use crate::shared::storage::{self, Opened};
 pub async fn run(config: Option<&Path>, path: &Path) -> Result<()> {
     let started = Instant::now();
     // Refuse a bad file before touching the configuration or any storage.
-    let (name, len) = validate_local(path).with_context(|| format!("push {}", path.display()))?;
+    let (name, len) =
+        validate_local(path).with_context(|| format!("wal-push {}", path.display()))?;
     let cfg = load_config(config)?;
     // A segment's page header names its cluster: every storage checks it
     // against the archive identity before its first WAL write.
@@ -131,8 +132,9 @@ pub async fn run(config: Option<&Path>, path: &Path) -> Result<()> {
         ahead.clean_stale();
     }
 
-    let outcome = outcome
-        .with_context(|| format!("push {} to storage {:?}", path.display(), store.name()))?;
+    // The storage's error names the storage, the cause and the fix; this
+    // only says which call of PostgreSQL's failed.
+    let outcome = outcome.with_context(|| format!("wal-push {name}"))?;
     let ms = started.elapsed().as_millis();
     let extra = if others.is_empty() {
         String::new()

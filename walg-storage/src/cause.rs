@@ -25,7 +25,7 @@ use std::path::Path;
 use walg_core::store::error::{Cause, ErrorKind, Explanation};
 
 /// Longest quote of a provider's message in a one-line explanation.
-const QUOTE: usize = 100;
+const QUOTE: usize = 60;
 
 /// Which kind of storage, for the names of its settings and permissions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -243,6 +243,11 @@ impl Site {
 
     fn transport(&self, t: Transport, answer: &Answer, op: &str, detail: String) -> Explanation {
         let host = self.host(answer);
+        // TLS speaks of a server, not a URL: `127.0.0.1:9000`.
+        let server = host
+            .split_once("://")
+            .map_or(host.as_str(), |(_, a)| a)
+            .to_string();
         let ep = self.endpoint_fix();
         let (cause, what, fix) = match t {
             Transport::Dns => (
@@ -261,7 +266,7 @@ impl Site {
             Transport::Reset => (
                 Cause::ConnectionReset,
                 format!("the connection to {host} was closed mid-request"),
-                "check the storage and any proxy or firewall on the way; it is retried".to_string(),
+                "check the storage and any proxy or firewall on the way".to_string(),
             ),
             Transport::TimedOut => (
                 Cause::Timeout,
@@ -270,12 +275,12 @@ impl Site {
             ),
             Transport::Untrusted => (
                 Cause::TlsUntrusted,
-                format!("the TLS certificate of {host} is not signed by a trusted CA"),
+                format!("the TLS certificate of {server} is not signed by a trusted CA"),
                 "for a private CA set SSL_CERT_FILE to its PEM file".to_string(),
             ),
             Transport::PlainHttp => (
                 Cause::TlsToPlainHttp,
-                format!("{host} speaks plain HTTP, not TLS"),
+                format!("{server} speaks plain HTTP, not TLS"),
                 match self.endpoint {
                     Some(_) => format!(
                         "write http:// in {}, or enable TLS on the server",
@@ -284,31 +289,33 @@ impl Site {
                     None => "enable TLS on the server, or reach it through http://".to_string(),
                 },
             ),
-            Transport::NameMismatch(presented) => (
-                Cause::TlsNameMismatch,
-                format!(
-                    "the TLS certificate of {host} is not valid for {:?}{}",
-                    answer.host.as_deref().unwrap_or(&host),
+            Transport::NameMismatch(presented) => {
+                let asked = answer.host.as_deref().unwrap_or(&server);
+                (
+                    Cause::TlsNameMismatch,
                     if presented.is_empty() {
-                        String::new()
+                        format!("the TLS certificate of {server} is not valid for {asked:?}")
                     } else {
-                        format!(" (it names {})", quote(&presented.join(", ")))
-                    }
-                ),
-                match self.endpoint {
-                    Some(_) => format!(
-                        "use a name the certificate holds in {}, or reissue it",
-                        self.backend.endpoint_setting()
-                    ),
-                    None => "reissue the certificate for this name".to_string(),
-                },
-            ),
+                        format!(
+                            "the TLS certificate of {server} names {}, not {asked:?}",
+                            quote(&presented.join(", "))
+                        )
+                    },
+                    match self.endpoint {
+                        Some(_) => format!(
+                            "put a name it holds in {}, or reissue it",
+                            self.backend.endpoint_setting()
+                        ),
+                        None => "reissue the certificate for this name".to_string(),
+                    },
+                )
+            }
             Transport::Tls(why) => (
                 Cause::Tls,
-                format!("the TLS handshake with {host} failed: {}", quote(&why)),
+                format!("the TLS handshake with {server} failed: {}", quote(&why)),
                 match self.endpoint {
                     Some(_) => format!(
-                        "check the server's TLS setup (for plain HTTP write http:// in {})",
+                        "check its TLS setup, or write http:// in {}",
                         self.backend.endpoint_setting()
                     ),
                     None => "check the server's TLS setup and SSL_CERT_FILE".to_string(),
@@ -343,7 +350,7 @@ impl Site {
             Transport::Other(why) => (
                 Cause::Unexpected,
                 format!("the request to {host} failed: {}", quote(&why)),
-                "the full answer is in the debug log (WALG_LOG_LEVEL=debug)".to_string(),
+                "WALG_LOG_LEVEL=debug logs the whole answer".to_string(),
             ),
         };
         self.explanation(cause, what, fix, detail)
@@ -391,10 +398,7 @@ impl Site {
         let (cause, what, fix) = if credentials {
             (
                 Cause::CredentialsRejected,
-                format!(
-                    "{host} rejected the credentials ({}): {answered}",
-                    self.identity.who
-                ),
+                format!("the storage rejected {} ({answered})", self.identity.who),
                 self.identity.fix.clone(),
             )
         } else if is(&[
@@ -441,7 +445,7 @@ impl Site {
             (
                 Cause::Throttled,
                 format!("{host} asks for fewer requests ({answered})"),
-                format!("it is retried; lower {setting} or raise the storage's request limits"),
+                format!("lower {setting} or raise the storage's request limits"),
             )
         } else if is(&[
             "EntityTooLarge",
@@ -483,17 +487,14 @@ impl Site {
             let what = if answered.is_empty() {
                 format!("{} failed{quoted}", op_verb_ing(op))
             } else {
-                format!("{host} answered {answered}{quoted}")
-            };
-            let retried = if kind.is_transient() {
-                "it is retried; "
-            } else {
-                ""
+                // `500 InternalError: We encountered...`: the provider's
+                // own words, after the storage's name and location.
+                format!("{answered}{quoted}")
             };
             (
                 Cause::Unexpected,
                 what,
-                format!("{retried}the full answer is in the debug log (WALG_LOG_LEVEL=debug)"),
+                "WALG_LOG_LEVEL=debug logs the whole answer".to_string(),
             )
         };
         self.explanation(cause, what, fix, detail)
@@ -766,9 +767,7 @@ impl Transport {
         if has("handshake eof") {
             // The server closed the connection instead of answering the
             // TLS hello: a plain-HTTP server that hangs up on garbage does.
-            return Transport::Tls(
-                "the server closed the connection during the handshake".to_string(),
-            );
+            return Transport::Tls("the server hung up".to_string());
         }
         match io_kind {
             Some(K::ConnectionRefused) => return Transport::Refused,

@@ -352,7 +352,7 @@ pub fn open_azure(spec: &StorageSpec) -> Result<DynStore, StorageError> {
     ) {
         (Some(_), _) => Identity::new(
             format!("the account key of {:?}", account.unwrap_or("")),
-            "fix AZURE_STORAGE_ACCESS_KEY (and AZURE_STORAGE_ACCOUNT)",
+            "fix AZURE_STORAGE_ACCESS_KEY or AZURE_STORAGE_ACCOUNT",
         ),
         (None, Some(_)) => Identity::new("the SAS token", "renew AZURE_STORAGE_SAS_TOKEN"),
         (None, None) => Identity::new(

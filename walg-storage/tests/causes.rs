@@ -28,8 +28,10 @@ use walg_core::store::error::{Cause, StoreError};
 use walg_core::store::{DynStore, PutOptions};
 use walg_storage::{Registry, StorageSpec};
 
-/// The longest line a failure may log.
-const BOUND: usize = 250;
+/// The longest a storage error's line may be: the CLI adds its command
+/// and the file (`ERROR wal-push 000000010000000000000042: `, 41
+/// characters), and the whole line must stay under 250.
+const BOUND: usize = 205;
 
 fn data(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -231,10 +233,7 @@ async fn tls_to_a_plain_http_endpoint_says_so() {
     check(
         &get_err(&store).await,
         Cause::Tls,
-        &[
-            "closed the connection during the handshake",
-            "http:// in AWS_ENDPOINT",
-        ],
+        &["failed: the server hung up", "http:// in AWS_ENDPOINT"],
     );
 }
 
@@ -257,7 +256,7 @@ async fn a_certificate_for_another_name_says_which() {
         &get_err(&store).await,
         Cause::TlsNameMismatch,
         &[
-            "is not valid for \"127.0.0.1\"",
+            "names s3.wrong-name.example, not \"127.0.0.1\"",
             "s3.wrong-name.example",
             "AWS_ENDPOINT",
         ],
@@ -318,7 +317,7 @@ async fn s3_answers() {
             headers: XML,
             body: "<Error><Code>SignatureDoesNotMatch</Code><Message>The request signature we calculated does not match the signature you provided.</Message></Error>",
             cause: Cause::CredentialsRejected,
-            words: &["rejected the credentials (key id \"walg-key-id\")", "403 SignatureDoesNotMatch", "fix AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"],
+            words: &["the storage rejected key id \"walg-key-id\" (403 SignatureDoesNotMatch)", "403 SignatureDoesNotMatch", "fix AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"],
         },
         Case {
             status: "403 Forbidden",
@@ -374,7 +373,7 @@ async fn s3_answers() {
             headers: XML,
             body: "<Error><Code>XMinioStorageFull</Code><Message>Storage backend has reached its minimum free drive threshold.</Message></Error>",
             cause: Cause::Unexpected,
-            words: &["answered 500 XMinioStorageFull: Storage backend has reached its minimum free drive threshold", "2 attempts"],
+            words: &["storage \"default\" (s3://walg-bucket/pg): 500 XMinioStorageFull: Storage backend has reached its minimum", "2 attempts"],
         },
     ];
     for c in cases {
@@ -491,7 +490,7 @@ async fn gcs_answers() {
         &get_err(&open(&gcs(port))).await,
         Cause::CredentialsRejected,
         &[
-            "rejected the credentials (anonymous requests): 401 authError",
+            "the storage rejected anonymous requests (401 authError)",
             "set GOOGLE_APPLICATION_CREDENTIALS",
         ],
     );

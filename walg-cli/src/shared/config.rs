@@ -185,16 +185,7 @@ impl Raw {
                 }
                 return Err(e).with_context(|| format!("open config file {}", path.display()));
             }
-            let ext = path
-                .extension()
-                .and_then(|e| e.to_str())
-                .unwrap_or("")
-                .to_ascii_lowercase();
-            figment = match ext.as_str() {
-                "toml" => figment.merge(Toml::file_exact(path)),
-                "yaml" | "yml" => figment.merge(Yaml::file_exact(path)),
-                _ => figment.merge(Json::file_exact(path)),
-            };
+            figment = file_layer(figment, path);
         }
         figment = figment.merge(
             Env::raw()
@@ -288,6 +279,88 @@ impl Raw {
             .filter(|(k, _)| k.as_str() != "WALG_FAILOVER_STORAGES" && !is_encryption_setting(k))
             .filter_map(|(k, v)| value_to_string(v).map(|s| (k.clone(), s)))
             .collect()
+    }
+}
+
+/// Adds the config file at `path` to `figment`, in the format its
+/// extension says (JSON by default).
+fn file_layer(figment: Figment, path: &Path) -> Figment {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    match ext.as_str() {
+        "toml" => figment.merge(Toml::file_exact(path)),
+        "yaml" | "yml" => figment.merge(Yaml::file_exact(path)),
+        _ => figment.merge(Json::file_exact(path)),
+    }
+}
+
+/// The settings written in the config file at `path` alone (no
+/// environment), by upper-case name, failover sections as nested maps.
+pub fn file_values(path: &Path) -> Result<BTreeMap<String, Value>> {
+    let map: BTreeMap<String, Value> = file_layer(Figment::new(), path)
+        .extract()
+        .with_context(|| format!("read config file {}", path.display()))?;
+    Ok(map
+        .into_iter()
+        .map(|(k, v)| (k.to_ascii_uppercase(), v))
+        .collect())
+}
+
+/// Whether a setting holds a secret: key material or a storage credential.
+pub fn is_secret_setting(key: &str) -> bool {
+    let key = key.to_ascii_uppercase();
+    KEY_SETTINGS.contains(&key.as_str()) || Settings::is_secret(&key)
+}
+
+/// The placeholder the packaged example config (`/etc/walg/walg.json`)
+/// holds in every value a user must change (see xtask's `dist`).
+pub const PLACEHOLDER: &str = "change-me";
+
+/// Visits every scalar setting of `values`, failover sections included, as
+/// `(path, key, value)`: `path` is `WALG_FAILOVER_STORAGES.backup.` for a
+/// setting of the failover storage `backup`, empty at the top level.
+pub fn visit_settings(values: &BTreeMap<String, Value>, f: &mut dyn FnMut(&str, &str, &Value)) {
+    fn walk(
+        path: &str,
+        map: &serde_json::Map<String, Value>,
+        f: &mut dyn FnMut(&str, &str, &Value),
+    ) {
+        for (k, v) in map {
+            match v {
+                Value::Object(inner) => walk(&format!("{path}{k}."), inner, f),
+                v => f(path, k, v),
+            }
+        }
+    }
+    for (k, v) in values {
+        match v {
+            Value::Object(inner) => walk(&format!("{k}."), inner, f),
+            // The environment gives the failover map as a JSON string.
+            Value::String(text) if k == "WALG_FAILOVER_STORAGES" => {
+                match serde_json::from_str::<serde_json::Map<String, Value>>(text) {
+                    Ok(inner) => walk(&format!("{k}."), &inner, f),
+                    Err(_) => f("", k, v),
+                }
+            }
+            v => f("", k, v),
+        }
+    }
+}
+
+impl Raw {
+    /// Settings (failover sections included) still holding the packaged
+    /// example's [`PLACEHOLDER`], by name.
+    pub fn placeholders(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        visit_settings(&self.values, &mut |path, key, value| {
+            if value_to_string(value).is_some_and(|v| v.contains(PLACEHOLDER)) {
+                found.push(format!("{path}{key}"));
+            }
+        });
+        found
     }
 }
 

@@ -13,7 +13,7 @@ pub mod prefetch;
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use walg_core::archive::identity;
 use walg_core::pipeline::fetch::{fetch_file, FetchOptions};
 use walg_core::store::Store;
@@ -52,7 +52,9 @@ pub async fn run(config: Option<&Path>, name: &str, dest: &Path) -> Result<()> {
         compression: cfg.compression,
         encryption: cfg.encryption.clone(),
     };
-    let got = fetch_file(store.as_ref(), name, dest, &opts).await?;
+    let got = fetch_file(store.as_ref(), name, dest, &opts)
+        .await
+        .with_context(|| format!("wal-fetch {name}"))?;
     warn_if_foreign(&cfg, Some(store.as_ref()), &wal, dest).await;
     prefetch::spawn(config, &cfg, &wal, dest);
     tracing::info!(

@@ -17,11 +17,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use walg_core::doctor::datadir::{
-    classify_wal_dir, read_data_dir, segment_size_from_files, split_status,
+    classify_wal_dir, read_data_dir_with, segment_size_from_files, split_status, ReadOptions,
 };
 use walg_core::doctor::{
     self, diagnose, human_bytes, human_secs, ArchiveObs, ArchiverStats, Mode, Observation,
-    OldestXact, Report, SlotObs, StatusFile, Thresholds,
+    OldestXact, Report, SlotObs, StatusFile, SummarizerObs, Thresholds,
 };
 use walg_core::pg::pgconf;
 use walg_core::store::Store;
@@ -85,6 +85,16 @@ pub struct Args {
     /// WAL a slot may retain before a WARNING (default: max_wal_size), e.g. 10GB.
     #[arg(long, value_name = "SIZE")]
     pub slot_retained_warn: Option<String>,
+    /// A program outside PostgreSQL archives the .ready files (archive_mode
+    /// on, archive_command and archive_library empty): judge its backlog by
+    /// the --ready-* thresholds. Also WALG_STATUS_EXTERNAL_ARCHIVER=true.
+    #[arg(long)]
+    pub external_archiver: bool,
+    /// The cluster's server binaries, where its own pg_controldata is (for a
+    /// pg_control layout walg does not know); else /usr/lib/postgresql/<major>/bin,
+    /// then PATH.
+    #[arg(long, value_name = "DIR")]
+    pub pg_bin: Option<PathBuf>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -129,7 +139,15 @@ fn epoch_now() -> f64 {
 /// Runs the command; returns the exit code (the worst check).
 pub async fn run(config: Option<&Path>, args: &Args) -> Result<u8> {
     let thresholds = args.thresholds()?;
-    let obs = gather(config, args).await;
+    // The setting is read here; a configuration that cannot be loaded at
+    // all is reported by the archive check, as before.
+    let external = args.external_archiver
+        || match Raw::load(config) {
+            Ok(raw) => raw.bool("WALG_STATUS_EXTERNAL_ARCHIVER", false)?,
+            Err(_) => false,
+        };
+    let mut obs = gather(config, args).await;
+    obs.external_archiver = external;
     let report = diagnose(&obs, &thresholds);
     if let Some(path) = &args.prometheus {
         write_prometheus(path, &report)
@@ -171,7 +189,14 @@ async fn gather(config: Option<&Path>, args: &Args) -> Observation {
         .clone()
         .or_else(|| server_dir.filter(|d| d.join("global/pg_control").exists()));
     if let Some(dir) = &pgdata {
-        read_data_dir(dir, &mut obs, online.is_some(), &mut problems);
+        let opts = ReadOptions {
+            online: online.is_some(),
+            pg_bin: args.pg_bin.clone(),
+            path: std::env::var_os("PATH")
+                .map(|p| std::env::split_paths(&p).collect())
+                .unwrap_or_default(),
+        };
+        read_data_dir_with(dir, &mut obs, &opts, &mut problems);
     }
     if online.is_none() {
         if pgdata.is_none() {
@@ -225,6 +250,38 @@ fn lsn(row: &tokio_postgres::Row, i: usize) -> Option<Lsn> {
     text(row, i).and_then(|s| s.parse().ok())
 }
 
+/// A row of `pg_replication_slots` as JSON (with `inactive_epoch`, the
+/// seconds of `inactive_since`), whatever columns the version has.
+fn slot_from_json(v: &serde_json::Value) -> SlotObs {
+    let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+    let b = |k: &str| v.get(k).and_then(|x| x.as_bool());
+    let wal_status = s("wal_status");
+    let invalidation_reason = s("invalidation_reason");
+    SlotObs {
+        name: s("slot_name").unwrap_or_default(),
+        slot_type: s("slot_type").unwrap_or_default(),
+        active: b("active"),
+        active_pid: v
+            .get("active_pid")
+            .and_then(|x| x.as_i64())
+            .map(|p| p as i32),
+        temporary: b("temporary").unwrap_or(false),
+        restart_lsn: s("restart_lsn").and_then(|l| l.parse().ok()),
+        confirmed_flush: s("confirmed_flush_lsn").and_then(|l| l.parse().ok()),
+        safe_wal_size: v.get("safe_wal_size").and_then(|x| x.as_i64()),
+        // 16's `conflicting` is true for any invalidated logical slot.
+        invalidated: wal_status.as_deref() == Some("lost")
+            || invalidation_reason.is_some()
+            || b("conflicting") == Some(true),
+        wal_status,
+        invalidation_reason,
+        inactive_since: v.get("inactive_epoch").and_then(|x| x.as_f64()),
+        synced: b("synced").unwrap_or(false),
+        database: s("database"),
+        plugin: s("plugin"),
+    }
+}
+
 /// Everything the server tells through SQL, and its `data_directory`.
 async fn sql_observation(
     client: &tokio_postgres::Client,
@@ -234,7 +291,8 @@ async fn sql_observation(
     let mut data_dir = None;
     match query(
         client,
-        "select extract(epoch from clock_timestamp())::float8, current_setting('server_version'), pg_is_in_recovery()::text",
+        "select extract(epoch from clock_timestamp())::float8, current_setting('server_version'), pg_is_in_recovery()::text, \
+         current_setting('server_version_num')",
     )
     .await
     {
@@ -243,6 +301,9 @@ async fn sql_observation(
                 o.now = float(r, 0).unwrap_or(o.now);
                 o.server_version = text(r, 1);
                 o.in_recovery = text(r, 2).map(|s| s == "true");
+                o.major_version = text(r, 3)
+                    .and_then(|v| v.parse::<u32>().ok())
+                    .map(|v| v / 10000);
             }
         }
         Err(e) => problems.push(("the server's state".into(), e)),
@@ -262,6 +323,9 @@ async fn sql_observation(
         "checkpoint_completion_target",
         "wal_segment_size",
         "data_directory",
+        "summarize_wal",
+        "idle_replication_slot_timeout",
+        "effective_wal_level",
     ];
     let list = names
         .iter()
@@ -310,6 +374,19 @@ async fn sql_observation(
             s.checkpoint_completion_target = m
                 .get("checkpoint_completion_target")
                 .and_then(|(v, _)| v.parse().ok());
+            s.summarize_wal = m.get("summarize_wal").map(|(v, _)| v == "on");
+            s.idle_replication_slot_timeout =
+                m.get("idle_replication_slot_timeout").and_then(|(v, u)| {
+                    let unit = match u.as_str() {
+                        "ms" => 0.001,
+                        "min" => 60.0,
+                        "h" => 3600.0,
+                        "d" => 86400.0,
+                        _ => 1.0,
+                    };
+                    v.parse::<f64>().ok().map(|x| x * unit)
+                });
+            s.effective_wal_level = m.get("effective_wal_level").map(|x| x.0.clone());
             if let Some(seg) = bytes("wal_segment_size") {
                 o.segment_size = seg as u64;
             }
@@ -363,6 +440,46 @@ async fn sql_observation(
             .and_then(|r| text(r, 0))
             .and_then(|s| s.parse().ok());
     }
+    if o.segment_size == 0 {
+        // pg_control_init() says it on every version, with or without
+        // pg_settings' wal_segment_size.
+        if let Ok(rows) = query(
+            client,
+            "select bytes_per_wal_segment::int8 from pg_control_init()",
+        )
+        .await
+        {
+            if let Some(v) = rows
+                .first()
+                .and_then(|r| r.try_get::<_, Option<i64>>(0).ok().flatten())
+            {
+                o.segment_size = v.max(0) as u64;
+            }
+        }
+    }
+    if o.settings.summarize_wal == Some(true) {
+        match query(
+            client,
+            "select summarized_lsn::text, pending_lsn::text, summarizer_pid, \
+             (select count(*) from pg_available_wal_summaries()) from pg_get_wal_summarizer_state()",
+        )
+        .await
+        {
+            Ok(rows) => {
+                o.summarizer = rows.first().map(|r| SummarizerObs {
+                    summarized_lsn: lsn(r, 0),
+                    pending_lsn: lsn(r, 1),
+                    running: Some(r.try_get::<_, Option<i32>>(2).ok().flatten().is_some()),
+                    summaries: r
+                        .try_get::<_, Option<i64>>(3)
+                        .ok()
+                        .flatten()
+                        .map(|n| n.max(0) as u64),
+                })
+            }
+            Err(e) => problems.push(("pg_get_wal_summarizer_state()".into(), e)),
+        }
+    }
     match query(
         client,
         "select archived_count, last_archived_wal::text, extract(epoch from last_archived_time)::float8, \
@@ -386,32 +503,22 @@ async fn sql_observation(
         }
         Err(e) => problems.push(("pg_stat_archiver".into(), e)),
     }
+    // Every version's columns at once: a row as JSON has the columns the
+    // server has (invalidation_reason, inactive_since and synced are 17+).
     match query(
         client,
-        "select slot_name::text, slot_type::text, active, active_pid, temporary, restart_lsn::text, \
-         confirmed_flush_lsn::text, wal_status::text, safe_wal_size, database::text, plugin::text \
-         from pg_replication_slots order by slot_name",
+        "select (to_jsonb(s) || jsonb_build_object('inactive_epoch', \
+         extract(epoch from (to_jsonb(s)->>'inactive_since')::timestamptz)))::text \
+         from pg_replication_slots s order by slot_name",
     )
     .await
     {
         Ok(rows) => {
             o.slots = Some(
                 rows.iter()
-                    .map(|r| SlotObs {
-                        name: text(r, 0).unwrap_or_default(),
-                        slot_type: text(r, 1).unwrap_or_default(),
-                        active: r.try_get::<_, Option<bool>>(2).ok().flatten(),
-                        active_pid: r.try_get::<_, Option<i32>>(3).ok().flatten(),
-                        temporary: r.try_get::<_, Option<bool>>(4).ok().flatten().unwrap_or(false),
-                        restart_lsn: lsn(r, 5),
-                        confirmed_flush: lsn(r, 6),
-                        wal_status: text(r, 7),
-                        safe_wal_size: r.try_get::<_, Option<i64>>(8).ok().flatten(),
-                        invalidated: text(r, 7).as_deref() == Some("lost"),
-                        database: text(r, 9),
-                        plugin: text(r, 10),
-                        ..SlotObs::default()
-                    })
+                    .filter_map(|r| text(r, 0))
+                    .filter_map(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                    .map(|v| slot_from_json(&v))
                     .collect(),
             )
         }
@@ -779,6 +886,16 @@ pub fn prometheus_text(r: &Report) -> String {
         "Age of the oldest .ready file.",
         "gauge",
         one(a.oldest_ready_age_seconds.or(a.ready_count.map(|_| 0.0))),
+    );
+    metric(
+        "walg_archiver_consumer",
+        "What consumes the .ready files (1 for the current one): archive_command, archive_library, external or none.",
+        "gauge",
+        a.consumer
+            .and_then(|c| serde_json::to_value(c).ok())
+            .and_then(|v| v.as_str().map(str::to_string))
+            .map(|c| vec![(format!("{{consumer=\"{c}\"}}"), 1.0)])
+            .unwrap_or_default(),
     );
     metric(
         "walg_stat_archiver_archived_count",

@@ -81,6 +81,7 @@ const KNOWN_WALG: &[&str] = &[
     "WALG_PGP_KEY",
     "WALG_PGP_KEY_PATH",
     "WALG_PGP_KEY_PASSPHRASE",
+    "WALG_STATUS_EXTERNAL_ARCHIVER",
 ];
 
 /// WAL-G encryption settings walg does not implement (cloud KMS, envelope

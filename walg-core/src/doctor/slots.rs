@@ -198,7 +198,7 @@ pub(super) fn slot_checks(ctx: &Ctx<'_>) -> (Vec<SlotReport>, Vec<Check>) {
 fn invalidated_because(ctx: &Ctx<'_>, reason: Option<&str>) -> String {
     match reason {
         Some("idle_timeout") => format!(
-            "was invalidated by idle_replication_slot_timeout{}: it stayed inactive longer than that",
+            "was invalidated by idle_replication_slot_timeout{} after staying inactive longer than that",
             ctx.o
                 .settings
                 .idle_replication_slot_timeout

@@ -361,6 +361,95 @@ pub fn ready_backlog(work: &Workdir, count: usize) -> Result<(PathBuf, Vec<Strin
 }
 
 // ---------------------------------------------------------------------------
+// walg wal-status
+
+/// How `walg wal-status` looks at a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Look {
+    /// Through the server's socket only (SQL, no data directory).
+    Sql,
+    /// Through the socket and the data directory (`--pgdata`).
+    Online,
+    /// The data directory only, the server down (`--pgdata --offline`).
+    Offline,
+}
+
+impl Look {
+    /// The report's `mode` for this look.
+    pub fn mode(self) -> &'static str {
+        match self {
+            Look::Sql | Look::Online => "online",
+            Look::Offline => "offline",
+        }
+    }
+}
+
+/// Runs `walg wal-status --json` with `extra` flags as the server's user
+/// (HOME `home`) against `cluster`; returns the exit code and the report,
+/// and prints its headline. The file system is the machine's: its free
+/// space, and how soon a test's burst of WAL would fill it, are not what a
+/// scenario looks at, so those thresholds are set out of the way.
+pub fn wal_status(
+    walg: &Path,
+    cluster: &Cluster,
+    home: &Path,
+    look: Look,
+    extra: &[&str],
+) -> Result<(i32, Value)> {
+    let mut cmd = pg::as_postgres(walg);
+    cmd.args(["wal-status", "--json"])
+        .args(["--fs-free-warn", "0.5", "--fs-free-crit", "0.1"])
+        .args(["--full-warn", "1m", "--full-crit", "30s"])
+        .args(extra)
+        .env("HOME", home)
+        .env_remove("PGDATA");
+    if look != Look::Offline {
+        cmd.env("PGHOST", &cluster.dir)
+            .env("PGPORT", cluster.port.to_string())
+            .env("PGUSER", "postgres");
+    }
+    match look {
+        Look::Sql => {}
+        Look::Online => {
+            cmd.arg("--pgdata").arg(&cluster.data);
+        }
+        Look::Offline => {
+            cmd.arg("--pgdata").arg(&cluster.data).arg("--offline");
+        }
+    }
+    let out = cmd.output().context("run walg wal-status")?;
+    let code = code(&out);
+    let printed = stdout(&out);
+    let v: Value = serde_json::from_str(&printed).with_context(|| {
+        format!(
+            "wal-status printed no JSON (exit {code})\nstdout: {printed}\nstderr: {}",
+            stderr(&out)
+        )
+    })?;
+    say(&format!(
+        "  {:<7}: {}",
+        match look {
+            Look::Sql => "sql",
+            Look::Online => "online",
+            Look::Offline => "offline",
+        },
+        v["headline"].as_str().unwrap_or("?")
+    ));
+    Ok((code, v))
+}
+
+/// The exit code `wal-status` documents for a status (0 OK, 1 WARNING,
+/// 2 CRITICAL, 3 UNKNOWN).
+pub fn status_code(status: &str) -> i32 {
+    match status {
+        "OK" => 0,
+        "WARNING" => 1,
+        "CRITICAL" => 2,
+        _ => 3,
+    }
+}
+
+// ---------------------------------------------------------------------------
 // What a storage holds
 
 /// Whether `n` is a WAL segment name (24 hex digits).

@@ -21,7 +21,10 @@
 //! - [`failover`]: failover storages under a pgbench load and outages;
 //! - [`hardening`]: what a DBA eventually hits (SIGKILL, an unopenable
 //!   storage, two clusters on one archive, a file system without links);
-//! - [`status`]: `walg wal-status`, one cluster per cause of a growing pg_wal;
+//! - [`status`]: `walg wal-status`, one cluster per cause of a growing pg_wal,
+//!   and the false alarms of a healthy cluster on several versions;
+//! - [`versions`]: the version matrix, every PostgreSQL major from 13 to 18
+//!   archived, restored and diagnosed;
 //! - [`archive`]: `wal-verify`, `wal-repair`, `wal-prune`, `wal-show`;
 //! - [`crypto`] and [`pgp`]: libsodium and OpenPGP against other
 //!   implementations;
@@ -46,6 +49,7 @@ pub mod memory;
 pub mod pgp;
 pub mod status;
 pub mod storage;
+pub mod versions;
 pub mod wal;
 
 /// What a scenario may use: the built `walg`, the running emulators and
@@ -89,6 +93,43 @@ pub fn scenarios() -> Vec<(&'static str, Scenario)> {
         }),
         ("status_wal_keep_size", |e| status::wal_keep_size(&e.walg)),
         ("status_standby_always", |e| status::standby_always(&e.walg)),
+        // Issue 20's false alarms: a new cluster after a checkpoint on
+        // every version, the external archiver on 15, 16 and 17.
+        ("status_after_checkpoint_13", |e| {
+            status::after_checkpoint(e, 13)
+        }),
+        ("status_after_checkpoint_14", |e| {
+            status::after_checkpoint(e, 14)
+        }),
+        ("status_after_checkpoint_15", |e| {
+            status::after_checkpoint(e, 15)
+        }),
+        ("status_after_checkpoint_16", |e| {
+            status::after_checkpoint(e, 16)
+        }),
+        ("status_after_checkpoint_17", |e| {
+            status::after_checkpoint(e, 17)
+        }),
+        ("status_after_checkpoint_18", |e| {
+            status::after_checkpoint(e, 18)
+        }),
+        ("status_external_archiver_15", |e| {
+            status::external_archiver(e, 15)
+        }),
+        ("status_external_archiver_16", |e| {
+            status::external_archiver(e, 16)
+        }),
+        ("status_external_archiver_17", |e| {
+            status::external_archiver(e, 17)
+        }),
+        // The version matrix (issue 20): one function, one row per server
+        // (the system's 15 and every version pg_versions installs).
+        ("version_13", |e| versions::matrix(e, 13)),
+        ("version_14", |e| versions::matrix(e, 14)),
+        ("version_15", |e| versions::matrix(e, 15)),
+        ("version_16", |e| versions::matrix(e, 16)),
+        ("version_17", |e| versions::matrix(e, 17)),
+        ("version_18", |e| versions::matrix(e, 18)),
         ("s3_archive_and_recover", |e| {
             wal::emulator_round_trip(&e.walg, &e.emus, Kind::S3)
         }),
@@ -250,6 +291,23 @@ mod tests {
         }
     }
 
+    #[test]
+    fn every_server_has_its_version_scenario() {
+        let names: Vec<&str> = scenarios().iter().map(|(n, _)| *n).collect();
+        // The installed servers and the system's 15.
+        let majors: Vec<u32> = crate::infra::pg_versions::PINNED
+            .iter()
+            .map(|(m, _)| *m)
+            .chain([15])
+            .collect();
+        for major in &majors {
+            let name = format!("version_{major}");
+            assert!(names.contains(&name.as_str()), "no scenario {name}");
+        }
+        let rows = names.iter().filter(|n| n.starts_with("version_")).count();
+        assert_eq!(rows, majors.len(), "{names:?}");
+    }
+
     fn check(filter: Option<&str>, expected_first: &[&str], expected_len: usize) {
         let got: Vec<&str> = select(filter).iter().map(|(n, _)| *n).collect();
         assert_eq!(got.len(), expected_len, "{filter:?}: {got:?}");
@@ -260,8 +318,10 @@ mod tests {
     fn select_starts_the_long_ones_first_and_filters_by_substring() {
         check(None, LONG, scenarios().len());
         check(Some("cli_contract"), &["cli_contract"], 1);
-        // The ten wal-status causes, and the status cache scenario.
-        check(Some("status_"), &["status_healthy", "status_failing"], 11);
+        // The ten wal-status causes, the nine false alarms, and the status
+        // cache scenario.
+        check(Some("status_"), &["status_healthy", "status_failing"], 20);
+        check(Some("version_"), &["version_13", "version_14"], 6);
         check(
             Some("archive_"),
             &["archive_keeps_up", "archive_health_prune"],

@@ -1,5 +1,6 @@
 //! The machinery the scenarios and benches stand on: PostgreSQL clusters
-//! ([`pg`]), the storage emulators ([`emulators`]), the shaping and failing
+//! ([`pg`]) of the system's server or of another major version
+//! ([`pg_versions`]), the storage emulators ([`emulators`]), the shaping and failing
 //! TCP proxy ([`proxy`]), what a fresh machine needs installed ([`setup`]) and
 //! the release packaging ([`dist`]).
 //!
@@ -10,5 +11,6 @@
 pub mod dist;
 pub mod emulators;
 pub mod pg;
+pub mod pg_versions;
 pub mod proxy;
 pub mod setup;

@@ -6,6 +6,13 @@
 //! reachable by that user, so a [`Workdir`] copies them into a directory it
 //! creates with permissive modes and hands ownership of cluster directories
 //! to `postgres`.
+//!
+//! A cluster runs a [`Server`]: the system's (Debian's 15) unless a scenario
+//! names another major version (installed by [`crate::infra::pg_versions`]).
+//! The client programs (`psql`, `pgbench`, `pg_basebackup`, `pg_resetwal`)
+//! are always the system's: psql and pgbench 15 talk to every server from 13
+//! on; `pg_basebackup` 15 refuses servers newer than itself, which is why
+//! [`Cluster::low_level_backup`] exists.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -40,6 +47,43 @@ pub fn bindir() -> Result<PathBuf> {
         Some((_, bin)) => Ok(bin),
         None => bail!("no PostgreSQL server binaries: install postgresql (apt-get install postgresql) so initdb is in /usr/lib/postgresql/*/bin"),
     }
+}
+
+/// The PostgreSQL server a cluster runs: its major version and the
+/// directory of its `initdb`, `pg_ctl` and `postgres`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    pub major: u32,
+    pub bindir: PathBuf,
+}
+
+impl Server {
+    /// The system's server ([`bindir`]).
+    pub fn system() -> Result<Server> {
+        Server::at(&bindir()?)
+    }
+
+    /// The server whose binaries are in `bindir`, its major version asked
+    /// of `postgres --version` (as the server's user: it must be able to
+    /// run them).
+    pub fn at(bindir: &Path) -> Result<Server> {
+        let out = run(as_postgres(&bindir.join("postgres")).arg("--version"))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let major = major_of(&text)
+            .with_context(|| format!("no major version in `postgres --version`: {text}"))?;
+        Ok(Server {
+            major,
+            bindir: bindir.to_path_buf(),
+        })
+    }
+}
+
+/// The major version in `postgres --version`'s output
+/// (`postgres (PostgreSQL) 18.4`, `postgres (PostgreSQL) 15.18 (Debian ...)`).
+pub fn major_of(version: &str) -> Option<u32> {
+    let rest = version.split("(PostgreSQL) ").nth(1)?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
 
 /// Whether we run as root (then the server runs as `postgres`).
@@ -166,6 +210,9 @@ impl Workdir {
 /// One PostgreSQL cluster.
 #[derive(Debug)]
 pub struct Cluster {
+    /// The server it runs.
+    pub server: Server,
+    /// The client programs' directory: the system's, whatever the server.
     pub bindir: PathBuf,
     pub dir: PathBuf,
     pub data: PathBuf,
@@ -175,37 +222,59 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// `initdb` a new cluster under `dir` with the given extra settings.
+    /// `initdb` a new cluster of the system's server under `dir` with the
+    /// given extra settings.
     pub fn init(dir: &Path, extra_conf: &str, initdb_args: &[&str]) -> Result<Cluster> {
-        let bindir = bindir()?;
+        Cluster::init_on(&Server::system()?, dir, extra_conf, initdb_args)
+    }
+
+    /// `initdb` a new cluster of `server` under `dir` with the given extra
+    /// settings.
+    pub fn init_on(
+        server: &Server,
+        dir: &Path,
+        extra_conf: &str,
+        initdb_args: &[&str],
+    ) -> Result<Cluster> {
         fs::create_dir_all(dir)?;
         fs::set_permissions(dir, fs::Permissions::from_mode(0o755))?;
         chown_postgres(dir)?;
         let data = dir.join("data");
-        run(as_postgres(&bindir.join("initdb"))
+        run(as_postgres(&server.bindir.join("initdb"))
             .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
             .arg(&data)
             .args(initdb_args))?;
-        Cluster::configured(bindir, dir, data, extra_conf)
+        Cluster::configured(server.clone(), dir, data, extra_conf)
     }
 
-    /// A cluster from a base backup copied into `dir/data`.
+    /// A cluster of the system's server from a base backup copied into
+    /// `dir/data`.
     pub fn from_backup(backup: &Path, dir: &Path, extra_conf: &str) -> Result<Cluster> {
-        let bindir = bindir()?;
+        Cluster::from_backup_on(&Server::system()?, backup, dir, extra_conf)
+    }
+
+    /// A cluster of `server` from a base backup copied into `dir/data`.
+    pub fn from_backup_on(
+        server: &Server,
+        backup: &Path,
+        dir: &Path,
+        extra_conf: &str,
+    ) -> Result<Cluster> {
         fs::create_dir_all(dir)?;
         fs::set_permissions(dir, fs::Permissions::from_mode(0o755))?;
         let data = dir.join("data");
         run(Command::new("cp").arg("-a").arg(backup).arg(&data))?;
         fs::set_permissions(&data, fs::Permissions::from_mode(0o700))?;
         chown_postgres(dir)?;
-        Cluster::configured(bindir, dir, data, extra_conf)
+        Cluster::configured(server.clone(), dir, data, extra_conf)
     }
 
     /// A cluster whose data directory `dir/data` is in place, on a free
     /// port, with our test settings and then `extra_conf` appended.
-    fn configured(bindir: PathBuf, dir: &Path, data: PathBuf, extra_conf: &str) -> Result<Cluster> {
+    fn configured(server: Server, dir: &Path, data: PathBuf, extra_conf: &str) -> Result<Cluster> {
         let cluster = Cluster {
-            bindir,
+            server,
+            bindir: bindir()?,
             dir: dir.to_path_buf(),
             port: free_port()?,
             log: dir.join("log"),
@@ -220,7 +289,17 @@ impl Cluster {
     /// A cluster from a base backup, set to recover (`recovery.signal`)
     /// with `conf` (its `restore_command`, say), not started yet.
     pub fn for_recovery(backup: &Path, dir: &Path, conf: &str) -> Result<Cluster> {
-        let cluster = Cluster::from_backup(backup, dir, conf)?;
+        Cluster::for_recovery_on(&Server::system()?, backup, dir, conf)
+    }
+
+    /// [`Cluster::for_recovery`] on `server`.
+    pub fn for_recovery_on(
+        server: &Server,
+        backup: &Path,
+        dir: &Path,
+        conf: &str,
+    ) -> Result<Cluster> {
+        let cluster = Cluster::from_backup_on(server, backup, dir, conf)?;
         fs::write(cluster.data.join("recovery.signal"), "")?;
         chown_postgres(&cluster.data)?;
         Ok(cluster)
@@ -249,7 +328,7 @@ impl Cluster {
     }
 
     pub fn start_with_env(&mut self, env: &[(String, String)]) -> Result<()> {
-        let mut cmd = as_postgres(&self.bindir.join("pg_ctl"));
+        let mut cmd = as_postgres(&self.server.bindir.join("pg_ctl"));
         cmd.arg("-D")
             .arg(&self.data)
             .arg("-l")
@@ -277,7 +356,7 @@ impl Cluster {
 
     pub fn stop(&mut self) -> Result<()> {
         if self.running {
-            run(as_postgres(&self.bindir.join("pg_ctl"))
+            run(as_postgres(&self.server.bindir.join("pg_ctl"))
                 .arg("-D")
                 .arg(&self.data)
                 .args(["-m", "fast", "-w", "stop"]))?;
@@ -405,6 +484,94 @@ impl Cluster {
         Ok(())
     }
 
+    /// A base backup into `dest` through the low-level API, which every
+    /// server version has (`pg_basebackup` 15 refuses servers newer than
+    /// itself): in one psql session, `pg_backup_start` (before 15,
+    /// `pg_start_backup(label, fast, false)`: non-exclusive), the data
+    /// directory copied while the session stays open, then `pg_backup_stop`
+    /// (`pg_stop_backup(false)`), which waits until the WAL the backup needs
+    /// is archived and returns the `labelfile` written as `backup_label`.
+    /// No tablespaces, so no `tablespace_map`.
+    pub fn low_level_backup(&self, dest: &Path) -> Result<()> {
+        use std::io::Write;
+        let (start, stop) = if self.server.major >= 15 {
+            (
+                "select pg_backup_start('walg e2e', true);",
+                "select labelfile from pg_backup_stop();",
+            )
+        } else {
+            (
+                "select pg_start_backup('walg e2e', true, false);",
+                "select labelfile from pg_stop_backup(false);",
+            )
+        };
+        // psql runs a `\!` command only after the statement before it ended:
+        // the marker says the backup has started.
+        let started = self.dir.join("backup-started");
+        let label_out = self.dir.join("backup-label.out");
+        for f in [&started, &label_out] {
+            let _ = fs::remove_file(f);
+        }
+        let mut psql = self
+            .psql_cmd()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("start psql for the base backup")?;
+        let mut stdin = psql.stdin.take().context("psql stdin")?;
+        writeln!(stdin, "{start}\n\\! touch {}", started.display())?;
+        stdin.flush()?;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !started.exists() {
+            if psql.try_wait()?.is_some() || Instant::now() > deadline {
+                drop(stdin);
+                let out = psql.wait_with_output()?;
+                bail!(
+                    "{start} did not complete: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        copy_data_dir(&self.data, dest)
+            .with_context(|| format!("copy {} to {}", self.data.display(), dest.display()))?;
+        writeln!(stdin, "\\o {}\n{stop}\n\\o\n\\q", label_out.display())?;
+        drop(stdin);
+        loop {
+            if let Some(status) = psql.try_wait()? {
+                let mut err = String::new();
+                if let Some(mut e) = psql.stderr.take() {
+                    use std::io::Read;
+                    e.read_to_string(&mut err)?;
+                }
+                if !status.success() {
+                    bail!("{stop} failed with {status}: {err}");
+                }
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = psql.kill();
+                let _ = psql.wait();
+                bail!(
+                    "{stop} did not return in time (the WAL the backup needs not archived?)\nserver log tail:\n{}",
+                    tail(&self.log_text(), 40)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Unaligned tuples-only output: the value and one newline after it.
+        let label = fs::read_to_string(&label_out)
+            .with_context(|| format!("read {}", label_out.display()))?;
+        let label = label.strip_suffix('\n').unwrap_or(&label);
+        if !label.starts_with("START WAL LOCATION:") {
+            bail!("{stop} returned no labelfile: {label:?}");
+        }
+        fs::write(dest.join("backup_label"), label)?;
+        fs::set_permissions(dest, fs::Permissions::from_mode(0o700))?;
+        chown_postgres(dest)
+    }
+
     /// Runs pgbench with the given arguments against this cluster.
     pub fn pgbench(&self, args: &[&str]) -> Result<String> {
         let out = run(&mut self.pgbench_command(args))?;
@@ -427,7 +594,7 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         if self.running {
-            let _ = as_postgres(&self.bindir.join("pg_ctl"))
+            let _ = as_postgres(&self.server.bindir.join("pg_ctl"))
                 .arg("-D")
                 .arg(&self.data)
                 .args(["-m", "immediate", "-w", "stop"])
@@ -438,6 +605,72 @@ impl Drop for Cluster {
     }
 }
 
+/// Directories of a data directory whose contents a base backup leaves
+/// out (PostgreSQL's "Backing Up the Data Directory"): the server recreates
+/// or refills them; `pg_wal` comes from the archive.
+const BACKUP_EMPTIED: &[&str] = &[
+    "pg_wal",
+    "pg_replslot",
+    "pg_dynshmem",
+    "pg_notify",
+    "pg_serial",
+    "pg_snapshots",
+    "pg_stat_tmp",
+    "pg_subtrans",
+];
+
+/// Files of a data directory a base backup leaves out.
+const BACKUP_SKIPPED: &[&str] = &["postmaster.pid", "postmaster.opts", "backup_label"];
+
+/// Copies a running cluster's data directory as a base backup does: the
+/// directories of [`BACKUP_EMPTIED`] empty (`pg_wal/archive_status` made),
+/// [`BACKUP_SKIPPED`] and `pg_internal.init` left out, and a file that
+/// vanishes while we copy (the server removes temporary files) skipped.
+pub fn copy_data_dir(src: &Path, dest: &Path) -> Result<()> {
+    fn walk(src: &Path, dest: &Path, top: bool) -> Result<()> {
+        fs::create_dir_all(dest)?;
+        let entries = match fs::read_dir(src) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e).with_context(|| format!("list {}", src.display())),
+        };
+        for entry in entries {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let from = entry.path();
+            let to = dest.join(&*name);
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                if top && BACKUP_EMPTIED.contains(&&*name) {
+                    fs::create_dir_all(&to)?;
+                    if name == "pg_wal" {
+                        fs::create_dir_all(to.join("archive_status"))?;
+                    }
+                } else {
+                    walk(&from, &to, false)?;
+                }
+            } else if (top && BACKUP_SKIPPED.contains(&&*name)) || name == "pg_internal.init" {
+                continue;
+            } else {
+                match fs::copy(&from, &to) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e).with_context(|| format!("copy {}", from.display())),
+                }
+            }
+        }
+        Ok(())
+    }
+    walk(src, dest, true)
+}
+
 pub fn tail(text: &str, lines: usize) -> String {
     let v: Vec<&str> = text.lines().collect();
     v[v.len().saturating_sub(lines)..].join("\n")
@@ -446,4 +679,25 @@ pub fn tail(text: &str, lines: usize) -> String {
 /// A checksum of a table's contents, stable across clusters.
 pub fn table_digest(c: &Cluster, table: &str) -> Result<String> {
     c.sql(&format!("select count(*) || ':' || coalesce(md5(string_agg(md5(t::text), '' order by t::text)), '') from {table} t"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::major_of;
+
+    fn check(version: &str, expected: Option<u32>) {
+        assert_eq!(major_of(version), expected, "{version:?}");
+    }
+
+    #[test]
+    fn major_of_reads_postgres_version() {
+        check("postgres (PostgreSQL) 18.4\n", Some(18));
+        check(
+            "postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n",
+            Some(15),
+        );
+        check("postgres (PostgreSQL) 19beta1\n", Some(19));
+        check("postgres (PostgreSQL) 9.6.24\n", Some(9));
+        check("something else", None);
+    }
 }

@@ -1,7 +1,9 @@
 //! Installs what the tasks need on a fresh machine: the rustfmt and clippy
-//! components (the lint pass), PostgreSQL server binaries, the lz4 and zstd
-//! tools (interoperability checks) and the other Debian packages the
-//! scenarios use; the emulators through [`crate::infra::emulators::install`].
+//! components (the lint pass), PostgreSQL server binaries (Debian's, and
+//! every other major version of the matrix through
+//! [`crate::infra::pg_versions::install`]), the lz4 and zstd tools
+//! (interoperability checks) and the other Debian packages the scenarios
+//! use; the emulators through [`crate::infra::emulators::install`].
 //! Idempotent: nothing is installed twice.
 
 use std::path::Path;
@@ -148,10 +150,27 @@ fn missing_components(listed: &str) -> Vec<&'static str> {
         .collect()
 }
 
+/// The servers of the other major versions. Under `CI=true` a failed
+/// install fails setup; elsewhere (a machine without the registry, say) it
+/// is a warning, and the version scenarios fail naming what is missing.
+pub fn postgres_versions(repo: &Path) -> Result<()> {
+    match crate::infra::pg_versions::install(repo) {
+        Ok(()) => Ok(()),
+        Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
+            eprintln!(
+                "warning: {e:#}\nwarning: the version_* scenarios will fail until it is installed"
+            );
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Everything the test suite needs.
 pub fn all(repo: &Path) -> Result<()> {
     rust_components(repo)?;
     postgres()?;
+    postgres_versions(repo)?;
     crate::infra::emulators::install(repo)
 }
 

@@ -1068,4 +1068,47 @@ mod tests {
             assert!(line.starts_with("walg_"), "{line}");
         }
     }
+
+    /// Rows of `pg_replication_slots` as 13 and 18 send them through
+    /// to_jsonb (18 adds invalidation_reason, inactive_since, synced).
+    #[test]
+    fn slots_of_every_version_from_json() {
+        let v13: serde_json::Value = serde_json::from_str(
+            r#"{"slot_name":"lost1","plugin":null,"slot_type":"physical","datoid":null,"database":null,
+                "temporary":false,"active":false,"active_pid":null,"xmin":null,"catalog_xmin":null,
+                "restart_lsn":null,"confirmed_flush_lsn":null,"wal_status":"lost","safe_wal_size":null,
+                "inactive_epoch":null}"#,
+        )
+        .expect("json");
+        let s = slot_from_json(&v13);
+        assert_eq!(s.name, "lost1");
+        assert!(s.invalidated);
+        assert_eq!(s.invalidation_reason, None);
+        assert_eq!(s.active, Some(false));
+        let v18: serde_json::Value = serde_json::from_str(
+            r#"{"slot_name":"idle1","plugin":null,"slot_type":"physical","datoid":null,"database":null,
+                "temporary":false,"active":false,"active_pid":null,"xmin":null,"catalog_xmin":null,
+                "restart_lsn":"0/E00108","confirmed_flush_lsn":null,"wal_status":"lost","safe_wal_size":null,
+                "two_phase":false,"two_phase_at":null,"inactive_since":"2026-12-06T06:19:57.44144+00:00",
+                "conflicting":null,"invalidation_reason":"idle_timeout","failover":false,"synced":false,
+                "inactive_epoch":1796537997.44144}"#,
+        )
+        .expect("json");
+        let s = slot_from_json(&v18);
+        assert!(s.invalidated);
+        assert_eq!(s.invalidation_reason.as_deref(), Some("idle_timeout"));
+        assert_eq!(s.restart_lsn, Some("0/E00108".parse().expect("lsn")));
+        assert_eq!(s.inactive_since, Some(1_796_537_997.441_44));
+        let v16: serde_json::Value = serde_json::from_str(
+            r#"{"slot_name":"sub","slot_type":"logical","active":true,"active_pid":4242,
+                "restart_lsn":"0/C001B8","confirmed_flush_lsn":"0/C001F0","wal_status":"reserved",
+                "safe_wal_size":-1,"conflicting":false,"plugin":"pgoutput","database":"app"}"#,
+        )
+        .expect("json");
+        let s = slot_from_json(&v16);
+        assert!(!s.invalidated);
+        assert_eq!(s.active_pid, Some(4242));
+        assert_eq!(s.plugin.as_deref(), Some("pgoutput"));
+        assert_eq!(s.safe_wal_size, Some(-1));
+    }
 }

@@ -349,6 +349,17 @@ impl Encryptor {
         }
     }
 
+    /// Encrypts `input` and appends the bytes ready so far to `out`, so a
+    /// caller can recycle its buffers (without encryption, a copy).
+    pub fn push_into(&mut self, input: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+        match &mut self.0 {
+            EncryptorInner::None => out.extend_from_slice(input),
+            EncryptorInner::Sodium(w) => w.push_into(input, out)?,
+            EncryptorInner::Pgp(_, buf) => buf.extend_from_slice(input),
+        }
+        Ok(())
+    }
+
     /// Ends the object and returns its last bytes.
     pub fn finish(self) -> io::Result<Vec<u8>> {
         match self.0 {
@@ -401,9 +412,14 @@ impl SodiumWriter {
         .map_err(|_| sodium_failure("libsodium encryption failed"))
     }
 
-    fn push(&mut self, mut input: &[u8]) -> io::Result<Vec<u8>> {
+    fn push(&mut self, input: &[u8]) -> io::Result<Vec<u8>> {
         let total = self.pending.len() + input.len();
         let mut out = Vec::with_capacity(SODIUM_HEADER + total / SODIUM_CHUNK * SODIUM_PIECE);
+        self.push_into(input, &mut out)?;
+        Ok(out)
+    }
+
+    fn push_into(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
         // The header goes out with the first bytes, so an object always starts
         // with it, whatever the caller's write sizes.
         if let Some(h) = self.header.take() {
@@ -414,10 +430,10 @@ impl SodiumWriter {
             self.pending.extend_from_slice(&input[..take]);
             input = &input[take..];
             if self.pending.len() < SODIUM_CHUNK {
-                return Ok(out);
+                return Ok(());
             }
             let piece = std::mem::take(&mut self.pending);
-            self.seal(&piece, TAG_MESSAGE, &mut out)?;
+            self.seal(&piece, TAG_MESSAGE, out)?;
             self.pending = piece;
             self.pending.clear();
         }
@@ -425,10 +441,10 @@ impl SodiumWriter {
         // piece is whatever is pending when the object ends (0..8191 bytes).
         let mut pieces = input.chunks_exact(SODIUM_CHUNK);
         for piece in &mut pieces {
-            self.seal(piece, TAG_MESSAGE, &mut out)?;
+            self.seal(piece, TAG_MESSAGE, out)?;
         }
         self.pending.extend_from_slice(pieces.remainder());
-        Ok(out)
+        Ok(())
     }
 
     fn finish(mut self) -> io::Result<Vec<u8>> {

@@ -15,6 +15,7 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use crate::crypto::Encryption;
+use crate::pipeline::budget::MemoryBudget;
 use crate::pipeline::codec::Compression;
 use crate::pipeline::stream::{decode_into, DecodeError};
 use crate::store::error::StoreError;
@@ -212,7 +213,7 @@ async fn restore(
         .map_err(io_err)?;
     let mut guard = TempGuard(Some(tmp.clone()));
     let writer = CheckingWriter {
-        out: BufWriter::with_capacity(1 << 20, file),
+        out: BufWriter::with_capacity(MemoryBudget::DEFAULT.chunk(), file),
         head: Vec::new(),
         len: 0,
     };

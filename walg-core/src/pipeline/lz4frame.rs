@@ -35,6 +35,9 @@ pub struct Lz4FrameEncoder {
     pending: Vec<u8>,
     hasher: twox_hash::XxHash32,
     header_written: bool,
+    /// The helper thread's output, kept from chunk to chunk so its pages
+    /// are touched once, not once per chunk.
+    helper_out: Vec<u8>,
 }
 
 impl std::fmt::Debug for Lz4FrameEncoder {
@@ -51,6 +54,7 @@ impl Default for Lz4FrameEncoder {
             pending: Vec::new(),
             hasher: twox_hash::XxHash32::with_seed(0),
             header_written: false,
+            helper_out: Vec::new(),
         }
     }
 }
@@ -94,6 +98,12 @@ impl Lz4FrameEncoder {
     /// Compresses `input`; returns the frame bytes ready so far.
     pub fn push(&mut self, input: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(input.len() / 2 + 64);
+        self.push_into(input, &mut out);
+        out
+    }
+
+    /// Compresses `input` and appends the frame bytes ready so far to `out`.
+    pub fn push_into(&mut self, input: &[u8], out: &mut Vec<u8>) {
         if !self.header_written {
             out.extend_from_slice(&header());
             self.header_written = true;
@@ -102,17 +112,16 @@ impl Lz4FrameEncoder {
             // The common case (1 MiB reads): whole blocks straight from the
             // caller's buffer, only the tail kept.
             let full = input.len() / BLOCK_SIZE * BLOCK_SIZE;
-            self.encode_full_blocks(&input[..full], &mut out);
+            self.encode_full_blocks(&input[..full], out);
             self.pending.extend_from_slice(&input[full..]);
-            return out;
+            return;
         }
         self.pending.extend_from_slice(input);
         let full = self.pending.len() / BLOCK_SIZE * BLOCK_SIZE;
         let pending = std::mem::take(&mut self.pending);
-        self.encode_full_blocks(&pending[..full], &mut out);
+        self.encode_full_blocks(&pending[..full], out);
         self.pending = pending;
         self.pending.drain(..full);
-        out
     }
 
     /// Encodes whole blocks: the second half on one helper thread, the
@@ -127,9 +136,10 @@ impl Lz4FrameEncoder {
         if blocks >= 2 {
             let split = blocks / 2 * BLOCK_SIZE;
             let (a, b) = data.split_at(split);
-            let pb = thread::scope(|s| {
-                let tb = s.spawn(|| {
-                    let mut pb = Vec::with_capacity(b.len() / 2);
+            let mut pb = std::mem::take(&mut self.helper_out);
+            pb.clear();
+            let joined = thread::scope(|s| {
+                let tb = s.spawn(move || {
                     encode_blocks(b, &mut pb);
                     pb
                 });
@@ -139,8 +149,11 @@ impl Lz4FrameEncoder {
             });
             // A panic in lz4_flex would be a bug there; fall back to doing
             // the work on this thread rather than lose the segment.
-            match pb {
-                Ok(pb) => out.extend_from_slice(&pb),
+            match joined {
+                Ok(pb) => {
+                    out.extend_from_slice(&pb);
+                    self.helper_out = pb;
+                }
                 Err(_) => encode_blocks(b, out),
             }
         } else {

@@ -6,6 +6,9 @@
 //! - [`stream`]: the stages (read | compress | encrypt on push; decrypt |
 //!   decompress | write on fetch), each a blocking thread joined by bounded
 //!   channels, bridged to async streams.
+//! - [`budget`]: the one memory budget of a transfer, from which the
+//!   chunk size, the channel depths and the storages' upload plans (one
+//!   request or parts, and their size) are derived.
 //! - [`push`] and [`fetch`]: one file to a [`Store`](crate::Store) and back,
 //!   with WAL-G's exit-code semantics (already stored, not found).
 //! - [`ahead`] (upload-ahead markers) and [`prefetch`]: the next few files
@@ -15,13 +18,16 @@
 //! settings or the environment, the archive commands, the doctor.
 //!
 //! Invariant: a push holds a few chunks of a segment in memory, never the
-//! whole file (OpenPGP excepted: it encrypts whole objects); a body stream
+//! whole file (OpenPGP excepted: it encrypts whole objects), and what the
+//! pipeline and the storage hold together stays within the
+//! [`budget::MemoryBudget`]; a body stream
 //! ends cleanly only when its last stage says it finished; a fetch never
 //! leaves a partial or unvalidated file under the destination name. Push
 //! compresses, then encrypts; the object name never says whether it is
 //! encrypted.
 
 pub mod ahead;
+pub mod budget;
 pub mod codec;
 pub mod fetch;
 pub mod lz4frame;

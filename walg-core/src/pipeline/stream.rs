@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io::{self, BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -19,16 +19,82 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use crate::crypto::{read_full, Encryption};
+use crate::pipeline::budget::MemoryBudget;
 use crate::pipeline::codec::Compression;
 use crate::store::error::{ErrorKind, StoreError};
 use crate::store::{Body, ByteStream, LocalFile};
 
-/// Chunk size read from local files.
-pub const CHUNK_SIZE: usize = 1 << 20;
-/// Chunks in flight between the codec thread and the storage.
-const CHANNEL_DEPTH: usize = 4;
+/// The budget every stage here is sized from (the storages size their
+/// uploads from the same one).
+const BUDGET: MemoryBudget = MemoryBudget::DEFAULT;
 
 type Sender = mpsc::Sender<Result<Bytes, StoreError>>;
+
+/// Buffers of one stage, recycled: what the stage sends is a `Bytes` over
+/// one of its buffers, which comes back here (emptied) when the last holder
+/// of those bytes (a channel, the next stage, the storage's writer) drops
+/// them, so at most the budget's worth exist at once.
+///
+/// Recycling is what keeps the resident set at what is alive: glibc's
+/// malloc, seeing megabyte buffers allocated on one thread and freed on
+/// another, raises its mmap threshold and keeps what is freed (a 256 MiB
+/// lz4 push to files peaked 9 MiB higher with fresh buffers than with
+/// recycled ones), and a recycled buffer's pages are already there.
+#[derive(Debug, Clone)]
+struct Pool {
+    free: Arc<Mutex<Vec<Vec<u8>>>>,
+    /// Capacity of a new buffer.
+    capacity: usize,
+}
+
+/// A pooled buffer lent to a `Bytes`.
+struct Pooled {
+    buf: Vec<u8>,
+    free: Weak<Mutex<Vec<Vec<u8>>>>,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        // After the stage ended (the pool is gone), the buffer is freed.
+        let Some(free) = self.free.upgrade() else {
+            return;
+        };
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        if let Ok(mut list) = free.lock() {
+            list.push(buf);
+        };
+    }
+}
+
+impl Pool {
+    fn new(capacity: usize) -> Pool {
+        Pool {
+            free: Arc::default(),
+            capacity,
+        }
+    }
+
+    /// An empty buffer: a returned one, or a new one.
+    fn take(&self) -> Vec<u8> {
+        let returned = self.free.lock().ok().and_then(|mut free| free.pop());
+        returned.unwrap_or_else(|| Vec::with_capacity(self.capacity))
+    }
+
+    /// `buf` as bytes that return it here when dropped.
+    fn bytes(&self, buf: Vec<u8>) -> Bytes {
+        Bytes::from_owner(Pooled {
+            buf,
+            free: Arc::downgrade(&self.free),
+        })
+    }
+}
 
 /// The stream a storage reads a body from. It ends cleanly only when the
 /// producing stage said it finished (`done`): a stage that died without a
@@ -97,34 +163,56 @@ fn compress_file(
     tx: &Sender,
     produced: Option<&AtomicU64>,
 ) -> io::Result<Option<Vec<u8>>> {
+    let chunk = BUDGET.chunk();
+    let capacity = BUDGET.buffer();
+    // What a codec may write beyond what it returns (see `buffer`).
+    let headroom = match compression {
+        Compression::None => 0,
+        _ => capacity - chunk,
+    };
+    let pool = Pool::new(capacity);
     let mut f = File::open(path)?;
     let mut enc = compression.encoder()?;
-    let mut buf = vec![0u8; CHUNK_SIZE];
+    let mut input = Vec::new();
+    let mut out = pool.take();
     let mut read = 0u64;
-    loop {
-        if compression == Compression::None {
-            // Nothing to encode: the chunk read is the chunk sent, without
-            // a copy through the encoder.
-            buf.resize(CHUNK_SIZE, 0);
+    let mut ended = false;
+    while !ended {
+        // Compressed chunks are sent full: a storage that counts bytes to
+        // size its parts then holds the memory it counts, not a pool
+        // buffer per fraction of a chunk. So each read is what the room
+        // left in `out` takes (the codecs add at most a small fraction to
+        // what they read), and `out` goes when there is little room left.
+        let room = capacity.saturating_sub(out.len() + headroom);
+        let want = chunk.min(room);
+        if want >= chunk / 4 {
+            let n = if compression == Compression::None {
+                // Nothing to encode: read straight into the buffer sent.
+                let at = out.len();
+                out.resize(at + want, 0);
+                let n = read_full(&mut f, &mut out[at..])?;
+                out.truncate(at + n);
+                n
+            } else {
+                input.resize(want, 0);
+                let n = read_full(&mut f, &mut input)?;
+                enc.push_into(&input[..n], &mut out)?;
+                n
+            };
+            read += n as u64;
+            ended = n == 0;
+            if !ended && out.len() < chunk - chunk / 4 {
+                continue;
+            }
         }
-        let n = read_full(&mut f, &mut buf)?;
-        if n == 0 {
-            break;
-        }
-        read += n as u64;
-        let out = if compression == Compression::None {
-            buf.truncate(n);
-            std::mem::replace(&mut buf, Vec::with_capacity(CHUNK_SIZE))
-        } else {
-            enc.push(&buf[..n])?
-        };
         if out.is_empty() {
             continue;
         }
         if let Some(p) = produced {
             p.fetch_add(out.len() as u64, Ordering::Relaxed);
         }
-        if tx.blocking_send(Ok(Bytes::from(out))).is_err() {
+        let full = std::mem::replace(&mut out, pool.take());
+        if tx.blocking_send(Ok(pool.bytes(full))).is_err() {
             return Ok(None);
         }
     }
@@ -134,7 +222,14 @@ fn compress_file(
             format!("file changed size while reading: expected {expected} bytes, read {read}"),
         ));
     }
-    enc.finish().map(Some)
+    let mut last = enc.finish()?;
+    if out.is_empty() {
+        return Ok(Some(last));
+    }
+    // Bytes still waiting in `out` (an unfilled last chunk) go before the
+    // codec's trailer.
+    out.append(&mut last);
+    Ok(Some(out))
 }
 
 /// Encrypts the compressed chunks from `rx` into `tx`, counting what it
@@ -147,14 +242,17 @@ fn encrypt_stage(
     produced: &AtomicU64,
 ) -> io::Result<Option<Vec<u8>>> {
     let mut crypt = encryption.encryptor();
-    let send = |out: Vec<u8>| -> bool {
-        produced.fetch_add(out.len() as u64, Ordering::Relaxed);
-        out.is_empty() || tx.blocking_send(Ok(Bytes::from(out))).is_ok()
-    };
+    // Room for a full compressed buffer and libsodium's 17 bytes per 8 KiB.
+    let pool = Pool::new(BUDGET.buffer() + BUDGET.buffer() / 64 + 1024);
     while let Some(item) = rx.blocking_recv() {
         match item {
             Ok(chunk) => {
-                if !send(crypt.push(Vec::from(chunk))?) {
+                let mut out = pool.take();
+                crypt.push_into(&chunk, &mut out)?;
+                // The compressed chunk's buffer goes back to its stage now.
+                drop(chunk);
+                produced.fetch_add(out.len() as u64, Ordering::Relaxed);
+                if !out.is_empty() && tx.blocking_send(Ok(pool.bytes(out))).is_err() {
                     return Ok(None);
                 }
             }
@@ -217,7 +315,7 @@ impl FileBody {
 
 impl Body for FileBody {
     fn open(&self) -> ByteStream {
-        let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+        let (tx, rx) = mpsc::channel(BUDGET.channel_depth());
         let done = Arc::new(AtomicBool::new(false));
         let path = self.path.clone();
         let compression = self.compression;
@@ -235,7 +333,7 @@ impl Body for FileBody {
         } else {
             // Encryption gets a thread of its own, so it overlaps with the
             // codec and the I/O instead of adding to them.
-            let (ctx, crx) = mpsc::channel(CHANNEL_DEPTH);
+            let (ctx, crx) = mpsc::channel(BUDGET.channel_depth());
             let compressed = Arc::new(AtomicBool::new(false));
             let finished = compressed.clone();
             let key = path.clone();
@@ -307,13 +405,12 @@ impl BufRead for ChannelReader {
     }
 }
 
-/// Plaintext buffers handed from the decryption stage to the decompressor,
-/// and handed back empty to be filled again, so the plaintext of a whole
-/// segment goes through the same four buffers (1 MiB each: fewer handoffs
-/// between the threads) instead of fresh pages.
-const PLAIN_BUFFER: usize = 128 * crate::crypto::SODIUM_CHUNK;
-/// Filled plaintext buffers waiting for the decompressor.
-const PLAIN_DEPTH: usize = 2;
+// Plaintext buffers are handed from the decryption stage to the
+// decompressor, and handed back empty to be filled again, so the plaintext
+// of a whole segment goes through the same few buffers (a chunk each, a
+// whole number of libsodium pieces: fewer handoffs between the threads than
+// smaller ones) instead of fresh pages: one being filled, one being read,
+// and a channel's depth of filled ones waiting.
 
 /// Reads the decryption stage's buffers and returns each, once read, for
 /// the stage to fill again.
@@ -387,7 +484,7 @@ pub async fn decode_into<W>(
 where
     W: Write + Send + 'static,
 {
-    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_DEPTH);
+    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(BUDGET.channel_depth());
     let reader = ChannelReader {
         rx,
         current: Bytes::new(),
@@ -397,7 +494,7 @@ where
     } else {
         // Decryption gets a thread of its own, so it overlaps with the
         // decompressor and the download instead of adding to them.
-        let (ptx, prx) = mpsc::channel::<io::Result<Vec<u8>>>(PLAIN_DEPTH);
+        let (ptx, prx) = mpsc::channel::<io::Result<Vec<u8>>>(BUDGET.channel_depth());
         let (back, empty) = std::sync::mpsc::channel();
         let encryption = encryption.clone();
         let (vtx, verdict) = tokio::sync::oneshot::channel();
@@ -449,9 +546,10 @@ fn decrypt_stage(
     empty: std::sync::mpsc::Receiver<Vec<u8>>,
 ) -> Result<(), String> {
     let mut decrypted = encryption.decryptor(input);
+    let size = BUDGET.chunk() / crate::crypto::SODIUM_CHUNK * crate::crypto::SODIUM_CHUNK;
     loop {
         let mut buf = empty.try_recv().unwrap_or_default();
-        buf.resize(PLAIN_BUFFER, 0);
+        buf.resize(size, 0);
         let n = match read_full(&mut decrypted, &mut buf) {
             Ok(n) => n,
             Err(e) => {

@@ -19,12 +19,51 @@
 use std::sync::Arc;
 
 use opendal::Operator;
+use walg_core::pipeline::budget::PartRules;
 use walg_core::store::DynStore;
 
 use crate::cause::{redact, Backend, Identity, Site};
 use crate::guard::Guarded;
-use crate::opendal_store::{install_http_transport, OpendalStore, PutMode, UPLOAD_CHUNK};
+use crate::opendal_store::{install_http_transport, OpendalStore, PutMode};
 use crate::spec::{StorageError, StorageSpec};
+
+const MIB: usize = 1 << 20;
+
+/// S3 multipart uploads: parts of 5 MiB to 5 GiB, at most 10,000 of them;
+/// opendal's multipart writer holds the part being sent and the next one.
+const S3_PARTS: PartRules = PartRules {
+    min_part: 5 * MIB,
+    max_part: 5 << 30,
+    max_parts: 10_000,
+    align: 1,
+    parts_held: 2,
+    fixed: 0,
+};
+
+/// GCS: a create-if-absent write (every wal-push) is a resumable upload,
+/// which opendal sends in fixed 8 MiB pieces (multiples of 256 KiB, as GCS
+/// wants) and of which it keeps one pending besides the two chunks its
+/// writer holds; chunks are at least 5 MiB there, and a plain overwrite is
+/// an XML multipart upload (S3's limits).
+const GCS_PARTS: PartRules = PartRules {
+    min_part: 5 * MIB,
+    max_part: 5 << 30,
+    max_parts: 10_000,
+    align: 256 << 10,
+    parts_held: 2,
+    fixed: 8 * MIB,
+};
+
+/// Azure block blobs: blocks up to 4000 MiB, at most 50,000 of them;
+/// opendal's block writer holds the block being sent and the next one.
+const AZURE_PARTS: PartRules = PartRules {
+    min_part: MIB,
+    max_part: 4000 * MIB,
+    max_parts: 50_000,
+    align: 1,
+    parts_held: 2,
+    fixed: 0,
+};
 
 /// Splits `bucket/path/in/bucket` into the bucket and an opendal root
 /// (`/path/in/bucket/`).
@@ -239,9 +278,7 @@ pub fn open_s3(spec: &StorageSpec) -> Result<DynStore, StorageError> {
         SETTING,
         site,
         Operator::new(b),
-        PutMode::Chunked {
-            chunk: UPLOAD_CHUNK,
-        },
+        PutMode::within_budget(&S3_PARTS),
         true,
     )
 }
@@ -305,12 +342,7 @@ pub fn open_gcs(spec: &StorageSpec) -> Result<DynStore, StorageError> {
         SETTING,
         site,
         Operator::new(b),
-        // 8 MiB, opendal's resumable piece: a larger chunk would sit in
-        // its pending queue next to the piece being sent (peak RSS of a
-        // 1 GiB push 72 MiB with 16 MiB chunks).
-        PutMode::Chunked {
-            chunk: UPLOAD_CHUNK / 2,
-        },
+        PutMode::within_budget(&GCS_PARTS),
         atomic,
         OpendalStore::sending_if_not_exists,
     )
@@ -383,9 +415,7 @@ pub fn open_azure(spec: &StorageSpec) -> Result<DynStore, StorageError> {
         SETTING,
         site,
         Operator::new(b),
-        PutMode::Chunked {
-            chunk: UPLOAD_CHUNK,
-        },
+        PutMode::within_budget(&AZURE_PARTS),
         true,
     )
 }

@@ -40,7 +40,7 @@ use walg_core::store::error::{ErrorKind, StoreError};
 use walg_core::store::{Body, ByteStream, ObjectMeta, PutOptions, Store};
 
 use crate::cause::{Backend, Site};
-use crate::opendal_store::{OpendalStore, PutMode, UPLOAD_CHUNK};
+use crate::opendal_store::{OpendalStore, PutMode};
 use crate::spec::{StorageError, StorageSpec};
 
 /// Marks temp files; `list` hides names that contain it.
@@ -119,9 +119,7 @@ impl FileStore {
             &spec.name,
             Site::new(Backend::File, url, root_str),
             op,
-            PutMode::Chunked {
-                chunk: UPLOAD_CHUNK,
-            },
+            PutMode::default(),
             true,
         );
         Ok(FileStore {
@@ -216,7 +214,9 @@ impl FileStore {
         // space at all.
         let local = body.local_file();
         let copying = local.is_some();
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
+        // As deep as the pipeline's own channels: part of the same budget.
+        let depth = walg_core::pipeline::budget::MemoryBudget::DEFAULT.channel_depth();
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(depth);
         let tmp_owned = tmp.to_path_buf();
         let writer =
             tokio::task::spawn_blocking(move || -> Result<(), (&'static str, std::io::Error)> {

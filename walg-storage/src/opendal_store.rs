@@ -3,9 +3,10 @@
 //!
 //! Every object backend (S3, GCS, Azure Blob, and the read side of the file
 //! system) is one `OpendalStore` with a few per-backend choices in
-//! [`PutMode`]. Bodies are streamed both ways: `put` feeds the Body's chunks
-//! to an opendal `Writer` one at a time, `get` hands opendal's byte stream
-//! through.
+//! [`PutMode`]. Bodies are streamed both ways: `put` holds an object that
+//! fits one request and sends it whole, and feeds a larger one's chunks to
+//! an opendal `Writer` that sends parts (both sized by the transfer's
+//! memory budget); `get` hands opendal's byte stream through.
 //!
 //! What this module does not do: timeouts and retries (see [`crate::guard`]),
 //! reading settings (see the backend modules), durability of local files
@@ -26,6 +27,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use opendal::Operator;
+use walg_core::pipeline::budget::{MemoryBudget, PartRules, UploadPlan};
 use walg_core::store::error::{ErrorKind, StoreError};
 use walg_core::store::{Body, ByteStream, ListPages, ObjectMeta, PutOptions, Store, LIST_PAGE};
 
@@ -55,18 +57,38 @@ pub(crate) fn install_http_transport() {
 /// How a backend uploads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PutMode {
-    /// Stream through an opendal writer that buffers `chunk` bytes before
-    /// sending a part; an object no larger than one chunk goes in a single
-    /// request. Every backend uploads this way, so memory is bounded by a
-    /// few chunks whatever the segment size: S3 multipart, Azure blocks,
-    /// GCS resumable chunks (create-if-absent) or XML multipart (otherwise).
-    Chunked { chunk: usize },
+    /// Within the transfer's memory budget: an object of at most
+    /// `single_request_max` bytes is held whole and sent in one request (a
+    /// 16 MiB segment costs one round trip, and create-if-absent is best
+    /// supported on plain PUTs); a larger one streams through an opendal
+    /// writer in parts of `part` bytes, of which the writer holds the
+    /// service's `parts_held` (S3 multipart, Azure blocks, GCS resumable
+    /// pieces for create-if-absent or XML multipart otherwise). Memory is
+    /// bounded whatever the segment size.
+    Planned(UploadPlan),
 }
 
-/// Chunk size of streamed uploads: a default-sized WAL segment goes in one
-/// request (one round trip, and create-if-absent is best supported on plain
-/// PUTs), bigger objects in parts of this size.
-pub(crate) const UPLOAD_CHUNK: usize = 16 * 1024 * 1024;
+impl Default for PutMode {
+    /// For a store whose writes do not go through opendal (the file
+    /// system's): any plan within the budget.
+    fn default() -> Self {
+        PutMode::within_budget(&PartRules {
+            min_part: 1 << 20,
+            max_part: usize::MAX,
+            max_parts: u64::MAX,
+            align: 1,
+            parts_held: 2,
+            fixed: 0,
+        })
+    }
+}
+
+impl PutMode {
+    /// The plan the default budget gives a service with `rules`.
+    pub(crate) fn within_budget(rules: &PartRules) -> PutMode {
+        PutMode::Planned(MemoryBudget::DEFAULT.upload(rules))
+    }
+}
 
 /// A store backed by an opendal operator.
 pub(crate) struct OpendalStore {
@@ -193,22 +215,53 @@ impl OpendalStore {
         map_error(op, &self.name, &self.site, key, err)
     }
 
-    async fn put_chunked(
+    async fn put_planned(
         &self,
         key: &str,
         body: &dyn Body,
-        chunk: usize,
+        plan: UploadPlan,
         native_ine: bool,
     ) -> Result<(), StoreError> {
+        let mut stream = body.open();
+        // Hold the object until it outgrows one request. A body error here
+        // has sent nothing, so there is nothing to abort.
+        let mut held: Vec<Bytes> = Vec::new();
+        let mut held_len = 0usize;
+        let mut beyond = None;
+        while let Some(next) = stream.next().await {
+            let bytes = next?;
+            if held_len + bytes.len() > plan.single_request_max {
+                beyond = Some(bytes);
+                break;
+            }
+            held_len += bytes.len();
+            held.push(bytes);
+        }
+        let Some(beyond) = beyond else {
+            return self
+                .op
+                .write_with(key, opendal::Buffer::from(held))
+                .if_not_exists(native_ine)
+                .await
+                .map(|_| ())
+                .map_err(|e| self.error("put", key, &e));
+        };
         let mut writer = self
             .op
             .writer_with(key)
-            .chunk(chunk)
+            .chunk(plan.part)
             .concurrent(1)
             .if_not_exists(native_ine)
             .await
             .map_err(|e| self.error("put", key, &e))?;
-        let mut stream = body.open();
+        // The held chunks go first, each released once the writer has sent
+        // the part it went into.
+        for bytes in held.into_iter().chain([beyond]) {
+            if let Err(e) = writer.write(bytes).await {
+                let _ = writer.abort().await;
+                return Err(self.error("put", key, &e));
+            }
+        }
         while let Some(next) = stream.next().await {
             let bytes = match next {
                 Ok(b) => b,
@@ -265,7 +318,7 @@ impl Store for OpendalStore {
             }
         }
         let result = match self.put_mode {
-            PutMode::Chunked { chunk } => self.put_chunked(key, body, chunk, native_ine).await,
+            PutMode::Planned(plan) => self.put_planned(key, body, plan, native_ine).await,
         };
         match result {
             Ok(()) => {

@@ -1,6 +1,8 @@
 //! Storages through the real binary: failures that must be clear errors
 //! within a bound (a hanging endpoint, a wrong key, a missing bucket, a
-//! malformed prefix), the `walg st` commands (`status`, `check`,
+//! refused connection, TLS to a plain-HTTP endpoint, a malformed prefix),
+//! each one line of stderr that says the cause first and the setting to
+//! fix; `walg check` on the packaged example config; the `walg st` commands (`status`, `check`,
 //! `transfer` on two file storages; `clean` of the temp files of dead
 //! writers and an incomplete S3 multipart upload, a live writer's kept),
 //! and the time of one push and one fetch per backend (reported, not
@@ -20,10 +22,38 @@ use super::fixture::{
 use crate::infra::emulators::{Emulators, Kind, BUCKET};
 use crate::infra::pg::{Cluster, Workdir};
 
+/// The first line of a failed call's stderr, as PostgreSQL logs it: the
+/// call, then the storage's own line (cause, then the setting to fix), with
+/// every one of `words`, under 250 characters, without opendal's context.
+fn first_line_says(what: &str, out: &std::process::Output, words: &[&str]) -> Result<()> {
+    let err = stderr(out);
+    let line = err.lines().next().unwrap_or("");
+    ensure!(
+        line.starts_with("ERROR wal-push ") && line.contains(": storage \"default\""),
+        "{what}: the first line should be the failed call and its storage: {err}"
+    );
+    for w in words {
+        ensure!(
+            line.contains(w),
+            "{what}: {w:?} is not in the first line: {line}"
+        );
+    }
+    ensure!(
+        line.len() < 250 && !line.contains("context: {"),
+        "{what}: the first line should be short and free of opendal's context ({} characters): {line}",
+        line.len()
+    );
+    println!("  {what}: {line}");
+    Ok(())
+}
+
 /// Storage failures through the real binary: an endpoint that accepts TCP
 /// and never answers makes wal-push fail within the configured timeout plus
 /// a margin, naming the storage and the timeout; a wrong key, a missing
-/// bucket and a malformed prefix are clear errors naming what to fix.
+/// bucket, a refused connection, TLS to a plain-HTTP endpoint and a
+/// malformed prefix are clear errors naming what to fix; `walg check` on
+/// the packaged example config names its placeholders before any request,
+/// and its mode.
 pub fn storage_errors(built: &Path, emus: &Emulators) -> Result<()> {
     let work = Workdir::new("errors")?;
     let (data, names) = ready_backlog(&work, 1)?;
@@ -68,6 +98,11 @@ pub fn storage_errors(built: &Path, emus: &Emulators) -> Result<()> {
         msg.contains("default") || msg.contains("s3://"),
         "message should name the storage: {msg}"
     );
+    first_line_says(
+        "hanging endpoint",
+        &out,
+        &["timed out after 2s", "(2 attempts)", "WALG_STORAGE_TIMEOUT"],
+    )?;
     println!(
         "  hanging endpoint: wal-push exit 1 after {:.1}s (timeout 2s, 1 retry)",
         took.as_secs_f64()
@@ -92,6 +127,14 @@ pub fn storage_errors(built: &Path, emus: &Emulators) -> Result<()> {
         msg.to_lowercase().contains("permission denied") || msg.contains("AZURE_STORAGE"),
         "wrong key message unclear: {msg}"
     );
+    first_line_says(
+        "wrong key",
+        &out,
+        &[
+            "the storage rejected the account key of",
+            "fix AZURE_STORAGE_ACCESS_KEY",
+        ],
+    )?;
 
     // Missing bucket.
     let mut s = emulator_settings(emus, Kind::S3, "errors")?;
@@ -103,6 +146,96 @@ pub fn storage_errors(built: &Path, emus: &Emulators) -> Result<()> {
         code(&out) == 1 && msg.contains("walg-no-such-bucket"),
         "missing bucket: {msg}"
     );
+    first_line_says(
+        "missing bucket",
+        &out,
+        &[
+            "(s3://walg-no-such-bucket/x): the bucket \"walg-no-such-bucket\" does not exist at http://127.0.0.1:",
+            "create it or fix WALG_S3_PREFIX",
+        ],
+    )?;
+
+    // Nothing listens: a port just closed.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut s = emulator_settings(emus, Kind::S3, "errors")?;
+    s.set("AWS_ENDPOINT", format!("http://127.0.0.1:{closed}"))
+        .set("WALG_STORAGE_RETRIES", 0)
+        .set("WALG_UPLOAD_CONCURRENCY", 1);
+    let w = Walg::new(&work, built, "refused.json", &s)?;
+    let out = w.push(&seg)?;
+    ensure!(
+        code(&out) == 1,
+        "refused: expected exit 1: {}",
+        stderr(&out)
+    );
+    first_line_says(
+        "refused connection",
+        &out,
+        &[
+            &format!("the connection to http://127.0.0.1:{closed} was refused"),
+            "AWS_ENDPOINT",
+        ],
+    )?;
+
+    // https:// against the emulator, which speaks plain HTTP.
+    let mut s = emulator_settings(emus, Kind::S3, "errors")?;
+    let endpoint = emus.endpoint(Kind::S3).context("the S3 emulator")?;
+    s.set("AWS_ENDPOINT", endpoint.replace("http://", "https://"))
+        .set("WALG_STORAGE_RETRIES", 0)
+        .set("WALG_UPLOAD_CONCURRENCY", 1);
+    let w = Walg::new(&work, built, "tls.json", &s)?;
+    let out = w.push(&seg)?;
+    ensure!(code(&out) == 1, "tls: expected exit 1: {}", stderr(&out));
+    first_line_says(
+        "TLS to plain HTTP",
+        &out,
+        &[
+            "speaks plain HTTP, not TLS",
+            "write http:// in AWS_ENDPOINT",
+        ],
+    )?;
+
+    // The packaged example config, untouched and readable by everyone.
+    let example = work.path.join("example.json");
+    fs::write(&example, crate::infra::dist::EXAMPLE_CONFIG)?;
+    fs::set_permissions(
+        &example,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )?;
+    let out = std::process::Command::new(&w.bin)
+        .arg("--config")
+        .arg(&example)
+        .arg("check")
+        // No server to ask: the report's point is the config.
+        .env("PGHOST", work.path.join("no-server"))
+        .output()
+        .context("run walg check")?;
+    let report = stdout(&out);
+    let verdict = report.lines().next().unwrap_or("");
+    ensure!(
+        code(&out) == 1
+            && verdict.starts_with("walg check: FAILED: config: the config still holds the example's \"change-me\" placeholders"),
+        "example config: the verdict should name the placeholders: {report}{}",
+        stderr(&out)
+    );
+    ensure!(
+        !report.contains("storage default") && !report.contains("change-me-bucket."),
+        "example config: no storage may be asked: {report}"
+    );
+    ensure!(
+        report.contains("mode 0644")
+            && report.contains("chmod 0640")
+            && report.contains("root:postgres"),
+        "example config: the world-readable file with secrets should be a warning: {report}"
+    );
+    ensure!(
+        !stderr(&out).contains("WARN"),
+        "example config: each finding once, in the report: {}",
+        stderr(&out)
+    );
+    println!("  example config: {verdict}");
 
     // Malformed prefix.
     let mut s = Settings::new();

@@ -9,7 +9,7 @@
 //! - `e2e [FILTER]`: only the end-to-end scenarios, or those whose name
 //!   contains FILTER (`cargo xtask e2e status_` runs the wal-status ones).
 //! - `setup`: installs what the tests need (rustfmt and clippy, Debian
-//!   packages, emulators).
+//!   packages, the PostgreSQL servers of the version matrix, emulators).
 //! - `bench [verify|encryption]`: the benchmark reports.
 //! - `dist`: the release binary and a Debian package (`target/dist/`).
 //!

@@ -206,57 +206,46 @@ impl FileStore {
         target: &Path,
         opts: PutOptions,
     ) -> Result<(), StoreError> {
-        // One blocking thread writes and fsyncs the temp file; chunks move
-        // to it without a copy (tokio::fs would copy each chunk into its own
-        // buffer and hop to the blocking pool once per write).
+        // One blocking thread writes and fsyncs the temp file, pulling the
+        // body's chunks itself: no copy (tokio::fs would copy each chunk
+        // into its own buffer and hop to the blocking pool once per write)
+        // and no second queue of chunks between the body and the writer (a
+        // 16 MiB push held two more of the pipeline's buffers with one).
         // A local file stored as it is (compression `none`, no encryption)
         // is copied by the kernel (copy_file_range): no pass through user
         // space at all.
         let local = body.local_file();
-        let copying = local.is_some();
-        // As deep as the pipeline's own channels: part of the same budget.
-        let depth = walg_core::pipeline::budget::MemoryBudget::DEFAULT.channel_depth();
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(depth);
+        let stream = match local {
+            Some(_) => None,
+            None => Some(body.open()),
+        };
+        let runtime = tokio::runtime::Handle::current();
         let tmp_owned = tmp.to_path_buf();
-        let writer =
-            tokio::task::spawn_blocking(move || -> Result<(), (&'static str, std::io::Error)> {
-                let mut file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&tmp_owned)
-                    .map_err(|e| ("create temp file", e))?;
-                if let Some(local) = local {
-                    copy_file(&local, &file)?;
-                }
+        let writer = tokio::task::spawn_blocking(move || -> Result<(), Failed> {
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp_owned)
+                .map_err(|e| Failed::Io("create temp file", e))?;
+            if let Some(local) = local {
+                copy_file(&local, &file).map_err(|(what, e)| Failed::Io(what, e))?;
+            }
+            if let Some(mut stream) = stream {
                 let (mut written, mut queued) = (0u64, 0u64);
-                while let Some(chunk) = rx.blocking_recv() {
-                    file.write_all(&chunk).map_err(|e| ("write", e))?;
+                // The stream is async: this thread waits on it while the
+                // runtime's own thread drives any I/O behind it.
+                while let Some(chunk) = runtime.block_on(stream.next()) {
+                    let chunk = chunk.map_err(Failed::Body)?;
+                    file.write_all(&chunk).map_err(|e| Failed::Io("write", e))?;
                     written += chunk.len() as u64;
                     if written - queued >= WRITEBACK_STEP {
                         start_writeback(&file, queued, written - queued);
                         queued = written;
                     }
                 }
-                file.sync_all().map_err(|e| ("fsync", e))
-            });
-        let mut body_error = None;
-        if !copying {
-            let mut stream = body.open();
-            while let Some(chunk) = stream.next().await {
-                match chunk {
-                    Ok(chunk) => {
-                        if tx.send(chunk).await.is_err() {
-                            break; // the writer failed; its error says why
-                        }
-                    }
-                    Err(e) => {
-                        body_error = Some(e);
-                        break;
-                    }
-                }
             }
-        }
-        drop(tx);
+            file.sync_all().map_err(|e| Failed::Io("fsync", e))
+        });
         let written = writer.await.map_err(|e| {
             self.io_err(
                 "put",
@@ -266,10 +255,11 @@ impl FileStore {
                 &std::io::Error::other(e.to_string()),
             )
         })?;
-        if let Some(e) = body_error {
-            return Err(e);
+        match written {
+            Ok(()) => {}
+            Err(Failed::Body(e)) => return Err(e),
+            Err(Failed::Io(what, e)) => return Err(self.io_err("put", key, what, tmp, &e)),
         }
-        written.map_err(|(what, e)| self.io_err("put", key, what, tmp, &e))?;
 
         if opts.if_not_exists {
             self.publish_if_absent(key, tmp, target).await?;
@@ -283,6 +273,13 @@ impl FileStore {
             .await
             .map_err(|e| self.io_err("put", key, "fsync directory", dir, &e))
     }
+}
+
+/// Why writing a temp file failed: the body (its own error, passed on as
+/// it is) or the local disk (what was being done, and the I/O error).
+enum Failed {
+    Body(StoreError),
+    Io(&'static str, std::io::Error),
 }
 
 /// Copies `local`, which must be exactly `local.len` bytes long, into

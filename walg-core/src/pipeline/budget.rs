@@ -82,14 +82,14 @@ pub struct UploadPlan {
 
 impl MemoryBudget {
     /// The pipeline with encryption plus a 16 MiB segment that does not
-    /// compress (with framing), about 25 MiB: a default-sized segment always
+    /// compress (with framing), about 22 MiB: a default-sized segment always
     /// goes in one request, and larger ones in parts of about 8 MiB.
     pub const DEFAULT: MemoryBudget =
         MemoryBudget::new(SEGMENT_OBJECT + MemoryBudget::pipeline_bytes(2));
 
     /// The least budget: the pipeline with encryption and two 5 MiB parts
     /// (S3's smallest), so that every plan fits.
-    pub const FLOOR: usize = 20 * MIB;
+    pub const FLOOR: usize = 16 * MIB;
 
     /// A budget of `bytes`, raised to [`MemoryBudget::FLOOR`].
     pub const fn new(bytes: usize) -> Self {
@@ -108,12 +108,15 @@ impl MemoryBudget {
     }
 
     /// Size of the pieces moved between stages: reads of the local file,
-    /// plaintext buffers of a fetch, the fetch's write buffer. 1 MiB: fewer
-    /// handoffs between threads than smaller pieces, and four 256 KiB lz4
-    /// blocks to split between two threads.
+    /// plaintext buffers of a fetch, the fetch's write buffer. 512 KiB: two
+    /// 256 KiB lz4 blocks to compress on two threads, and few enough bytes
+    /// in the buffers a 16 MiB push keeps alive (1 MiB pieces cost it
+    /// 3 MiB of peak RSS).
     pub const fn chunk(&self) -> usize {
-        MIB
+        Self::CHUNK
     }
+
+    const CHUNK: usize = MIB / 2;
 
     /// Capacity of a buffer that carries a chunk out of a stage: the chunk,
     /// and room for what a codec works in beyond what it returns (lz4
@@ -124,7 +127,7 @@ impl MemoryBudget {
         Self::BUFFER
     }
 
-    const BUFFER: usize = MIB + MIB / 4 + MIB / 64;
+    const BUFFER: usize = Self::CHUNK + 272 * 1024;
 
     /// Chunks waiting in each channel between two stages: enough for each
     /// stage to find work when it is ready, no more (a stage that waits

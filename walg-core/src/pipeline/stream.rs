@@ -165,10 +165,16 @@ fn compress_file(
 ) -> io::Result<Option<Vec<u8>>> {
     let chunk = BUDGET.chunk();
     let capacity = BUDGET.buffer();
-    // What a codec may write beyond what it returns (see `buffer`).
-    let headroom = match compression {
-        Compression::None => 0,
-        _ => capacity - chunk,
+    // What a codec may write beyond what it is given (lz4: a block's worst
+    // case before it knows the block's size, see `buffer`; zstd: a block
+    // it held back; brotli, flushed every read: framing), and the reads it
+    // is best fed (lz4: whole blocks, or a partial one is copied aside
+    // until the next read completes it).
+    let (headroom, granule) = match compression {
+        Compression::None => (0, 64 << 10),
+        Compression::Lz4 => (capacity - chunk, crate::pipeline::lz4frame::BLOCK_SIZE),
+        Compression::Zstd => (136 << 10, 64 << 10),
+        Compression::Brotli => (64 << 10, 64 << 10),
     };
     let pool = Pool::new(capacity);
     let mut f = File::open(path)?;
@@ -184,8 +190,8 @@ fn compress_file(
         // left in `out` takes (the codecs add at most a small fraction to
         // what they read), and `out` goes when there is little room left.
         let room = capacity.saturating_sub(out.len() + headroom);
-        let want = chunk.min(room);
-        if want >= chunk / 4 {
+        let want = chunk.min(room) / granule * granule;
+        if want > 0 {
             let n = if compression == Compression::None {
                 // Nothing to encode: read straight into the buffer sent.
                 let at = out.len();
@@ -713,6 +719,47 @@ mod tests {
                 .collect::<Vec<_>>(),
         ));
         decode_into(stream, c, e, Vec::new()).await
+    }
+
+    /// What a push's stages send fits their buffers, and is sent nearly
+    /// full: a storage that sizes its parts by the bytes it holds then holds
+    /// about the memory it counts.
+    #[tokio::test]
+    async fn chunks_fit_the_budget_and_go_full() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("segment");
+        // Half random bytes, half zeros: every codec keeps part of it.
+        let mut state = 7u64;
+        let data: Vec<u8> = (0..6_000_000u32)
+            .map(|i| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                if i % 8192 < 4096 {
+                    state as u8
+                } else {
+                    0
+                }
+            })
+            .collect();
+        std::fs::write(&path, &data).expect("write");
+        for c in Compression::ALL {
+            let body = FileBody::new(&path, c, data.len() as u64);
+            let mut s = body.open();
+            let mut sizes = Vec::new();
+            while let Some(chunk) = s.next().await {
+                sizes.push(chunk.expect("chunk").len());
+            }
+            let total: usize = sizes.iter().sum();
+            assert!(
+                sizes.iter().all(|n| *n <= BUDGET.buffer()),
+                "{c}: {sizes:?}"
+            );
+            assert!(
+                sizes.len() <= total / (BUDGET.chunk() / 2) + 1,
+                "{c}: chunks of half a chunk or more: {sizes:?}"
+            );
+        }
     }
 
     /// The staged pipeline (compress | encrypt, decrypt | decompress) keeps

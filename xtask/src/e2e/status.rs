@@ -317,7 +317,10 @@ pub fn invalidated_slot_archiver_binds(built: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A large wal_keep_size keeps WAL beyond max_wal_size.
+/// A large wal_keep_size keeps WAL beyond max_wal_size: it is named as the
+/// cause, and the report is OK, because the operator asked for that WAL
+/// (issue 20: pg_wal over max_wal_size warns only past what recycling and
+/// wal_keep_size explain).
 pub fn wal_keep_size(built: &Path) -> Result<()> {
     let mut f = fixture("status-keep", built, |arch| {
         format!("{}wal_keep_size = 32MB\n", copy_to(arch))
@@ -325,9 +328,9 @@ pub fn wal_keep_size(built: &Path) -> Result<()> {
     let names = gen(&f.cluster, 40)?;
     settle(&f.cluster, &names)?;
     let quiet = ["--ready-count-warn", "100"];
-    verdict(&f, true, &quiet, "WARNING", "wal_keep_size")?;
+    verdict(&f, true, &quiet, "OK", "wal_keep_size")?;
     stop_for_offline(&mut f)?;
-    verdict(&f, false, &quiet, "WARNING", "wal_keep_size")?;
+    verdict(&f, false, &quiet, "OK", "wal_keep_size")?;
     Ok(())
 }
 
@@ -393,11 +396,21 @@ pub fn after_checkpoint(env: &Env, major: u32) -> Result<()> {
         &env.walg,
         |_| walg.archiving(),
     )?;
-    f.cluster
-        .sql("insert into t select generate_series(1, 1000)")?;
-    f.cluster.sql("checkpoint")?;
     // The condition of the false alarm: more segments than max_wal_size.
-    let segments = segments_in(&f.cluster.data)?;
+    // How many a checkpoint leaves depends on where the insert ended, so a
+    // round that leaves max_wal_size or fewer writes a segment more and
+    // checkpoints again.
+    let mut segments = 0;
+    for _ in 0..5 {
+        f.cluster
+            .sql("insert into t select generate_series(1, 1000)")?;
+        f.cluster.sql("checkpoint")?;
+        segments = segments_in(&f.cluster.data)?;
+        if segments > 4 {
+            break;
+        }
+        f.cluster.sql("select pg_switch_wal()")?;
+    }
     ensure!(
         segments > 4,
         "pg_wal holds {segments} segments after the checkpoint, not over max_wal_size (4): the scenario no longer sets up what it tests"

@@ -31,22 +31,44 @@ pub(super) fn consumer(ctx: &Ctx<'_>) -> Option<Consumer> {
 }
 
 /// Why a program outside PostgreSQL must be consuming `.ready` files, when
-/// `archive_mode` is on with nothing to archive with: `.done` files that
-/// PostgreSQL's own archiver cannot have written. It archives strictly in
-/// order, so a `.done` newer than a waiting `.ready` is not its doing; and,
-/// online, `pg_stat_archiver` says how far it archived itself. `None` when
-/// the files do not tell (then only `--external-archiver` does).
+/// `archive_mode` is on with nothing to archive with: WAL files PostgreSQL's
+/// own archiver cannot have marked done. It archives strictly in order, so
+/// a `.done` newer than a waiting `.ready` is not its doing; and, online,
+/// `pg_stat_archiver` says how far it archived itself: files past that
+/// point marked done (older than the oldest waiting file, or still `.done`)
+/// were someone else's. `None` when nothing tells (then only
+/// `--external-archiver` does: an external program that stopped before
+/// PostgreSQL's archiver ever archived, once a checkpoint removed its last
+/// `.done` files, looks exactly like no consumer at all).
 pub(super) fn external_evidence(ctx: &Ctx<'_>) -> Option<String> {
     let o = ctx.o;
     let files = o.status_files.as_ref()?;
+    let segno = |n: &str| segno_of(n, ctx.segsz);
+    let oldest_ready = ctx.ready().and_then(|r| r.first().copied());
+    // Online: PostgreSQL's archiver stopped at its last archived file; the
+    // files between it and the oldest waiting one went without it.
+    if let (Some(a), Some(oldest)) = (o.archiver.as_ref(), oldest_ready) {
+        if let (Some(own), Some(first)) = (
+            a.last_archived_wal.as_deref().and_then(segno),
+            segno(&oldest.name),
+        ) {
+            if first > own + 1 {
+                return Some(format!(
+                    "{} WAL files between {} (the last PostgreSQL's archiver archived, pg_stat_archiver) and {} (the oldest waiting) were marked done without it: it never skips a file",
+                    first - own - 1,
+                    a.last_archived_wal.as_deref().unwrap_or("?"),
+                    oldest.name
+                ));
+            }
+        }
+    }
     let mut done: Vec<&StatusFile> = files
         .iter()
         .filter(|f| !f.ready && seg_of(&f.name).is_some())
         .collect();
     done.sort_by(|a, b| a.name[8..].cmp(&b.name[8..]));
     let newest_done = done.last()?;
-    let segno = |n: &str| segno_of(n, ctx.segsz);
-    if let Some(oldest) = ctx.ready().and_then(|r| r.first().copied()) {
+    if let Some(oldest) = oldest_ready {
         if segno(&newest_done.name) > segno(&oldest.name) {
             return Some(format!(
                 "{}.done although the older {} still waits: PostgreSQL's archiver never skips a file",

@@ -545,3 +545,40 @@ fn effective_wal_level_on_19() {
         c.summary
     );
 }
+
+/// Online: PostgreSQL's archiver archived up to segment 70 (the command
+/// worked, then was emptied); 71 to 79 were marked done without it, so an
+/// external program took over and has now stopped at 80.
+#[test]
+fn files_marked_done_past_the_archivers_last_are_an_external_consumer() {
+    let mut o = small(24 * MB);
+    stopped_consumer(&mut o, &[]);
+    o.archiver = Some(ArchiverStats {
+        archived_count: 70,
+        last_archived_wal: Some(seg(70)),
+        last_archived_time: Some(NOW - 5000.0),
+        ..Default::default()
+    });
+    let r = diagnose(&o, &Thresholds::default());
+    assert_eq!(r.archiver.consumer, Some(Consumer::External));
+    assert_eq!(r.cause.kind, CauseKind::ArchiveBacklog);
+    assert!(
+        check(&r, "archiver")
+            .evidence
+            .iter()
+            .any(|e| e.contains("9 WAL files between")),
+        "{:?}",
+        check(&r, "archiver").evidence
+    );
+    // The command emptied right after its last success: 71 still waits,
+    // nothing went without PostgreSQL's archiver.
+    o.archiver = Some(ArchiverStats {
+        archived_count: 79,
+        last_archived_wal: Some(seg(79)),
+        last_archived_time: Some(NOW - 5000.0),
+        ..Default::default()
+    });
+    let r = diagnose(&o, &Thresholds::default());
+    assert_eq!(r.archiver.consumer, Some(Consumer::None));
+    assert_eq!(r.cause.kind, CauseKind::ArchiveNotConfigured);
+}

@@ -8,7 +8,8 @@
 //!   channels, bridged to async streams.
 //! - [`budget`]: the one memory budget of a transfer, from which the
 //!   chunk size, the channel depths and the storages' upload plans (one
-//!   request or parts, and their size) are derived.
+//!   request or parts, and their size) are derived; [`share`]: what the
+//!   files one process moves side by side (upload-ahead) hold together.
 //! - [`push`] and [`fetch`]: one file to a [`Store`](crate::Store) and back,
 //!   with WAL-G's exit-code semantics (already stored, not found).
 //! - [`ahead`] (upload-ahead markers) and [`prefetch`]: the next few files
@@ -33,4 +34,5 @@ pub mod fetch;
 pub mod lz4frame;
 pub mod prefetch;
 pub mod push;
+pub mod share;
 pub mod stream;

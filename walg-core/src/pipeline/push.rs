@@ -13,14 +13,17 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::crypto::Encryption;
+use crate::pipeline::budget::MemoryBudget;
 use crate::pipeline::codec::Compression;
+use crate::pipeline::share::{Admission, Admitted, TransferShare};
 use crate::pipeline::stream::{
     decode_error_to_store, decode_into, hash_file, FileBody, HashWriter,
 };
 use crate::store::error::{ErrorKind, StoreError};
-use crate::store::{PutOptions, Store};
+use crate::store::{Body, PutOptions, Store};
 use crate::wal::layout::wal_key;
 use crate::wal::page::{HeaderError, LongPageHeader, LONG_HEADER_LEN};
 use crate::wal::{is_valid_segment_size, NotWalName, WalName};
@@ -145,6 +148,27 @@ pub async fn push_file(
     push_validated(store, path, &name, len, opts).await
 }
 
+/// Pushes one local WAL file beside others, within the process's
+/// [`TransferShare`]: waits for room before starting and before holding
+/// each chunk, unless it is the oldest file in flight (`order` is its place
+/// in WAL order among them).
+pub async fn push_file_shared(
+    store: &dyn Store,
+    path: &Path,
+    opts: &PushOptions,
+    share: &Arc<TransferShare>,
+    order: u64,
+) -> Result<PushOutcome, PushError> {
+    let (name, len) = validate_local(path)?;
+    let channels = if opts.encryption.is_none() { 1 } else { 2 };
+    let admission = Arc::new(
+        share
+            .admit(order, MemoryBudget::pipeline_bytes(channels))
+            .await,
+    );
+    push_inner(store, path, &name, len, opts, Some(admission)).await
+}
+
 /// Pushes a file already checked by [`validate_local`], which returned
 /// `name` and `len`; callers that validate first do not pay for it twice.
 pub async fn push_validated(
@@ -154,9 +178,25 @@ pub async fn push_validated(
     len: u64,
     opts: &PushOptions,
 ) -> Result<PushOutcome, PushError> {
+    push_inner(store, path, name, len, opts, None).await
+}
+
+async fn push_inner(
+    store: &dyn Store,
+    path: &Path,
+    name: &WalName,
+    len: u64,
+    opts: &PushOptions,
+    admission: Option<Arc<Admission>>,
+) -> Result<PushOutcome, PushError> {
     let name = *name;
     let key = wal_key(&name, opts.compression);
-    let body = FileBody::encrypted(path, opts.compression, opts.encryption.clone(), len);
+    let file_body = FileBody::encrypted(path, opts.compression, opts.encryption.clone(), len);
+    let admitted = admission.map(|a| Admitted::new(&file_body, a));
+    let body: &dyn Body = match &admitted {
+        Some(a) => a,
+        None => &file_body,
+    };
     // A racing writer of the same key may be between claiming it and
     // publishing its object: on file systems without hard links it claims
     // the name with an empty placeholder, and a FUSE file system may show
@@ -169,7 +209,7 @@ pub async fn push_validated(
         match store
             .put_located(
                 &key,
-                &body,
+                body,
                 PutOptions {
                     if_not_exists: true,
                 },
@@ -181,7 +221,7 @@ pub async fn push_validated(
                     key,
                     storage,
                     source_bytes: len,
-                    stored_bytes: body.produced(),
+                    stored_bytes: file_body.produced(),
                 });
             }
             Err(e) if e.kind() == ErrorKind::Conflict => {}
@@ -233,7 +273,7 @@ pub async fn push_validated(
     let storage = store
         .put_located(
             &key,
-            &body,
+            body,
             PutOptions {
                 if_not_exists: false,
             },
@@ -243,7 +283,7 @@ pub async fn push_validated(
         key,
         storage,
         source_bytes: len,
-        stored_bytes: body.produced(),
+        stored_bytes: file_body.produced(),
     })
 }
 

@@ -4,7 +4,8 @@
 //! the files beside it: walg against pgBackRest and a `cp`-plus-fsync floor),
 //! `bench encryption` ([`crypto`]: what libsodium and OpenPGP cost) and
 //! `bench verify` ([`archive`]: `wal-verify` and `wal-show` over a million
-//! objects). Each builds the release binary, prints its report and writes it
+//! objects), `bench memory` ([`memory`]: peak RSS of every codec on every
+//! storage with the release build). Each builds the release binary, prints its report and writes it
 //! under `target/bench/`.
 //!
 //! The contract: a bench asserts correctness (the bytes came back, every
@@ -73,10 +74,11 @@ mod cases;
 mod children;
 mod corpus;
 pub mod crypto;
+mod memory;
 mod peers;
 mod report;
 mod runner;
-mod s3;
+pub(crate) mod s3;
 
 /// The pgBackRest stanza made for the corpus cluster.
 const STANZA: &str = "bench";
@@ -92,11 +94,12 @@ const ARCHIVE_WAIT: Duration = Duration::from_secs(180);
 const PREFETCH: usize = 10;
 const CHILD_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
-/// `cargo xtask bench [verify|encryption]`.
+/// `cargo xtask bench [verify|encryption|memory]`.
 pub fn run(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("verify") => archive::run(),
         Some("encryption") => crypto::run(),
+        Some("memory") => memory::run(),
         _ => peers_report(),
     }
 }

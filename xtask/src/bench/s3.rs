@@ -118,7 +118,7 @@ pub(super) fn tls_proxy(pem: &Path, port: u16, upstream: u16, log: &Path) -> Res
 /// any strict client, refuses a self-signed CA certificate used as the
 /// server's own). Returns the CA certificate (what clients trust) and the
 /// proxies' key + certificate file.
-pub(super) fn make_certificates(dir: &Path) -> Result<(PathBuf, PathBuf)> {
+pub(crate) fn make_certificates(dir: &Path) -> Result<(PathBuf, PathBuf)> {
     let p = |name: &str| dir.join(name);
     let openssl = |args: &[&str]| -> Result<()> {
         pg::run(Command::new("openssl").args(args).current_dir(dir))

@@ -18,6 +18,13 @@
 //! compared with `cmp`. [`large_segment_memory`] (the bench's 1 GiB rows)
 //! pushes a sparse segment instead, which costs no disk.
 //!
+//! [`upload_ahead_backlog`]: one `wal-push` with a backlog of sixteen
+//! `.ready` 16 MiB segments of that text and the default upload-ahead
+//! (`WALG_UPLOAD_CONCURRENCY` 16), lz4 + libsodium, on file storage and
+//! over the S3 emulator: the process pushes all sixteen at once, each held
+//! whole for its one request, and must stay below the same bound (it
+//! peaked at 132 to 145 MiB before the files moved ahead shared one bound).
+//!
 //! What this module does not do: run PostgreSQL (the header is all
 //! `wal-push` checks), or time anything.
 
@@ -41,7 +48,7 @@ const SEGMENT_NAME: &str = "000000010000000000000002";
 /// The segment after it: `wal-prune --before` it deletes the pushed copy.
 const NEXT_SEGMENT: &str = "000000010000000000000003";
 /// Every codec walg writes.
-const CODECS: [&str; 4] = ["lz4", "zstd", "brotli", "none"];
+pub const CODECS: [&str; 4] = ["lz4", "zstd", "brotli", "none"];
 /// The libsodium key of the encrypted cases (32 bytes, hex).
 const SODIUM_KEY: &str = "6d656d6f72792d6d61747269782d6b65792d666f722d77616c672d7465737473";
 
@@ -106,7 +113,7 @@ fn report(storage: &str, peaks: &[Peak]) -> Result<()> {
 /// Writes a `segsize_mib` segment of text under `work` and pushes and
 /// fetches it once per codec in `codecs`, without and with libsodium,
 /// pruning the stored copy after each case.
-fn matrix(
+pub fn matrix(
     built: &Path,
     work: &Workdir,
     settings: &Settings,
@@ -261,11 +268,16 @@ pub fn run_measured(program: &Path, args: &[&OsStr], dir: &Path, label: &str) ->
 
 /// A valid long page header for segment 2 of log 0 of `size` bytes.
 fn long_header(size: u64) -> [u8; 40] {
+    long_header_of(size, 2)
+}
+
+/// A valid long page header for segment `segno` of timeline 1.
+fn long_header_of(size: u64, segno: u64) -> [u8; 40] {
     let mut header = [0u8; 40];
     header[0..2].copy_from_slice(&0xD110u16.to_le_bytes()); // PostgreSQL 15 magic
     header[2..4].copy_from_slice(&0x0002u16.to_le_bytes()); // XLP_LONG_HEADER
     header[4..8].copy_from_slice(&1u32.to_le_bytes()); // timeline
-    header[8..16].copy_from_slice(&(2 * size).to_le_bytes()); // page address
+    header[8..16].copy_from_slice(&(segno * size).to_le_bytes()); // page address
     header[24..32].copy_from_slice(&7u64.to_le_bytes()); // system identifier
     header[32..36].copy_from_slice(&(size as u32).to_le_bytes());
     header[36..40].copy_from_slice(&8192u32.to_le_bytes()); // block size
@@ -284,9 +296,14 @@ fn write_sparse_segment(path: &Path, size: u64) -> Result<()> {
 /// random hex text and 2 KiB of zeros (the first page starting with a
 /// valid long page header), the same bytes every time.
 fn write_text_segment(path: &Path, size: u64) -> Result<()> {
+    write_text_segment_of(path, size, 2, 0x9E37_79B9_7F4A_7C15)
+}
+
+/// [`write_text_segment`] for segment `segno`, its text drawn from `seed`.
+fn write_text_segment_of(path: &Path, size: u64, segno: u64, seed: u64) -> Result<()> {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = std::io::BufWriter::with_capacity(1 << 20, File::create(path)?);
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut state = seed;
     let mut page = [0u8; 8192];
     for n in 0..size / 8192 {
         for pair in page[..6144].chunks_exact_mut(16) {
@@ -299,7 +316,7 @@ fn write_text_segment(path: &Path, size: u64) -> Result<()> {
             }
         }
         if n == 0 {
-            page[..40].copy_from_slice(&long_header(size));
+            page[..40].copy_from_slice(&long_header_of(size, segno));
         }
         out.write_all(&page)?;
     }
@@ -394,4 +411,103 @@ pub fn large_segment_memory(
         }
     }
     Ok(peaks)
+}
+
+/// One `wal-push` of the oldest of sixteen `.ready` 16 MiB segments with
+/// upload-ahead 16 (see the module): below [`RSS_LIMIT_KIB`], every file
+/// stored, the newest fetched back equal.
+pub fn upload_ahead_backlog(built: &Path, emus: &Emulators) -> Result<()> {
+    const FILES: u64 = 16;
+    const SIZE: u64 = 16 << 20;
+    let work = Workdir::new("mem-ahead")?;
+    let names: Vec<String> = (2..2 + FILES)
+        .map(|n| format!("0000000100000000000000{n:02X}"))
+        .collect();
+    let archive = work.owned_dir("archive")?;
+    let storages = [
+        ("file", file_settings(&archive)),
+        ("s3", emulator_settings(emus, Kind::S3, "e2e-mem/ahead")?),
+    ];
+    let mut peaks = Vec::new();
+    for (storage, settings) in storages {
+        // A pg_wal of its own per storage: the first push leaves
+        // upload-ahead markers and `.done` files behind.
+        let pg_wal = work.path.join(format!("pg_wal-{storage}"));
+        fs::create_dir_all(pg_wal.join("archive_status"))?;
+        for (i, name) in names.iter().enumerate() {
+            write_text_segment_of(&pg_wal.join(name), SIZE, 2 + i as u64, 0x5EED + i as u64)?;
+            fs::write(
+                pg_wal.join("archive_status").join(format!("{name}.ready")),
+                b"",
+            )?;
+        }
+        let mut s = settings;
+        s.set("WALG_COMPRESSION_METHOD", "lz4")
+            .set("WALG_UPLOAD_CONCURRENCY", "16")
+            .set("WALG_DOWNLOAD_CONCURRENCY", "1")
+            .set("WALG_LIBSODIUM_KEY", SODIUM_KEY)
+            .set("WALG_LIBSODIUM_KEY_TRANSFORM", "hex");
+        let walg = Walg::new(&work, built, &format!("walg-ahead-{storage}.json"), &s)?;
+        let config = walg.config.as_os_str();
+        let first = pg_wal.join(&names[0]);
+        let push = run_measured(
+            &walg.bin,
+            &[
+                OsStr::new("--config"),
+                config,
+                OsStr::new("wal-push"),
+                first.as_os_str(),
+            ],
+            &work.path,
+            &format!("ahead-push-{storage}"),
+        )?;
+        ensure!(
+            push.success && push.stderr.contains(&format!("+{} uploaded ahead", FILES - 1)),
+            "{storage}: wal-push with a backlog of {FILES} exited {} without uploading the others ahead: {}",
+            push.code,
+            push.stderr
+        );
+        let last = names.last().expect("sixteen names");
+        let dest = work.path.join(format!("restored-ahead-{storage}"));
+        let fetched = Command::new(&walg.bin)
+            .arg("--config")
+            .arg(config)
+            .args(["wal-fetch", last])
+            .arg(&dest)
+            .output()
+            .context("run walg wal-fetch")?;
+        ensure!(
+            fetched.status.success(),
+            "{storage}: wal-fetch {last} after the backlog: {}",
+            String::from_utf8_lossy(&fetched.stderr)
+        );
+        let same = Command::new("cmp")
+            .arg(pg_wal.join(last))
+            .arg(&dest)
+            .status()?;
+        ensure!(same.success(), "{storage}: {last} came back different");
+        fs::remove_file(&dest)?;
+        let pruned = Command::new(&walg.bin)
+            .arg("--config")
+            .arg(config)
+            .args([
+                "wal-prune",
+                "--before",
+                "000000010000000000000020",
+                "--confirm",
+            ])
+            .output()
+            .context("run walg wal-prune")?;
+        ensure!(
+            pruned.status.success(),
+            "{storage}: wal-prune after the backlog: {}",
+            String::from_utf8_lossy(&pruned.stderr)
+        );
+        peaks.push(Peak {
+            what: format!("wal-push + {} ahead, 16 MiB lz4 + libsodium", FILES - 1),
+            kib: push.max_rss_kib,
+        });
+        report(storage, &peaks[peaks.len() - 1..])?;
+    }
+    Ok(())
 }

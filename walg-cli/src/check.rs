@@ -328,12 +328,18 @@ async fn check_storages(cfg: &Config) -> Vec<Check> {
             .find(|s| s.name == name)
             .map(|s| format!("{}://{}", s.scheme, s.location))
             .unwrap_or_default();
+        let credentials = cfg
+            .storages
+            .iter()
+            .find(|s| s.name == name)
+            .map(credential_source)
+            .unwrap_or_default();
         checks.push(match result {
             Ok(()) => check(
                 format!("storage {name}"),
                 Status::Ok,
                 format!(
-                    "{url}: listed, wrote and deleted a {} probe ({ms} ms)",
+                    "{url}: credentials from {credentials}; listed, wrote and deleted a {} probe ({ms} ms)",
                     mib(cfg.failover.check_size)
                 ),
             ),
@@ -347,6 +353,12 @@ async fn check_storages(cfg: &Config) -> Vec<Check> {
         cfg.storages.len() > 1,
     ));
     checks
+}
+
+/// Where a storage's credentials come from, as walg-storage chose them
+/// (`web identity role arn:...`); never a secret.
+pub fn credential_source(spec: &walg_storage::StorageSpec) -> String {
+    walg_storage::credentials::describe(spec).unwrap_or_else(|e| e.to_string())
 }
 
 /// A storage that failed its probe: the row says the cause and the fix once

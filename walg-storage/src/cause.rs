@@ -97,6 +97,9 @@ pub(crate) struct Site {
     pub identity: Identity,
     /// Values never to print (keys, tokens).
     pub secrets: Vec<String>,
+    /// The credential source's last failure, when walg chose the source.
+    #[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
+    pub credentials: Option<std::sync::Arc<crate::credentials::Tracker>>,
 }
 
 impl Site {
@@ -109,6 +112,8 @@ impl Site {
             region: None,
             identity: Identity::new("the credentials", "check the credentials"),
             secrets: Vec::new(),
+            #[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
+            credentials: None,
         }
     }
 
@@ -160,11 +165,57 @@ impl Site {
             return None;
         }
         let detail = self.redact(&with_causes(err));
+        if let Some(x) = self.identity_failure(err, &detail) {
+            return Some(x);
+        }
         let answer = Answer::of(err);
         if let Some(t) = Transport::of(err) {
             return Some(self.transport(t, &answer, op, detail));
         }
         Some(self.answered(op, kind, &answer, detail))
+    }
+
+    /// The credential source's failure, when `err` is opendal's "could not
+    /// load a credential" (its chain hides the provider's error, which the
+    /// tracker kept): cause `identity`, naming the source and the setting.
+    pub(crate) fn identity_failure(
+        &self,
+        err: &opendal::Error,
+        detail: &str,
+    ) -> Option<Explanation> {
+        #[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
+        {
+            let text = err.to_string();
+            let loading = text.contains("LoadCredential")
+                || text.contains("loading credential")
+                || detail.contains("failed to load signing credential");
+            let failure = self.credentials.as_ref()?.failure()?;
+            if loading {
+                return Some(self.explanation(
+                    Cause::Identity,
+                    failure.what,
+                    failure.fix,
+                    detail.to_string(),
+                ));
+            }
+            None
+        }
+        #[cfg(not(any(feature = "s3", feature = "gcs", feature = "azure")))]
+        {
+            let _ = (err, detail);
+            None
+        }
+    }
+
+    /// Whether the credential source's last failure was transient (a
+    /// timeout, an unreachable endpoint).
+    pub(crate) fn identity_transient(&self) -> Option<bool> {
+        #[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
+        {
+            self.credentials.as_ref()?.failure().map(|f| f.transient)
+        }
+        #[cfg(not(any(feature = "s3", feature = "gcs", feature = "azure")))]
+        None
     }
 
     /// Classifies a local I/O error met while doing `doing` (`create
@@ -559,7 +610,7 @@ fn op_verb_ing(op: &str) -> &'static str {
 }
 
 /// `user postgres (uid 105)`: who this process is, for a permission message.
-fn current_user() -> String {
+pub(crate) fn current_user() -> String {
     use std::os::unix::fs::MetadataExt;
     // The owner of /proc/self is the effective uid; no libc call needed.
     let Ok(uid) = std::fs::metadata("/proc/self").map(|m| m.uid()) else {

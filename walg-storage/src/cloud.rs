@@ -23,6 +23,7 @@ use walg_core::pipeline::budget::PartRules;
 use walg_core::store::DynStore;
 
 use crate::cause::{redact, Backend, Identity, Site};
+use crate::credentials::Tracker;
 use crate::guard::Guarded;
 use crate::opendal_store::{install_http_transport, OpendalStore, PutMode};
 use crate::spec::{StorageError, StorageSpec};
@@ -129,12 +130,14 @@ fn site(
     bucket: &str,
     endpoint: Option<String>,
     identity: Identity,
+    tracker: Arc<Tracker>,
 ) -> Site {
     let mut site = Site::new(backend, url, bucket);
     site.endpoint = endpoint;
     site.region = spec.settings.get("AWS_REGION").map(str::to_string);
     site.identity = identity;
     site.secrets = secrets(spec);
+    site.credentials = Some(tracker);
     site
 }
 
@@ -209,47 +212,33 @@ pub fn open_s3(spec: &StorageSpec) -> Result<DynStore, StorageError> {
     if !path_style {
         b = b.enable_virtual_host_style();
     }
-    let identity = match (s.get("AWS_ACCESS_KEY_ID"), s.get("AWS_SESSION_TOKEN")) {
-        (Some(id), None) => Identity::new(
-            format!("key id {id:?}"),
-            "fix AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+    // walg chooses the one credential source (see `credentials`); opendal
+    // gets a chain of that provider alone and reads no environment.
+    let source = crate::credentials::aws::select(spec, &crate::credentials::file_exists)?;
+    let identity = match &source {
+        crate::credentials::aws::Source::Static { key_id, session } => Identity::new(
+            format!(
+                "key id {key_id:?}{}",
+                if *session {
+                    " with a session token"
+                } else {
+                    ""
+                }
+            ),
+            if *session {
+                "fix AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN"
+            } else {
+                "fix AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+            },
         ),
-        (Some(id), Some(_)) => Identity::new(
-            format!("key id {id:?} with a session token"),
-            "fix AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN",
-        ),
-        (None, _) => Identity::new(
-            "the host's AWS credentials (profile, web identity or instance role)",
-            "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or fix the host's AWS role",
-        ),
+        other => Identity::new(other.label(), other.fix()),
     };
-    match (s.get("AWS_ACCESS_KEY_ID"), s.get("AWS_SECRET_ACCESS_KEY")) {
-        (Some(id), Some(secret)) => {
-            b = b
-                .access_key_id(id)
-                .secret_access_key(secret)
-                .disable_config_load()
-                .disable_ec2_metadata();
-            if let Some(token) = s.get("AWS_SESSION_TOKEN") {
-                b = b.session_token(token);
-            }
-        }
-        (Some(_), None) => {
-            return Err(spec.config_error(
-                "AWS_SECRET_ACCESS_KEY",
-                "AWS_ACCESS_KEY_ID is set but the secret is not",
-            ))
-        }
-        (None, Some(_)) => {
-            return Err(spec.config_error(
-                "AWS_ACCESS_KEY_ID",
-                "AWS_SECRET_ACCESS_KEY is set but the key id is not",
-            ))
-        }
-        // No static keys: opendal's default chain (profile files, web
-        // identity, instance metadata) finds the host's credentials.
-        (None, None) => {}
-    }
+    let tracker = Tracker::new();
+    let provider = crate::credentials::aws::Provider::new(spec, source, tracker.clone());
+    b = b
+        .disable_config_load()
+        .disable_ec2_metadata()
+        .credential_provider_chain(reqsign_core::ProvideCredentialChain::new().push(provider));
     if let Some(class) = s.get("WALG_S3_STORAGE_CLASS") {
         b = b.default_storage_class(class);
     }
@@ -271,7 +260,7 @@ pub fn open_s3(spec: &StorageSpec) -> Result<DynStore, StorageError> {
     }
     let url = url_of("s3", bucket, &root);
     let endpoint = endpoint.map(str::to_string);
-    let site = site(spec, Backend::S3, &url, bucket, endpoint, identity);
+    let site = site(spec, Backend::S3, &url, bucket, endpoint, identity, tracker);
     // S3 (and moto, MinIO) honour If-None-Match on PUT.
     finish(
         spec,
@@ -299,35 +288,43 @@ pub fn open_gcs(spec: &StorageSpec) -> Result<DynStore, StorageError> {
         (None, Some(host)) => Some(format!("http://{host}")),
         (None, None) => None,
     };
-    let credentials = s.get("GOOGLE_APPLICATION_CREDENTIALS");
-    if let Some(path) = credentials {
-        b = b.credential_path(path);
-    }
     if let Some(ep) = &endpoint {
         b = b.endpoint(ep);
-        if credentials.is_none() {
+    }
+    let source = crate::credentials::gcs::select(spec)?;
+    let url = url_of("gs", bucket, &root);
+    let tracker = Tracker::new();
+    let identity = match &source {
+        crate::credentials::gcs::Source::Anonymous => {
             // An emulator: no token to fetch, no VM metadata server to ask.
             b = b
                 .skip_signature()
                 .disable_vm_metadata()
                 .disable_config_load();
-        }
-    }
-    let url = url_of("gs", bucket, &root);
-    let identity = match (credentials, &endpoint) {
-        (Some(path), _) => Identity::new(
-            format!("the service account in {path}"),
-            "fix GOOGLE_APPLICATION_CREDENTIALS",
-        ),
-        (None, Some(_)) => {
             Identity::new("anonymous requests", "set GOOGLE_APPLICATION_CREDENTIALS")
         }
-        (None, None) => Identity::new(
-            "the VM's service account",
-            "set GOOGLE_APPLICATION_CREDENTIALS, or fix the VM's service account",
-        ),
+        other => {
+            let identity = Identity::new(other.label(), other.fix());
+            let provider =
+                crate::credentials::gcs::Provider::new(spec, other.clone(), tracker.clone());
+            b = b
+                .disable_vm_metadata()
+                .disable_config_load()
+                .credential_provider_chain(
+                    reqsign_core::ProvideCredentialChain::new().push(provider),
+                );
+            identity
+        }
     };
-    let site = site(spec, Backend::Gcs, &url, bucket, endpoint.clone(), identity);
+    let site = site(
+        spec,
+        Backend::Gcs,
+        &url,
+        bucket,
+        endpoint.clone(),
+        identity,
+        tracker,
+    );
     // Streamed like every backend, so a 1 GiB segment never sits in memory.
     // A create-if-absent write (every wal-push) is a resumable upload with
     // ifGenerationMatch=0 in 8 MiB pieces; a plain overwrite is one request
@@ -378,38 +375,38 @@ pub fn open_azure(spec: &StorageSpec) -> Result<DynStore, StorageError> {
     if let Some(acc) = account {
         b = b.account_name(acc);
     }
-    let identity = match (
-        s.get("AZURE_STORAGE_ACCESS_KEY"),
-        s.get("AZURE_STORAGE_SAS_TOKEN"),
-    ) {
-        (Some(_), _) => Identity::new(
-            format!("the account key of {:?}", account.unwrap_or("")),
+    let source = crate::credentials::azure::select(spec)?;
+    let tracker = Tracker::new();
+    let identity = match &source {
+        crate::credentials::azure::Source::AccountKey { account } => Identity::new(
+            format!("the account key of {account:?}"),
             "fix AZURE_STORAGE_ACCESS_KEY or AZURE_STORAGE_ACCOUNT",
         ),
-        (None, Some(_)) => Identity::new("the SAS token", "renew AZURE_STORAGE_SAS_TOKEN"),
-        (None, None) => Identity::new(
+        crate::credentials::azure::Source::Sas => {
+            Identity::new("the SAS token", "renew AZURE_STORAGE_SAS_TOKEN")
+        }
+        crate::credentials::azure::Source::Anonymous => Identity::new(
             "anonymous requests",
             "set AZURE_STORAGE_ACCESS_KEY or AZURE_STORAGE_SAS_TOKEN",
         ),
+        other => Identity::new(other.label(), other.fix()),
     };
-    match (
-        s.get("AZURE_STORAGE_ACCESS_KEY"),
-        s.get("AZURE_STORAGE_SAS_TOKEN"),
-    ) {
-        (Some(key), _) => {
-            if account.is_none() {
-                return Err(spec.config_error(
-                    "AZURE_STORAGE_ACCOUNT",
-                    "an access key needs the account name",
-                ));
-            }
-            b = b.account_key(key);
-        }
-        (None, Some(sas)) => b = b.sas_token(sas.trim_start_matches('?')),
-        (None, None) => {}
+    if source == crate::credentials::azure::Source::Anonymous {
+        b = b.skip_signature();
+    } else {
+        let provider = crate::credentials::azure::Provider::new(spec, source, tracker.clone());
+        b = b.credential_provider_chain(reqsign_core::ProvideCredentialChain::new().push(provider));
     }
     let url = url_of("azure", container, &root);
-    let site = site(spec, Backend::Azure, &url, container, configured, identity);
+    let site = site(
+        spec,
+        Backend::Azure,
+        &url,
+        container,
+        configured,
+        identity,
+        tracker,
+    );
     finish(
         spec,
         SETTING,

@@ -48,6 +48,8 @@ mod cause;
 pub mod clean;
 #[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
 pub mod cloud;
+#[cfg(feature = "identity")]
+pub mod credentials;
 #[cfg(feature = "fs")]
 pub mod fs;
 pub mod guard;

@@ -525,7 +525,16 @@ pub(crate) fn map_error(
     err: &opendal::Error,
 ) -> StoreError {
     let detail = site.redact(&with_causes(err));
-    let kind = classify(err, &detail);
+    let mut kind = classify(err, &detail);
+    if let Some(x) = site.identity_failure(err, &detail) {
+        // No credentials, no call: a refusal or an unreadable token is a
+        // configuration error (not retried), a silent endpoint transient.
+        kind = match site.identity_transient() {
+            Some(true) => ErrorKind::Unavailable,
+            _ => ErrorKind::Config,
+        };
+        return StoreError::explained(kind, op, store, key, x);
+    }
     match site.explain(op, kind, err) {
         Some(x) => StoreError::explained(kind, op, store, key, x),
         // Answers, not failures: a short message, no context.

@@ -65,10 +65,13 @@ impl Settings {
             "CREDENTIALS_JSON",
             "LIBSODIUM_KEY",
             "SAS",
+            "IDENTITY_HEADER",
         ]
         .iter()
         .any(|s| k.contains(s))
             && k != "AWS_ACCESS_KEY_ID"
+            // A token file's path names where the token is, not the token.
+            && !k.ends_with("_TOKEN_FILE")
     }
 }
 

@@ -108,6 +108,10 @@ pub enum Cause {
     /// The storage does not accept the credentials (unknown key, wrong
     /// secret, expired token).
     CredentialsRejected,
+    /// The credentials could not be had from their configured source (a
+    /// token file that cannot be read, an STS or token endpoint that
+    /// refuses, a metadata endpoint that does not answer).
+    Identity,
     /// The credentials are accepted but lack a permission for the call.
     PermissionMissing,
     /// The bucket or container does not exist.
@@ -140,6 +144,7 @@ impl Cause {
             Cause::Tls => "tls",
             Cause::Timeout => "timeout",
             Cause::CredentialsRejected => "credentials-rejected",
+            Cause::Identity => "identity",
             Cause::PermissionMissing => "permission-missing",
             Cause::BucketMissing => "bucket-missing",
             Cause::WrongRegion => "wrong-region",

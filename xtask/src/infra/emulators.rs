@@ -142,6 +142,15 @@ pub fn install(repo: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Azurite's blob service, installed by [`install`] (a scenario that needs
+/// its own Azurite, with TLS and OAuth, starts it from here).
+pub fn azurite_blob(repo: &Path) -> PathBuf {
+    azurite_dir(repo)
+        .join("node_modules")
+        .join(".bin")
+        .join("azurite-blob")
+}
+
 /// The fake-gcs-server binary bundled in the Python wrapper package.
 fn fake_gcs_binary(repo: &Path) -> Result<PathBuf> {
     let out = Command::new(python(repo))

@@ -60,7 +60,7 @@ pub fn apt(packages: &[&str]) -> Result<()> {
 }
 
 /// PostgreSQL server binaries, the postgres OS user, lz4, zstd, GNU time,
-/// gpg and dosfstools (mkfs.vfat).
+/// gpg, dosfstools (mkfs.vfat) and openssl.
 pub fn postgres() -> Result<()> {
     let mut missing = Vec::new();
     if pg::bindir().is_err() {
@@ -80,6 +80,9 @@ pub fn postgres() -> Result<()> {
         ("mkfs.vfat", "dosfstools"),
         // Mounts the vfat image where the kernel has no vfat driver.
         ("fusefat", "fusefat"),
+        // Certificates for the https emulators (Azurite with OAuth in the
+        // identity scenarios, the bench's S3).
+        ("openssl", "openssl"),
     ] {
         if !have(command) {
             missing.push(package);

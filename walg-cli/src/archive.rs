@@ -33,7 +33,7 @@ use crate::shared::config::Config;
 use crate::shared::format::human;
 use crate::shared::load_config;
 use crate::shared::output::{out, print_json};
-use crate::shared::{pgconn, storage};
+use crate::shared::{gaps, pgconn, storage};
 
 /// The archive commands (flattened into walg's command list, where their
 /// names are `wal-*` like the others).
@@ -63,7 +63,9 @@ Exit codes: 0 listed (gaps are reported, not an error); 1 error."
 Exit codes: 0 OK (every segment on the primary); 1 WARNING (complete only\n\
 with a failover's copies: run wal-repair; or a segment still uploading; or a\n\
 storage could not be listed); 2 FAILURE (a segment or history file in no\n\
-storage, timelines that contradict each other, or the check could not run)."
+storage, timelines that contradict each other, or the check could not run);\n\
+3 DECLARED_GAP (segments given up on purpose by wal-push over\n\
+WALG_PG_WAL_BUDGET, nothing worse: take a new base backup)."
     )]
     WalVerify {
         /// Print the report as JSON (schema in docs/archive-commands.md).
@@ -389,7 +391,12 @@ async fn show(config: Option<&Path>, json: bool, walg_json: bool) -> Result<u8> 
     }
     let (size, _) = segment_size(&stores, &map).await;
     let hist = ok_histories(&histories(&stores, &map).await);
-    let report = map.show(size, &hist);
+    let mut report = map.show(size, &hist);
+    let (declared, errors) = declared_gaps(&stores, size).await;
+    report.mark_declared(&declared);
+    for e in errors {
+        tracing::warn!("{e}");
+    }
     if walg_json {
         // WAL-G prints one compact array without a trailing newline.
         use std::io::Write as _;
@@ -424,6 +431,12 @@ fn print_show(r: &ShowReport) {
             "{} gap(s), {missing} segment(s) in no storage",
             gaps.len()
         ));
+        if r.declared_segments > 0 {
+            head.push_str(&format!(
+                " ({} given up on purpose: declared gaps)",
+                r.declared_segments
+            ));
+        }
     }
     let primary = r.storages.first().map(|s| s.name.as_str());
     for (s, o) in &r.only_on {
@@ -461,6 +474,8 @@ fn print_show(r: &ShowReport) {
             t.backups.len(),
             if t.gaps.is_empty() {
                 "OK"
+            } else if t.gaps.iter().all(|g| g.declared == g.count) {
+                "DECLARED_GAP"
             } else {
                 "LOST_SEGMENTS"
             }
@@ -511,13 +526,29 @@ fn print_show(r: &ShowReport) {
             out!("timeline {}:", t.timeline);
         }
         for g in &t.gaps {
-            out!("  gap      {} .. {} ({} segment(s))", g.from, g.to, g.count);
+            let declared = match g.declared {
+                0 => String::new(),
+                d if d == g.count => ", DECLARED_GAP: given up on purpose by wal-push".into(),
+                d => format!(", {d} of them given up on purpose by wal-push"),
+            };
+            out!(
+                "  gap      {} .. {} ({} segment(s){declared})",
+                g.from,
+                g.to,
+                g.count
+            );
         }
         for p in &t.partials {
             out!("  partial  {p}");
         }
         for b in &t.backups {
             out!("  backup   {b}");
+        }
+    }
+    if !r.declared_runs.is_empty() {
+        out!();
+        for run in &r.declared_runs {
+            out!("declared gap: {}", run.describe());
         }
     }
     for (s, o) in r
@@ -582,6 +613,13 @@ async fn wal_verify(
             current: s.current,
         }),
         uploading_window: cfg.upload_concurrency as u64,
+        declared: {
+            let (declared, errors) = declared_gaps(&stores, size).await;
+            for e in errors {
+                tracing::warn!("{e}");
+            }
+            declared
+        },
     };
     let report = verify(&map, &opts);
     if json {
@@ -638,6 +676,26 @@ async fn wal_verify(
                 c.only_here
             );
         }
+        if report.declared.count > 0 {
+            out!(
+                "declared: {} ({} segment(s) given up on purpose by wal-push)",
+                Status::DeclaredGap.as_str(),
+                report.declared.count
+            );
+            for d in &report.declared.runs {
+                out!("declared gap: {}", d.run.describe());
+                if !d.backups_stop_here.is_empty() {
+                    out!(
+                        "  cannot be rolled forward past it: {}",
+                        d.backups_stop_here.join(", ")
+                    );
+                }
+            }
+            match &report.declared.first_backup_after {
+                Some(b) => out!("  a restore to the end starts from {b} or later"),
+                None => out!("  no base backup after the newest gap: take one now"),
+            }
+        }
         for m in report.union.missing.iter().take(20) {
             out!("missing everywhere: {m}");
         }
@@ -652,6 +710,20 @@ async fn wal_verify(
         }
     }
     Ok(report.status.exit_code())
+}
+
+/// Declared gaps of every storage, with the record of each run's first
+/// segment (when and why).
+async fn declared_gaps(
+    stores: &[(String, DynStore)],
+    segment_size: u64,
+) -> (walg_core::archive::gaps::DeclaredGaps, Vec<String>) {
+    gaps::archive_gaps(
+        stores,
+        &|d| d.runs(segment_size).into_iter().map(|r| r.from).collect(),
+        gaps::RECORDS_READ,
+    )
+    .await
 }
 
 async fn repair(config: Option<&Path>, confirm: bool, json: bool) -> Result<u8> {

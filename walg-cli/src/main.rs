@@ -162,6 +162,12 @@ async fn run(cli: Cli) -> u8 {
     match result {
         Ok(()) => 0,
         Err(e) => {
+            if let Some(gap) = e.downcast_ref::<shared::gaps::DeclaredGapReached>() {
+                // Recovery ends at a segment given up on purpose: "not
+                // found" for PostgreSQL, the reason in its log.
+                tracing::error!("{gap}");
+                return EXIT_NOT_FOUND;
+            }
             let not_found = e
                 .downcast_ref::<FetchError>()
                 .is_some_and(FetchError::is_not_found);
@@ -204,6 +210,7 @@ fn main() -> ExitCode {
         }
     };
     init_tracing();
+    walg_core::pipeline::budget::return_freed_buffers_to_the_os();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

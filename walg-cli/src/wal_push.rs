@@ -13,11 +13,14 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use walg_core::pipeline::ahead::{AheadDir, FileStamp, Marker};
 use walg_core::pipeline::push::{
-    push_file, push_validated, validate_local, PushOptions, PushOutcome,
+    push_file_shared, push_validated, validate_local, PushOptions, PushOutcome,
 };
+use walg_core::pipeline::share::TransferShare;
 use walg_core::store::Store;
 
+use crate::shared::drain;
 use crate::shared::format::mib;
+use crate::shared::gaps;
 use crate::shared::load_config;
 use crate::shared::storage::{self, Opened};
 
@@ -33,7 +36,9 @@ pub async fn run(config: Option<&Path>, path: &Path) -> Result<()> {
     let system_id = matches!(name, walg_core::WalName::Segment(_))
         .then(|| walg_core::archive::identity::segment_system_id(path).ok())
         .flatten();
-    let Opened { store, .. } = storage::open_guarded(&cfg, system_id)?;
+    let Opened { store, failover } = storage::open_guarded(&cfg, system_id)?;
+    // WAL left on a failover storage goes back to the primary beside this push.
+    let drain = drain::start(failover);
     let opts = PushOptions {
         compression: cfg.compression,
         encryption: cfg.encryption.clone(),
@@ -55,6 +60,7 @@ pub async fn run(config: Option<&Path>, path: &Path) -> Result<()> {
                 marker.storage,
                 started.elapsed().as_millis()
             );
+            drain.finish().await;
             return Ok(());
         }
     }
@@ -65,14 +71,24 @@ pub async fn run(config: Option<&Path>, path: &Path) -> Result<()> {
         .map(|a| a.ready_files(&name, cfg.upload_concurrency - 1))
         .unwrap_or_default();
     let opts = &opts;
-    let main = push_validated(store.as_ref(), path, &name, len, opts);
-    let side = futures::future::join_all(others.iter().map(|(n, p)| {
+    // The files pushed ahead share one bound of memory; the requested file
+    // (the oldest) goes first on its own budget.
+    let share = TransferShare::new(cfg.upload_ahead_memory);
+    let requested = share.enter_unshared(0);
+    let main = async {
+        let outcome = push_validated(store.as_ref(), path, &name, len, opts).await;
+        drop(requested);
+        outcome
+    };
+    let side = futures::future::join_all(others.iter().enumerate().map(|(i, (n, p))| {
         let store = store.clone();
+        let share = &share;
         async move {
             // Stamped before it is read: a file that changes while it is
             // pushed gets a marker its later call will not trust.
             let stamp = FileStamp::of(p).ok();
-            (n, p, stamp, push_file(store.as_ref(), p, opts).await)
+            let pushed = push_file_shared(store.as_ref(), p, opts, share, i as u64 + 1).await;
+            (n, p, stamp, pushed)
         }
     }));
     let (outcome, side) = tokio::join!(main, side);
@@ -134,7 +150,13 @@ pub async fn run(config: Option<&Path>, path: &Path) -> Result<()> {
 
     // The storage's error names the storage, the cause and the fix; this
     // only says which call of PostgreSQL's failed.
-    let outcome = outcome.with_context(|| format!("wal-push {name}"))?;
+    let outcome = match outcome {
+        Ok(o) => o,
+        // Over WALG_PG_WAL_BUDGET a segment may be given up on purpose.
+        Err(e) => {
+            return gaps::after_failed_push(&cfg, store.as_ref(), path, &name, system_id, e).await
+        }
+    };
     let ms = started.elapsed().as_millis();
     let extra = if others.is_empty() {
         String::new()
@@ -173,5 +195,8 @@ pub async fn run(config: Option<&Path>, path: &Path) -> Result<()> {
             );
         }
     }
+    // Gap records a failed call left behind, now that a storage answers.
+    gaps::upload_pending(store.as_ref(), path).await;
+    drain.finish().await;
     Ok(())
 }

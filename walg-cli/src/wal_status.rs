@@ -30,7 +30,7 @@ use walg_core::wal::{Lsn, WalName};
 use walg_core::Compression;
 
 use crate::shared::config::{Config, Raw};
-use crate::shared::pgconn;
+use crate::shared::{gaps, pgconn};
 
 /// Flags of `wal-status`.
 #[derive(Debug, clap::Args)]
@@ -220,8 +220,45 @@ async fn gather(config: Option<&Path>, args: &Args) -> Observation {
     if !args.no_archive_check {
         archive_observation(config, &mut obs, &mut problems).await;
     }
+    // The declared pg_wal budget and the segments given up under it.
+    obs.budget =
+        gaps::status_observation(config, pgdata.as_deref(), &obs, !args.no_archive_check).await;
+    obs.failover_drain = drain_observation(config);
     obs.problems = problems;
     obs
+}
+
+/// Per failover storage, what waits to drain back to the primary, from the
+/// drain journals beside the status cache (no storage request).
+fn drain_observation(config: Option<&Path>) -> Vec<walg_core::doctor::FailoverDrain> {
+    let Some(cfg) = Raw::load(config)
+        .ok()
+        .and_then(|raw| Config::from_raw(&raw).ok())
+    else {
+        return Vec::new();
+    };
+    if cfg.storages.len() < 2 {
+        return Vec::new();
+    }
+    let Ok(crate::shared::storage::Opened {
+        failover: Some(f), ..
+    }) = crate::shared::storage::open(&cfg)
+    else {
+        return Vec::new();
+    };
+    walg_failover::drain::backlog(&f)
+        .into_iter()
+        .map(|b| walg_core::doctor::FailoverDrain {
+            storage: b.storage,
+            mode: b.mode.as_str().to_string(),
+            spill: b.spill,
+            journal: b.journal.to_string(),
+            files: b.files,
+            oldest_file: b.oldest_key,
+            oldest_since: b.oldest_since_ms.map(|ms| ms as f64 / 1000.0),
+            oldest_age_seconds: None,
+        })
+        .collect()
 }
 
 async fn query(
@@ -1013,6 +1050,46 @@ pub fn prometheus_text(r: &Report) -> String {
         one(r.server.checkpoint_age_seconds),
     );
     metric(
+        "walg_failover_drain_files",
+        "WAL files on a failover storage only, waiting to drain back to the primary.",
+        "gauge",
+        r.failover_drain
+            .iter()
+            .map(|d| {
+                (
+                    format!("{{storage=\"{}\"}}", esc(&d.storage)),
+                    d.files as f64,
+                )
+            })
+            .collect(),
+    );
+    metric(
+        "walg_failover_drain_oldest_age_seconds",
+        "Seconds the oldest WAL file waiting on a failover storage has waited to drain back.",
+        "gauge",
+        r.failover_drain
+            .iter()
+            .filter_map(|d| {
+                d.oldest_age_seconds
+                    .map(|a| (format!("{{storage=\"{}\"}}", esc(&d.storage)), a))
+            })
+            .collect(),
+    );
+    if let Some(b) = &r.budget {
+        metric(
+            "walg_wal_given_up_segments_total",
+            "WAL segments wal-push gave up on purpose over WALG_PG_WAL_BUDGET (declared gaps), from the local gap journal and the archive.",
+            "counter",
+            one(Some(b.given_up_segments as f64)),
+        );
+        metric(
+            "walg_wal_budget_bytes",
+            "WALG_PG_WAL_BUDGET in bytes (a percentage resolved on pg_wal's file system).",
+            "gauge",
+            one(b.budget_bytes.map(|v| v as f64)),
+        );
+    }
+    metric(
         "walg_wal_status_check",
         "Each check's verdict: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.",
         "gauge",
@@ -1067,6 +1144,36 @@ mod tests {
         for line in t.lines().filter(|l| !l.starts_with('#')) {
             assert!(line.starts_with("walg_"), "{line}");
         }
+    }
+
+    #[test]
+    fn prometheus_counts_given_up_segments() {
+        let mut o = Observation::new(Mode::Offline, 1000.0, 1 << 20);
+        o.settings.archive_mode = Some("on".into());
+        o.pg_wal = Some(WalDir {
+            bytes: 5,
+            segments: 1,
+            ..Default::default()
+        });
+        o.budget = Some(walg_core::doctor::BudgetObs {
+            budget: Some("30MB".into()),
+            budget_bytes: Some(30 << 20),
+            wal_bytes: Some(5),
+            given_up: vec![walg_core::doctor::GivenUp {
+                segment: "000000010000000000000005".into(),
+                time: Some(900.0),
+                reason: None,
+            }],
+            newest_backup: None,
+            problems: vec![],
+        });
+        let t = prometheus_text(&diagnose(&o, &Thresholds::default()));
+        assert!(
+            t.contains("# TYPE walg_wal_given_up_segments_total counter\n"),
+            "{t}"
+        );
+        assert!(t.contains("walg_wal_given_up_segments_total 1\n"), "{t}");
+        assert!(t.contains("walg_wal_budget_bytes 31457280\n"), "{t}");
     }
 
     /// Rows of `pg_replication_slots` as 13 and 18 send them through

@@ -217,6 +217,11 @@ impl StatusCache {
         self.state().path.is_some()
     }
 
+    /// The time on this cache's clock (injected in tests).
+    pub(crate) fn clock_now(&self) -> SystemTime {
+        self.clock.now()
+    }
+
     /// How long a verdict stays fresh.
     pub fn lifetime(&self) -> Duration {
         self.lifetime
@@ -707,20 +712,28 @@ fn write_merged(
 
 /// Takes the exclusive lock, waiting at most [`LOCK_WAIT`].
 fn acquire(file: &File, path: &Path) -> Result<(), WriteError> {
-    let deadline = Instant::now() + LOCK_WAIT;
+    match lock_within(file, LOCK_WAIT) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(WriteError::Busy),
+        Err(e) => Err(WriteError::Unusable(format!(
+            "cannot lock {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// Takes `file`'s exclusive lock, waiting at most `wait`; `Ok(false)` when
+/// another process kept it that long.
+pub(crate) fn lock_within(file: &File, wait: Duration) -> std::io::Result<bool> {
+    let deadline = Instant::now() + wait;
     loop {
         match file.try_lock() {
-            Ok(()) => return Ok(()),
+            Ok(()) => return Ok(true),
             Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(5));
             }
-            Err(fs::TryLockError::WouldBlock) => return Err(WriteError::Busy),
-            Err(fs::TryLockError::Error(e)) => {
-                return Err(WriteError::Unusable(format!(
-                    "cannot lock {}: {e}",
-                    path.display()
-                )))
-            }
+            Err(fs::TryLockError::WouldBlock) => return Ok(false),
+            Err(fs::TryLockError::Error(e)) => return Err(e),
         }
     }
 }

@@ -63,7 +63,9 @@ use walg_core::store::DynStore;
 use walg_core::{Body, ByteStream, ErrorKind, ObjectMeta, PutOptions, Store, StoreError};
 
 use crate::cache::{Observation, StatusCache, Transition, Verdict};
-use crate::clock::{from_unix_ms, Clock, SystemClock};
+use crate::clock::{from_unix_ms, unix_ms, Clock, SystemClock};
+use crate::drain::journal::Journal;
+use crate::drain::{is_wal_key, DrainConfig, DrainMode};
 
 /// Prefix of the objects health probes write and list.
 pub const PROBE_PREFIX: &str = "walg_failover_check/";
@@ -98,6 +100,8 @@ pub struct FailoverConfig {
     pub write_policy: WritePolicy,
     /// Use only this member (by name), for every operation.
     pub target: Option<String>,
+    /// The drain back to the primary and its journals (see [`crate::drain`]).
+    pub drain: DrainConfig,
 }
 
 impl Default for FailoverConfig {
@@ -110,6 +114,7 @@ impl Default for FailoverConfig {
             cache_path: None,
             write_policy: WritePolicy::FirstAlive,
             target: None,
+            drain: DrainConfig::default(),
         }
     }
 }
@@ -120,6 +125,7 @@ pub struct Member {
     name: String,
     store: DynStore,
     fingerprint: String,
+    spill: bool,
 }
 
 impl Member {
@@ -131,6 +137,7 @@ impl Member {
             name: name.into(),
             store,
             fingerprint,
+            spill: false,
         }
     }
 
@@ -153,6 +160,7 @@ impl Member {
             name,
             store,
             fingerprint: fingerprint.into(),
+            spill: false,
         }
     }
 
@@ -161,6 +169,18 @@ impl Member {
     pub fn with_fingerprint(mut self, fingerprint: impl Into<String>) -> Self {
         self.fingerprint = fingerprint.into();
         self
+    }
+
+    /// Marks a spill storage: written only when every other storage failed
+    /// (also under [`WritePolicy::All`]), and drained back with move.
+    pub fn with_spill(mut self, spill: bool) -> Self {
+        self.spill = spill;
+        self
+    }
+
+    /// Whether this is a spill storage.
+    pub fn is_spill(&self) -> bool {
+        self.spill
     }
 
     pub fn name(&self) -> &str {
@@ -261,6 +281,9 @@ pub struct FailoverStore {
     /// Which members took each key written by this process, for
     /// [`Store::put_located`].
     placed: std::sync::Mutex<std::collections::HashMap<String, Vec<String>>>,
+    /// Which members hold each key after a write of this process (stored it
+    /// or answered that it exists), for the drain journal.
+    held: std::sync::Mutex<std::collections::HashMap<String, Vec<usize>>>,
 }
 
 /// A write, so both policies share one code path for `put` and `delete`.
@@ -375,6 +398,7 @@ impl FailoverStore {
             cache,
             probing,
             placed: Default::default(),
+            held: Default::default(),
         })
     }
 
@@ -627,24 +651,113 @@ impl FailoverStore {
 
     async fn write(&self, op: WriteOp<'_>) -> Result<(), StoreError> {
         let reloaded = self.ensure_loaded().await;
+        self.held_lock().remove(op.key());
         let result = match self.config.write_policy {
             WritePolicy::FirstAlive => self.write_first_alive(&op, reloaded).await,
             WritePolicy::All => self.write_all(&op, reloaded).await,
         };
+        let held = self.held_lock().remove(op.key()).unwrap_or_default();
+        if matches!(op, WriteOp::Put { .. }) {
+            self.journal_failover_only(op.key(), &held).await;
+        }
         self.flush().await;
         result
     }
 
-    async fn write_first_alive(
+    fn held_lock(
         &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Vec<usize>>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records a WAL file that failover members hold and the primary did
+    /// not take in the drain journals of those members. A journal that
+    /// cannot be written never fails the write: it is marked for a rebuild
+    /// from a listing, with one warning.
+    async fn journal_failover_only(&self, key: &str, held: &[usize]) {
+        let Some(dir) = &self.config.drain.dir else {
+            return;
+        };
+        if held.is_empty() || held.contains(&0) || !self.primary_active() || !is_wal_key(key) {
+            return;
+        }
+        let now = unix_ms(self.cache.clock_now());
+        for &i in held {
+            let m = &self.members[i];
+            if self.config.drain.mode_of(m.spill) == DrainMode::Off {
+                continue;
+            }
+            let journal = Journal::new(dir, &m.name, &m.fingerprint);
+            let k = key.to_string();
+            let j = journal.clone();
+            let result = tokio::task::spawn_blocking(move || j.add(&[&k], now))
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()));
+            if let Err(e) = result {
+                tracing::warn!(
+                    storage = %m.name,
+                    "{key} is stored on storage {:?} but could not be recorded in its drain journal ({e}); the next drain rebuilds the journal from a listing",
+                    m.name
+                );
+            }
+        }
+    }
+
+    /// Whether the primary (`default`, the first member) is in use.
+    pub(crate) fn primary_active(&self) -> bool {
+        self.active.contains(&0)
+    }
+
+    /// Whether the status cache holds a fresh "dead" verdict on the primary.
+    pub(crate) async fn primary_known_dead(&self) -> bool {
+        self.ensure_loaded().await;
+        self.verdict(0) == Verdict::Dead
+    }
+
+    /// Records the outcome of a drain's request to the primary in the
+    /// health model (a failure marks it dead for the next calls).
+    pub(crate) async fn observe_primary(&self, outcome: Result<(), &StoreError>) {
+        match outcome {
+            Err(e) if e.kind.is_storage_failure() => self.observe(0, Observation::Used, Err(e)),
+            Err(_) => {}
+            Ok(()) if self.verdict(0) == Verdict::Dead => {}
+            Ok(()) => self.observe(0, Observation::Used, Ok(())),
+        }
+        self.flush().await;
+    }
+
+    /// Write order: ordinary members in priority order, then spill members.
+    fn write_order(&self) -> Vec<usize> {
+        let (spill, regular): (Vec<usize>, Vec<usize>) =
+            self.active.iter().partition(|&&i| self.members[i].spill);
+        regular.into_iter().chain(spill).collect()
+    }
+
+    async fn write_first_alive(&self, op: &WriteOp<'_>, reloaded: bool) -> Result<(), StoreError> {
+        let order = self.write_order();
+        let mut failures = Failures::new();
+        match self
+            .write_first_alive_in(&order, op, reloaded, &mut failures)
+            .await
+        {
+            Some(r) => r,
+            None => Err(self.all_failed(op.name(), op.key(), &failures)),
+        }
+    }
+
+    /// The first-alive policy over `order`; `None` when every member
+    /// failed (their failures are in `failures`).
+    async fn write_first_alive_in(
+        &self,
+        order: &[usize],
         op: &WriteOp<'_>,
         mut reloaded: bool,
-    ) -> Result<(), StoreError> {
-        let mut failures = Failures::new();
+        failures: &mut Failures,
+    ) -> Option<Result<(), StoreError>> {
         let mut skipped = Vec::new();
-        for (pos, &i) in self.active.iter().enumerate() {
+        for (pos, &i) in order.iter().enumerate() {
             // Probing pays only when another member could take the write.
-            let others = self.active[pos + 1..]
+            let others = order[pos + 1..]
                 .iter()
                 .any(|&j| self.verdict(j) != Verdict::Dead);
             match self.ready_for_write(i, others, &mut reloaded).await {
@@ -659,18 +772,18 @@ impl FailoverStore {
                 }
             }
             match self.attempt(i, op).await {
-                Ok(r) => return r,
+                Ok(r) => return Some(r),
                 Err(e) => failures.push((self.members[i].name.clone(), e)),
             }
         }
         // Last resort: the members skipped as dead may have recovered.
         for i in skipped {
             match self.attempt(i, op).await {
-                Ok(r) => return r,
+                Ok(r) => return Some(r),
                 Err(e) => failures.push((self.members[i].name.clone(), e)),
             }
         }
-        Err(self.all_failed(op.name(), op.key(), &failures))
+        None
     }
 
     async fn write_all(&self, op: &WriteOp<'_>, mut reloaded: bool) -> Result<(), StoreError> {
@@ -679,12 +792,15 @@ impl FailoverStore {
         let mut skipped = Vec::new();
         let mut answer: Option<StoreError> = None;
         let mut stored = 0usize;
-        let usable = self
-            .active
+        // Spill members are not among "all": they take the write only when
+        // every other member failed.
+        let (spill, regular): (Vec<usize>, Vec<usize>) =
+            self.active.iter().partition(|&&i| self.members[i].spill);
+        let usable = regular
             .iter()
             .filter(|&&j| self.verdict(j) != Verdict::Dead)
             .count();
-        for &i in &self.active {
+        for &i in &regular {
             match self.ready_for_write(i, usable > 1, &mut reloaded).await {
                 Readiness::Use => {}
                 Readiness::KnownDead => {
@@ -719,6 +835,16 @@ impl FailoverStore {
                 }
             }
         }
+        if stored == 0 && answer.is_none() && !spill.is_empty() {
+            let mut spill_failures = Failures::new();
+            if let Some(r) = self
+                .write_first_alive_in(&spill, op, reloaded, &mut spill_failures)
+                .await
+            {
+                return r;
+            }
+            failures.extend(spill_failures);
+        }
         if !failures.is_empty() || (stored == 0 && answer.is_none()) {
             let mut all = probe_failures;
             all.extend(failures);
@@ -742,8 +868,16 @@ impl FailoverStore {
         self.observe_result(i, &result);
         match result {
             Err(e) if e.kind.is_storage_failure() => Err(e),
+            Err(e) if e.kind == ErrorKind::Conflict && matches!(op, WriteOp::Put { .. }) => {
+                self.held_lock()
+                    .entry(op.key().to_string())
+                    .or_default()
+                    .push(i);
+                Ok(Err(e))
+            }
             Ok(()) => {
                 if let WriteOp::Put { key, .. } = op {
+                    self.held_lock().entry(key.to_string()).or_default().push(i);
                     let mut placed = self.placed.lock().unwrap_or_else(|e| e.into_inner());
                     placed
                         .entry(key.to_string())

@@ -42,10 +42,12 @@
 
 pub mod cache;
 pub mod clock;
+pub mod drain;
 pub mod failover;
 
 pub use cache::{default_cache_path, StatusCache};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use drain::{drain, Backlog, DrainConfig, DrainMode, DrainReport};
 pub use failover::{
     FailoverConfig, FailoverError, FailoverStore, Member, MemberStatus, WritePolicy,
 };

@@ -10,7 +10,7 @@
 //!   contains FILTER (`cargo xtask e2e status_` runs the wal-status ones).
 //! - `setup`: installs what the tests need (rustfmt and clippy, Debian
 //!   packages, the PostgreSQL servers of the version matrix, emulators).
-//! - `bench [verify|encryption]`: the benchmark reports.
+//! - `bench [verify|encryption|memory]`: the benchmark reports.
 //! - `dist`: the release binary and a Debian package (`target/dist/`).
 //!
 //! The tree follows the tasks: [`infra`] is what they stand on (PostgreSQL
@@ -72,7 +72,7 @@ fn build_walg(repo: &Path, release: bool) -> Result<PathBuf> {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: cargo xtask <demo|test|lint|e2e [FILTER]|setup|bench [verify|encryption]|dist>"
+        "usage: cargo xtask <demo|test|lint|e2e [FILTER]|setup|bench [verify|encryption|memory]|dist>"
     );
     std::process::exit(2)
 }

@@ -17,9 +17,13 @@ use anyhow::{bail, Context, Result};
 use figment::providers::{Env, Format, Json, Toml, Yaml};
 use figment::Figment;
 use serde_json::Value;
+use walg_core::archive::gaps::Budget;
 use walg_core::crypto::{sodium_key, trim_key_file, Encryption, KeyError, KeyTransform, SodiumKey};
 use walg_core::Compression;
-use walg_failover::{FailoverConfig, WritePolicy};
+use walg_failover::{DrainConfig, DrainMode, FailoverConfig, WritePolicy};
+
+/// The failover-section setting that marks a spill storage.
+pub const SPILL_SETTING: &str = "WALG_FAILOVER_SPILL";
 use walg_storage::{Settings, StorageSpec};
 
 /// Prefixes of environment variables that are ours or WAL-G's storage settings.
@@ -54,6 +58,7 @@ const KNOWN_WALG: &[&str] = &[
     "WALG_COMPRESSION_METHOD",
     "WALG_PREVENT_WAL_OVERWRITE",
     "WALG_UPLOAD_CONCURRENCY",
+    "WALG_UPLOAD_AHEAD_MEMORY",
     "WALG_DOWNLOAD_CONCURRENCY",
     "WALG_CONFIG_PATH",
     "WALG_FAILOVER_STORAGES",
@@ -63,6 +68,9 @@ const KNOWN_WALG: &[&str] = &[
     "WALG_FAILOVER_STORAGES_CACHE_LIFETIME",
     "WALG_FAILOVER_STORAGES_CACHE_FILE",
     "WALG_FAILOVER_STORAGES_WRITE_POLICY",
+    "WALG_FAILOVER_STORAGES_DRAIN",
+    "WALG_FAILOVER_STORAGES_DRAIN_MAX_FILES",
+    "WALG_FAILOVER_STORAGES_DRAIN_MAX_TIME",
     "WALG_TARGET_STORAGE",
     "WALG_STORAGE_TIMEOUT",
     "WALG_STORAGE_RETRIES",
@@ -82,6 +90,18 @@ const KNOWN_WALG: &[&str] = &[
     "WALG_PGP_KEY_PATH",
     "WALG_PGP_KEY_PASSPHRASE",
     "WALG_STATUS_EXTERNAL_ARCHIVER",
+    "WALG_IDENTITY_FROM_ENV",
+    "WALG_PG_WAL_BUDGET",
+];
+
+/// Environment variables outside the prefixes above that choose or configure
+/// a workload identity (see walg-storage's `credentials`); `HOME` locates
+/// `~/.aws/credentials` and gcloud's well-known file.
+const IDENTITY_ENV: &[&str] = &[
+    "HOME",
+    "GCE_METADATA_HOST",
+    "IDENTITY_ENDPOINT",
+    "IDENTITY_HEADER",
 ];
 
 /// WAL-G encryption settings walg does not implement (cloud KMS, envelope
@@ -201,7 +221,7 @@ impl Raw {
             .into_iter()
             .map(|(k, v)| (k.to_ascii_uppercase(), v))
             .collect();
-        for key in KEY_SETTINGS {
+        for key in KEY_SETTINGS.iter().chain(IDENTITY_ENV) {
             if let Ok(v) = std::env::var(key) {
                 values.insert(key.to_string(), Value::String(v));
             }
@@ -396,6 +416,30 @@ pub fn parse_size(text: &str) -> Result<u64> {
     Ok(n * mult)
 }
 
+/// Parses `WALG_PG_WAL_BUDGET`: a size (`50gb`, as [`parse_size`]) or a
+/// percentage of the file system holding pg_wal (`80%`).
+pub fn parse_budget(text: &str) -> Result<Budget> {
+    let t = text.trim();
+    if let Some(p) = t.strip_suffix('%') {
+        let p: f64 = p.trim().parse().with_context(|| {
+            format!("WALG_PG_WAL_BUDGET={text:?} is not a percentage such as 80%")
+        })?;
+        if !(p > 0.0 && p <= 100.0) {
+            bail!("WALG_PG_WAL_BUDGET={text:?}: a percentage must be above 0 and at most 100");
+        }
+        return Ok(Budget::Percent(p));
+    }
+    let b = parse_size(t).with_context(|| {
+        format!(
+            "WALG_PG_WAL_BUDGET={text:?} is not a size such as 50gb or a percentage such as 80%"
+        )
+    })?;
+    if b == 0 {
+        bail!("WALG_PG_WAL_BUDGET={text:?}: a budget of 0 would give up every failed segment; unset it to keep every segment");
+    }
+    Ok(Budget::Bytes(b))
+}
+
 /// Storage selection from one set of settings (the top level or a failover
 /// section).
 fn storage_from(name: &str, raw: &Raw, where_: &str) -> Result<Option<StorageSpec>> {
@@ -451,12 +495,21 @@ pub struct Config {
     pub encryption: Encryption,
     pub prevent_overwrite: bool,
     pub upload_concurrency: usize,
+    /// What the files uploaded ahead of one push may hold together
+    /// (`WALG_UPLOAD_AHEAD_MEMORY`).
+    pub upload_ahead_memory: usize,
     pub download_concurrency: usize,
     pub prefetch_dir: Option<PathBuf>,
     /// `cache_path` is only the `WALG_FAILOVER_STORAGES_CACHE_FILE`
     /// override here; the per-user default is resolved when the storages are
     /// opened.
     pub failover: FailoverConfig,
+    /// Failover storages marked `WALG_FAILOVER_SPILL`: written only when
+    /// every other storage failed, drained back with move.
+    pub spill: Vec<String>,
+    /// `WALG_PG_WAL_BUDGET`: when set, a segment whose push fails on
+    /// every storage while pg_wal is over it is given up on purpose.
+    pub pg_wal_budget: Option<(String, Budget)>,
     pub warnings: Vec<String>,
 }
 
@@ -471,8 +524,12 @@ impl Config {
             .iter()
             .map(|k| format!("unknown setting {k} ignored (walg does not use it)"))
             .collect();
+        if raw.get("WALG_IDENTITY_FROM_ENV").is_some() {
+            warnings.push("WALG_IDENTITY_FROM_ENV is a setting of a failover section (WALG_FAILOVER_STORAGES.<name>); the primary storage always uses the environment's identity".to_string());
+        }
         let primary = storage_from("default", raw, "the configuration")?;
         let mut storages: Vec<StorageSpec> = primary.into_iter().collect();
+        let mut spill = Vec::new();
         if let Some(value) = raw.value("WALG_FAILOVER_STORAGES") {
             let parsed;
             let map = match value {
@@ -523,7 +580,10 @@ impl Config {
                         .iter()
                         .any(|p| k.starts_with(p))
                         || k == "WALG_STORAGE_TIMEOUT"
-                        || k == "WALG_STORAGE_RETRIES";
+                        || k == "WALG_STORAGE_RETRIES"
+                        || k == SPILL_SETTING
+                        || k == "WALG_IDENTITY_FROM_ENV"
+                        || IDENTITY_ENV.contains(&k.as_str());
                     if !storage_key {
                         warnings.push(format!(
                             "unknown setting {k} in failover storage {name:?} ignored"
@@ -538,6 +598,26 @@ impl Config {
                     if let (None, Some(v)) = (sub.values.get(key), raw.values.get(key)) {
                         merged.values.insert(key.to_string(), v.clone());
                     }
+                }
+                // Nor is the workload identity (a role, a token file, a
+                // metadata endpoint), unless the section asks for it: a
+                // failover in another account must not borrow the primary's
+                // role by accident.
+                if sub
+                    .bool("WALG_IDENTITY_FROM_ENV", false)
+                    .with_context(|| format!("failover storage {name:?}"))?
+                {
+                    for key in walg_storage::credentials::IDENTITY_SETTINGS {
+                        if let (None, Some(v)) = (sub.values.get(*key), raw.values.get(*key)) {
+                            merged.values.insert(key.to_string(), v.clone());
+                        }
+                    }
+                }
+                if sub
+                    .bool(SPILL_SETTING, false)
+                    .with_context(|| format!("failover storage {name:?}"))?
+                {
+                    spill.push(name.clone());
                 }
                 let spec = storage_from(name, &merged, &format!("failover storage {name:?}"))?
                     .with_context(|| format!("failover storage {name:?} sets no storage prefix (WALG_S3_PREFIX, WALG_GS_PREFIX, WALG_AZ_PREFIX or WALG_FILE_PREFIX)"))?;
@@ -582,6 +662,31 @@ impl Config {
                 }
             },
             target: raw.get("WALG_TARGET_STORAGE"),
+            drain: DrainConfig {
+                mode: match raw
+                    .get("WALG_FAILOVER_STORAGES_DRAIN")
+                    .as_deref()
+                    .map(str::to_ascii_lowercase)
+                    .as_deref()
+                {
+                    None => None,
+                    Some("copy") => Some(DrainMode::Copy),
+                    Some("move") => Some(DrainMode::Move),
+                    Some("off") => Some(DrainMode::Off),
+                    Some(other) => {
+                        bail!(
+                            "WALG_FAILOVER_STORAGES_DRAIN={other:?} is not one of copy, move, off"
+                        )
+                    }
+                },
+                max_files: raw.u64("WALG_FAILOVER_STORAGES_DRAIN_MAX_FILES", 32)? as usize,
+                max_time: raw.duration(
+                    "WALG_FAILOVER_STORAGES_DRAIN_MAX_TIME",
+                    Duration::from_secs(10),
+                )?,
+                // Resolved beside the status cache when the storages are opened.
+                dir: None,
+            },
         };
         if let Some(t) = &failover.target {
             if !storages.iter().any(|s| &s.name == t) {
@@ -594,15 +699,31 @@ impl Config {
         }
         let upload_concurrency = raw.u64("WALG_UPLOAD_CONCURRENCY", 16)?.clamp(1, 256) as usize;
         let download_concurrency = raw.u64("WALG_DOWNLOAD_CONCURRENCY", 10)?.clamp(1, 256) as usize;
+        let upload_ahead_memory = match raw.get("WALG_UPLOAD_AHEAD_MEMORY") {
+            Some(v) => {
+                let bytes = parse_size(&v).context("WALG_UPLOAD_AHEAD_MEMORY")?;
+                if bytes < 4 << 20 {
+                    bail!("WALG_UPLOAD_AHEAD_MEMORY={v:?} is below 4MB, one pipeline's worth; set WALG_UPLOAD_CONCURRENCY=1 to turn upload-ahead off");
+                }
+                usize::try_from(bytes).unwrap_or(usize::MAX)
+            }
+            None => walg_core::pipeline::share::TransferShare::UPLOAD_AHEAD,
+        };
         Ok(Config {
             storages,
             compression,
             encryption,
             prevent_overwrite: raw.bool("WALG_PREVENT_WAL_OVERWRITE", true)?,
             upload_concurrency,
+            upload_ahead_memory,
             download_concurrency,
             prefetch_dir: raw.get("WALG_PREFETCH_DIR").map(PathBuf::from),
             failover,
+            spill,
+            pg_wal_budget: match raw.get("WALG_PG_WAL_BUDGET") {
+                Some(v) if !v.trim().is_empty() => Some((v.trim().to_string(), parse_budget(&v)?)),
+                _ => None,
+            },
             warnings,
         })
     }
@@ -878,6 +999,43 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_failover_section_borrows_the_identity_only_when_it_says_so() {
+        let pairs = |section: Value| {
+            vec![
+                ("WALG_S3_PREFIX", json!("s3://a/p")),
+                ("AWS_ROLE_ARN", json!("arn:aws:iam::1:role/primary")),
+                ("AWS_WEB_IDENTITY_TOKEN_FILE", json!("/var/run/token")),
+                ("AWS_ACCESS_KEY_ID", json!("AKIDPRIMARY")),
+                ("WALG_FAILOVER_STORAGES", json!({ "b": section })),
+            ]
+        };
+        let cfg = Config::from_raw(&Raw::from_pairs(&pairs(
+            json!({"WALG_S3_PREFIX": "s3://b/p"}),
+        )))
+        .expect("valid");
+        let b = &cfg.storages[1].settings;
+        assert_eq!(b.get("AWS_ROLE_ARN"), None);
+        assert_eq!(b.get("AWS_WEB_IDENTITY_TOKEN_FILE"), None);
+        let cfg = Config::from_raw(&Raw::from_pairs(&pairs(
+            json!({"WALG_S3_PREFIX": "s3://b/p", "WALG_IDENTITY_FROM_ENV": true, "AWS_ROLE_SESSION_NAME": "own"}),
+        )))
+        .expect("valid");
+        let b = &cfg.storages[1].settings;
+        assert_eq!(b.get("AWS_ROLE_ARN"), Some("arn:aws:iam::1:role/primary"));
+        assert_eq!(b.get("AWS_ROLE_SESSION_NAME"), Some("own"));
+        // Static keys belong to an account: never copied.
+        assert_eq!(b.get("AWS_ACCESS_KEY_ID"), None);
+        let bad = Config::from_raw(&Raw::from_pairs(&pairs(
+            json!({"WALG_S3_PREFIX": "s3://b/p", "WALG_IDENTITY_FROM_ENV": "maybe"}),
+        )));
+        let msg = format!("{:#}", bad.expect_err("not a boolean"));
+        assert!(
+            msg.contains("WALG_IDENTITY_FROM_ENV") && msg.contains("\"b\""),
+            "{msg}"
+        );
+    }
+
     fn check_keys(pairs: &[(&str, Value)], expected: std::result::Result<(&str, usize), &str>) {
         let mut all = vec![("WALG_FILE_PREFIX", json!("/a"))];
         all.extend(pairs.iter().cloned());
@@ -1059,6 +1217,48 @@ mod tests {
     }
 
     #[test]
+    fn spill_storages_and_the_drain_settings() {
+        let cfg = Config::from_raw(&Raw::from_pairs(&[
+            ("WALG_FILE_PREFIX", json!("/a")),
+            (
+                "WALG_FAILOVER_STORAGES",
+                json!({"spill": {"WALG_FILE_PREFIX": "/s", "WALG_FAILOVER_SPILL": true},
+                       "nfs": {"WALG_FILE_PREFIX": "/n"}}),
+            ),
+            ("WALG_FAILOVER_STORAGES_DRAIN", json!("Move")),
+            ("WALG_FAILOVER_STORAGES_DRAIN_MAX_FILES", json!(5)),
+            ("WALG_FAILOVER_STORAGES_DRAIN_MAX_TIME", json!("3s")),
+        ]))
+        .expect("valid");
+        assert_eq!(cfg.spill, vec!["spill".to_string()]);
+        assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+        let d = &cfg.failover.drain;
+        assert_eq!(d.mode, Some(DrainMode::Move));
+        assert_eq!((d.max_files, d.max_time), (5, Duration::from_secs(3)));
+        let defaults = Config::from_raw(&Raw::from_pairs(&[("WALG_FILE_PREFIX", json!("/a"))]))
+            .expect("valid");
+        assert_eq!(defaults.failover.drain.mode, None);
+        assert_eq!(defaults.failover.drain.max_files, 32);
+        check(
+            &[
+                ("WALG_FILE_PREFIX", json!("/a")),
+                ("WALG_FAILOVER_STORAGES_DRAIN", json!("sometimes")),
+            ],
+            Err("is not one of copy, move, off"),
+        );
+        check(
+            &[
+                ("WALG_FILE_PREFIX", json!("/a")),
+                (
+                    "WALG_FAILOVER_STORAGES",
+                    json!({"spill": {"WALG_FILE_PREFIX": "/s", "WALG_FAILOVER_SPILL": "maybe"}}),
+                ),
+            ],
+            Err("failover storage \"spill\""),
+        );
+    }
+
+    #[test]
     fn parses_values() {
         assert_eq!(parse_duration("30s").expect("30s"), Duration::from_secs(30));
         assert_eq!(
@@ -1082,6 +1282,10 @@ mod tests {
         assert!(!cfg.prevent_overwrite);
         assert_eq!(cfg.compression, Compression::Zstd);
         assert_eq!(cfg.upload_concurrency, 4);
+        assert_eq!(
+            cfg.upload_ahead_memory,
+            walg_core::pipeline::share::TransferShare::UPLOAD_AHEAD
+        );
         assert_eq!(cfg.warnings.len(), 1, "{:?}", cfg.warnings);
         assert!(cfg.warnings[0].contains("WALG_DELTA_MAX_STEPS"));
         let bad = Raw::from_pairs(&[

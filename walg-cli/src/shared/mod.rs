@@ -8,6 +8,9 @@
 //!   the status cache's and the identity cache's locations, this host's name.
 //! - [`pgconn`]: a libpq-style connection to PostgreSQL.
 //! - [`format`]: sizes and durations for people.
+//! - [`drain`]: a drain back to the primary in the background of a call.
+//! - [`gaps`]: the declared pg_wal budget: giving a segment up on purpose,
+//!   its records in the journal and the archive, and reading them back.
 //! - [`output`]: stdout that survives a closed pipe, and JSON printing.
 //!
 //! What it deliberately does not hold: anything one command alone needs
@@ -16,7 +19,9 @@
 //! (`main.rs` maps errors to codes).
 
 pub mod config;
+pub mod drain;
 pub mod format;
+pub mod gaps;
 pub mod output;
 pub mod pgconn;
 pub mod storage;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use walg_core::archive::identity::{IdentityCache, IdentityGuard, CACHE_FILE_NAME};
 use walg_core::store::DynStore;
-use walg_failover::{default_cache_path, FailoverConfig, FailoverStore, Member};
+use walg_failover::{default_cache_path, DrainConfig, FailoverConfig, FailoverStore, Member};
 use walg_storage::{Registry, StorageSpec};
 
 use super::config::Config;
@@ -165,7 +165,8 @@ pub fn open_guarded(cfg: &Config, system_id: Option<u64>) -> Result<Opened> {
             let store = guard(open_one(&registry, spec)?, spec);
             members.push(Member::new(spec.name.clone(), store).with_fingerprint(fingerprint(spec)));
         } else {
-            members.push(open_member(&registry, spec, &guard)?);
+            let spill = cfg.spill.contains(&spec.name);
+            members.push(open_member(&registry, spec, &guard)?.with_spill(spill));
         }
     }
     if cfg.failover.target.is_some() && members.len() == 1 {
@@ -174,8 +175,16 @@ pub fn open_guarded(cfg: &Config, system_id: Option<u64>) -> Result<Opened> {
             failover: None,
         });
     }
+    let cache_path = cache_path(cfg);
     let config = FailoverConfig {
-        cache_path: cache_path(cfg),
+        // The drain journals live beside the status cache.
+        drain: DrainConfig {
+            dir: cache_path
+                .as_deref()
+                .and_then(walg_failover::drain::dir_beside),
+            ..cfg.failover.drain.clone()
+        },
+        cache_path,
         // The target was applied above by building only that member.
         target: None,
         ..cfg.failover.clone()

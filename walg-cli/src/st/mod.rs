@@ -16,6 +16,7 @@ use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use walg_core::ErrorKind;
 
+use crate::shared::drain;
 use crate::shared::format::{ago, mib};
 use crate::shared::load_config;
 use crate::shared::storage;
@@ -128,6 +129,7 @@ pub async fn run(config: Option<&Path>, command: &StCommand) -> Result<()> {
                     detail
                 );
             }
+            print_backlog(&failover);
             Ok(())
         }
         StCommand::Check { write } => {
@@ -135,8 +137,13 @@ pub async fn run(config: Option<&Path>, command: &StCommand) -> Result<()> {
             for (name, result) in failover.check(*write).await {
                 match result {
                     Ok(()) => println!(
-                        "{name}: alive ({} probe)",
-                        if *write { "read and write" } else { "read" }
+                        "{name}: alive ({} probe; credentials from {})",
+                        if *write { "read and write" } else { "read" },
+                        cfg.storages
+                            .iter()
+                            .find(|s| s.name == name)
+                            .map(crate::check::credential_source)
+                            .unwrap_or_default()
                     ),
                     Err(e) => {
                         println!("{name}: dead: {e}");
@@ -160,6 +167,44 @@ pub async fn run(config: Option<&Path>, command: &StCommand) -> Result<()> {
             json,
         } => clean::run(&cfg, *older_than, *confirm, *json).await,
         StCommand::Identity { adopt, confirm } => identity::run(&cfg, *adopt, *confirm).await,
+    }
+}
+
+/// Per failover storage, what waits to drain back to the primary (from
+/// the drain journals alone).
+fn print_backlog(failover: &walg_failover::FailoverStore) {
+    let backlog = walg_failover::drain::backlog(failover);
+    if backlog.is_empty() {
+        return;
+    }
+    match &failover.config().drain.dir {
+        Some(d) => println!("drain back to the primary (journals in {}):", d.display()),
+        None => println!("drain back to the primary:"),
+    }
+    for b in backlog {
+        let what = match b.journal {
+            "missing" => "no journal yet (the next wal-push lists this storage once)".to_string(),
+            "damaged" => format!(
+                "journal not trusted ({}); the next wal-push rebuilds it from a listing",
+                b.problem.as_deref().unwrap_or("damaged")
+            ),
+            _ if b.files == 0 => "nothing waits".to_string(),
+            _ => format!(
+                "{} file(s) wait, the oldest written {} ({})",
+                b.files,
+                drain::since(b.oldest_since_ms),
+                b.oldest_key.as_deref().unwrap_or("?")
+            ),
+        };
+        println!(
+            "  {:<16} {:<11} {what}",
+            b.storage,
+            format!(
+                "{}{}",
+                b.mode.as_str(),
+                if b.spill { ", spill" } else { "" }
+            )
+        );
     }
 }
 

@@ -13,7 +13,7 @@ pub mod prefetch;
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use walg_core::archive::identity;
 use walg_core::pipeline::fetch::{fetch_file, FetchOptions};
 use walg_core::store::Store;
@@ -21,6 +21,7 @@ use walg_core::WalName;
 
 use crate::shared::config::Config;
 use crate::shared::format::mib;
+use crate::shared::gaps;
 use crate::shared::load_config;
 use crate::shared::storage::{self, Opened};
 
@@ -52,9 +53,18 @@ pub async fn run(config: Option<&Path>, name: &str, dest: &Path) -> Result<()> {
         compression: cfg.compression,
         encryption: cfg.encryption.clone(),
     };
-    let got = fetch_file(store.as_ref(), name, dest, &opts)
-        .await
-        .with_context(|| format!("wal-fetch {name}"))?;
+    let got = match fetch_file(store.as_ref(), name, dest, &opts).await {
+        Ok(got) => got,
+        Err(e) => {
+            // A segment wal-push gave up on purpose: say so, not "not found".
+            if e.is_not_found() {
+                if let Some(r) = gaps::fetch_explanation(store.as_ref(), &wal).await {
+                    return Err(gaps::DeclaredGapReached(gaps::fetch_message(&wal, &r)).into());
+                }
+            }
+            return Err(anyhow::Error::new(e).context(format!("wal-fetch {name}")));
+        }
+    };
     warn_if_foreign(&cfg, Some(store.as_ref()), &wal, dest).await;
     prefetch::spawn(config, &cfg, &wal, dest);
     tracing::info!(

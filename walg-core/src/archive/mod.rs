@@ -26,6 +26,7 @@
 //! contents are the caller's), decide what recovery needs
 //! ([`crate::archive::verify`]) or what to delete ([`crate::archive::prune`]).
 
+pub mod gaps;
 pub mod identity;
 pub mod prune;
 pub mod verify;
@@ -213,6 +214,9 @@ pub struct Gap {
     pub from: String,
     pub to: String,
     pub count: u64,
+    /// Segments of the gap that `wal-push` gave up on purpose (declared
+    /// gaps, `walg_gaps/`); the rest are missing without explanation.
+    pub declared: u64,
 }
 
 impl ArchiveMap {
@@ -398,6 +402,8 @@ impl ArchiveMap {
                 .filter(|(_, (count, _))| *count > 0)
                 .map(|(s, (count, segments))| (s.name.clone(), OnlyOn { count, segments }))
                 .collect(),
+            declared_segments: 0,
+            declared_runs: Vec::new(),
         }
     }
 }
@@ -407,6 +413,7 @@ fn gap(timeline: u32, from: u64, to: u64, segment_size: u64) -> Gap {
         from: Segment::from_number(timeline, from, segment_size).to_string(),
         to: Segment::from_number(timeline, to, segment_size).to_string(),
         count: to - from + 1,
+        declared: 0,
     }
 }
 
@@ -419,6 +426,11 @@ pub struct ShowReport {
     /// Segments that only one storage holds, by storage (only with two or
     /// more storages).
     pub only_on: BTreeMap<String, OnlyOn>,
+    /// Segments given up on purpose by `wal-push` (declared gaps) among
+    /// the gaps, and the records that say when and why (the first of each
+    /// run).
+    pub declared_segments: u64,
+    pub declared_runs: Vec<gaps::GapRun>,
 }
 
 /// One timeline in `wal-show`.
@@ -477,6 +489,31 @@ pub struct WalgTimelineInfo {
 }
 
 impl ShowReport {
+    /// Marks the segments of the gaps that were given up on purpose.
+    pub fn mark_declared(&mut self, declared: &gaps::DeclaredGaps) {
+        let size = self.segment_size;
+        let mut within = gaps::DeclaredGaps::default();
+        for t in &mut self.timelines {
+            for g in &mut t.gaps {
+                let (Some(from), Some(to)) = (
+                    WalName::parse(&g.from).ok().and_then(|n| n.segment()),
+                    WalName::parse(&g.to).ok().and_then(|n| n.segment()),
+                ) else {
+                    continue;
+                };
+                for n in from.number(size)..=to.number(size) {
+                    let name = Segment::from_number(t.timeline, n, size).to_string();
+                    if declared.contains(&name) {
+                        g.declared += 1;
+                        within.add(&name, declared.record(&name).cloned());
+                    }
+                }
+            }
+        }
+        self.declared_segments = within.len() as u64;
+        self.declared_runs = within.runs(size);
+    }
+
     /// The report in WAL-G's `wal-show --detailed-json` shape.
     pub fn walg_json(
         &self,
@@ -627,7 +664,8 @@ pub(crate) mod tests {
             vec![Gap {
                 from: "000000010000000000000008".into(),
                 to: "000000010000000000000008".into(),
-                count: 1
+                count: 1,
+                declared: 0
             }]
         );
         assert_eq!(t1.partials, vec!["000000010000000000000006.partial"]);
@@ -702,5 +740,31 @@ pub(crate) mod tests {
         assert_eq!(map.storages()[1].bytes, 2);
         assert_eq!(map.segments(1).count(), 4);
         assert!(!seen.lock().expect("lock").is_empty());
+    }
+
+    #[test]
+    fn show_marks_the_declared_part_of_a_gap() {
+        let mut keys: Vec<(usize, String)> = Vec::new();
+        for k in seg_keys(1, 1..=3, 16 * MIB)
+            .into_iter()
+            .chain(seg_keys(1, 7..=8, 16 * MIB))
+        {
+            keys.push((0, k));
+        }
+        let refs: Vec<(usize, &str)> = keys.iter().map(|(s, k)| (*s, k.as_str())).collect();
+        let map = map_from_keys(&["default"], &refs);
+        let mut r = map.show(16 * MIB, &BTreeMap::new());
+        let mut d = gaps::DeclaredGaps::default();
+        // 4 and 5 given up on purpose, 6 lost, 9 declared but outside any gap.
+        for n in [4u64, 5, 9] {
+            d.add(&Segment::from_number(1, n, 16 * MIB).to_string(), None);
+        }
+        r.mark_declared(&d);
+        let g = &r.timelines[0].gaps;
+        assert_eq!(g.len(), 1);
+        assert_eq!((g[0].count, g[0].declared), (3, 2));
+        assert_eq!(r.declared_segments, 2);
+        assert_eq!(r.declared_runs.len(), 1);
+        assert_eq!(r.declared_runs[0].to, "000000010000000000000005");
     }
 }

@@ -14,9 +14,12 @@
 //! Statuses: `OK` every expected segment is on the primary; `WARNING` the
 //! union is complete but the primary lacks something a failover holds
 //! (`wal-repair` fixes it), a segment of the server's "still uploading"
-//! window is not archived yet, or a storage could not be listed; `FAILURE`
-//! a segment or the timeline's history is in no storage, or timelines
-//! contradict each other.
+//! window is not archived yet, or a storage could not be listed; `DECLARED_GAP`
+//! segments are in no storage because `wal-push` gave them up on purpose
+//! over the declared pg_wal budget (their `walg_gaps/` records say when and
+//! why; the report names the backups that cannot be rolled forward past
+//! them); `FAILURE` a segment or the timeline's history is in no storage
+//! without such a record, or timelines contradict each other.
 //!
 //! What this module does not do: list storages, download history files or
 //! ask the server (the caller passes what it found).
@@ -25,6 +28,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::archive::gaps::{DeclaredGaps, GapRun};
 use crate::archive::{ArchiveMap, NAMES_SHOWN};
 use crate::wal::history::{consistent, Ancestry, HistoryRecord, Span};
 use crate::wal::{Segment, WalName};
@@ -35,6 +39,9 @@ use crate::wal::{Segment, WalName};
 pub enum Status {
     Ok,
     Warning,
+    /// Segments given up on purpose (declared gaps), nothing worse.
+    #[serde(rename = "DECLARED_GAP")]
+    DeclaredGap,
     Failure,
 }
 
@@ -44,6 +51,7 @@ impl Status {
             Status::Ok => 0,
             Status::Warning => 1,
             Status::Failure => 2,
+            Status::DeclaredGap => 3,
         }
     }
 
@@ -51,6 +59,7 @@ impl Status {
         match self {
             Status::Ok => "OK",
             Status::Warning => "WARNING",
+            Status::DeclaredGap => "DECLARED_GAP",
             Status::Failure => "FAILURE",
         }
     }
@@ -78,6 +87,9 @@ pub struct VerifyOptions {
     /// Segments before the server's current one that may still be on their
     /// way (WAL-G's `WALG_UPLOAD_CONCURRENCY` window).
     pub uploading_window: u64,
+    /// Segments given up on purpose (`walg_gaps/` records), with the
+    /// records that were read.
+    pub declared: DeclaredGaps,
 }
 
 /// The checked range.
@@ -103,6 +115,29 @@ pub struct UnionCheck {
     /// Expected segments not archived yet but inside the server's
     /// uploading window.
     pub uploading: Vec<String>,
+}
+
+/// Segments of the range in no storage because `wal-push` gave them up on
+/// purpose.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DeclaredCheck {
+    pub count: u64,
+    /// Runs of consecutive given-up segments, each with its first readable
+    /// record (when, why, pg_wal's size, the budget).
+    pub runs: Vec<DeclaredRun>,
+    /// The oldest `.backup` after the newest declared gap: the first base
+    /// backup from which the archive restores to its end.
+    pub first_backup_after: Option<String>,
+}
+
+/// One run, and the backups that stop at it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeclaredRun {
+    #[serde(flatten)]
+    pub run: GapRun,
+    /// `.backup` files recovery from which stops at this run: they cannot
+    /// be rolled forward past it.
+    pub backups_stop_here: Vec<String>,
 }
 
 /// Verdict for one storage.
@@ -137,6 +172,8 @@ pub struct VerifyReport {
     /// The timelines walked, with the segment numbers read from each.
     pub timelines: Vec<Span>,
     pub union: UnionCheck,
+    /// Given-up segments (empty when there are none).
+    pub declared: DeclaredCheck,
     pub storages: BTreeMap<String, StorageCheck>,
     /// Everything else that lowered the status, one sentence each.
     pub problems: Vec<String>,
@@ -244,6 +281,7 @@ pub fn verify(map: &ArchiveMap, opts: &VerifyOptions) -> VerifyReport {
             missing_count: 0,
             uploading: Vec::new(),
         },
+        declared: DeclaredCheck::default(),
         storages: BTreeMap::new(),
         problems,
     };
@@ -313,17 +351,8 @@ pub fn verify(map: &ArchiveMap, opts: &VerifyOptions) -> VerifyReport {
     let (from, from_source) = match opts.from {
         Some(s) => (Some(s.number(size)), format!("--from {s}")),
         None => {
-            let oldest = map
-                .backups()
+            let oldest = backups_on_their_timeline(map, &ancestry, size)
                 .into_iter()
-                .filter_map(|b| match b {
-                    WalName::Backup { segment, .. }
-                        if ancestry.timeline_of(segment.number(size)) == segment.timeline =>
-                    {
-                        Some((segment.number(size), b))
-                    }
-                    _ => None,
-                })
                 .min_by_key(|(n, _)| *n);
             match oldest {
                 Some((n, b)) => (Some(n), format!("start of the oldest backup, {b}")),
@@ -394,10 +423,19 @@ pub fn verify(map: &ArchiveMap, opts: &VerifyOptions) -> VerifyReport {
     let n = storages.len();
     let mut union = Missing::new();
     let mut uploading = Vec::new();
+    let mut declared = DeclaredGaps::default();
+    let mut declared_nums: Vec<u64> = Vec::new();
     let mut per: Vec<(u64, Missing, u64)> = (0..n).map(|_| (0, Missing::new(), 0)).collect();
     for num in from..=to {
         let seg = ancestry.segment(num, size);
         let mask = map.mask(&WalName::Segment(seg));
+        if mask == 0 && !opts.declared.is_empty() && opts.declared.contains(&seg.to_string()) {
+            // Given up on purpose: its own status, not a storage's lack.
+            let name = seg.to_string();
+            declared.add(&name, opts.declared.record(&name).cloned());
+            declared_nums.push(num);
+            continue;
+        }
         if mask == 0 {
             if num >= window_from {
                 uploading.push(seg.to_string());
@@ -419,6 +457,8 @@ pub fn verify(map: &ArchiveMap, opts: &VerifyOptions) -> VerifyReport {
 
     let union_status = if union.count > 0 {
         Status::Failure
+    } else if !declared.is_empty() {
+        Status::DeclaredGap
     } else if !uploading.is_empty() {
         Status::Warning
     } else {
@@ -466,6 +506,37 @@ pub fn verify(map: &ArchiveMap, opts: &VerifyOptions) -> VerifyReport {
         );
     }
 
+    // Declared gaps: the runs, and which backups stop at each.
+    let mut declared_check = DeclaredCheck {
+        count: declared_nums.len() as u64,
+        ..DeclaredCheck::default()
+    };
+    if !declared.is_empty() {
+        let backups = backups_on_their_timeline(map, &ancestry, size);
+        let mut prev_end: Option<u64> = None;
+        for run in declared.runs(size) {
+            let start = WalName::parse(&run.from)
+                .ok()
+                .and_then(|n| n.segment())
+                .map_or(0, |s| s.number(size));
+            let end = start + run.count - 1;
+            let stop: Vec<String> = backups
+                .iter()
+                .filter(|(n, _)| prev_end.is_none_or(|p| *n > p) && *n <= end)
+                .map(|(_, b)| b.to_string())
+                .collect();
+            declared_check.runs.push(DeclaredRun {
+                run,
+                backups_stop_here: stop,
+            });
+            prev_end = Some(end);
+        }
+        declared_check.first_backup_after = backups
+            .iter()
+            .find(|(n, _)| prev_end.is_some_and(|p| *n > p))
+            .map(|(_, b)| b.to_string());
+    }
+
     let checked = to - from + 1;
     let first = ancestry.segment(from, size).to_string();
     let last = ancestry.segment(to, size).to_string();
@@ -476,6 +547,7 @@ pub fn verify(map: &ArchiveMap, opts: &VerifyOptions) -> VerifyReport {
             names(&union.names, union.count)
         ),
         Status::Failure => format!("FAILURE: {}", problems.last().cloned().unwrap_or_default()),
+        Status::DeclaredGap => format!("DECLARED_GAP: {}", declared_sentence(&declared_check)),
         _ => {
             let primary = storages.first().map(|s| s.name.clone()).unwrap_or_default();
             let lacking = checks.get(&primary).map_or(0, |c| c.missing_count);
@@ -516,9 +588,60 @@ pub fn verify(map: &ArchiveMap, opts: &VerifyOptions) -> VerifyReport {
             missing_count: union.count,
             uploading,
         },
+        declared: declared_check,
         storages: checks,
         problems,
     }
+}
+
+/// One sentence: how many segments were given up, the first run's when
+/// and why, which backups stop at the gaps and where a restore may start.
+/// The backups whose segment recovery reads on their own timeline (a
+/// backup of a timeline the ancestry left is no starting point), with
+/// their segment numbers.
+fn backups_on_their_timeline(
+    map: &ArchiveMap,
+    ancestry: &Ancestry,
+    size: u64,
+) -> Vec<(u64, WalName)> {
+    map.backups()
+        .into_iter()
+        .filter_map(|b| match b {
+            WalName::Backup { segment, .. }
+                if ancestry.timeline_of(segment.number(size)) == segment.timeline =>
+            {
+                Some((segment.number(size), b))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn declared_sentence(d: &DeclaredCheck) -> String {
+    let mut s = format!(
+        "{} segment(s) given up on purpose by wal-push (WALG_PG_WAL_BUDGET) in {} run(s)",
+        d.count,
+        d.runs.len()
+    );
+    if let Some(r) = d.runs.first() {
+        s.push_str(&format!("; first: {}", r.run.describe()));
+    }
+    let stop: Vec<&str> = d
+        .runs
+        .iter()
+        .flat_map(|r| r.backups_stop_here.iter().map(String::as_str))
+        .collect();
+    if !stop.is_empty() {
+        s.push_str(&format!(
+            "; backup(s) {} cannot be rolled forward past the gap",
+            stop.join(", ")
+        ));
+    }
+    match &d.first_backup_after {
+        Some(b) => s.push_str(&format!("; a restore to the end starts from {b} or later")),
+        None => s.push_str("; no base backup after the newest gap: take one now"),
+    }
+    s
 }
 
 #[cfg(test)]

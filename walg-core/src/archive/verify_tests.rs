@@ -11,6 +11,7 @@ struct Case {
     size: u64,
     from: Option<&'static str>,
     server: Option<(u32, &'static str)>,
+    declared: Vec<&'static str>,
 }
 
 impl Case {
@@ -21,6 +22,7 @@ impl Case {
             size,
             from: None,
             server: None,
+            declared: Vec::new(),
         }
     }
     fn segs(mut self, storage: usize, tli: u32, r: std::ops::RangeInclusive<u64>) -> Case {
@@ -59,6 +61,13 @@ impl Case {
                     .expect("segment"),
             }),
             uploading_window: 2,
+            declared: {
+                let mut d = crate::archive::gaps::DeclaredGaps::default();
+                for n in &self.declared {
+                    d.add(n, None);
+                }
+                d
+            },
         };
         verify(&map, &opts)
     }
@@ -319,4 +328,65 @@ fn json_shape() {
         "000000010000000000000004"
     );
     assert_eq!(v["storages"]["failover"]["status"], "INCOMPLETE");
+}
+
+#[test]
+fn given_up_segments_are_a_declared_gap_naming_the_backups_they_stop() {
+    let mut case = Case::new(16 * MIB)
+        .segs(0, 1, 1..=4)
+        .segs(0, 1, 7..=9)
+        .key(0, "000000010000000000000002.00000028.backup.lz4")
+        .key(0, "000000010000000000000008.00000028.backup.lz4");
+    case.declared = vec!["000000010000000000000005", "000000010000000000000006"];
+    let r = check(case, Status::DeclaredGap, &[], &[]);
+    assert_eq!(r.status.exit_code(), 3);
+    assert_eq!(r.declared.count, 2);
+    assert_eq!(r.declared.runs.len(), 1);
+    assert_eq!(r.declared.runs[0].run.from, "000000010000000000000005");
+    assert_eq!(r.declared.runs[0].run.to, "000000010000000000000006");
+    assert_eq!(
+        r.declared.runs[0].backups_stop_here,
+        ["000000010000000000000002.00000028.backup"]
+    );
+    assert_eq!(
+        r.declared.first_backup_after.as_deref(),
+        Some("000000010000000000000008.00000028.backup")
+    );
+    assert_eq!(r.storages["default"].status, "OK");
+    assert!(
+        r.summary
+            .starts_with("DECLARED_GAP: 2 segment(s) given up on purpose"),
+        "{}",
+        r.summary
+    );
+    assert!(
+        r.summary.contains("cannot be rolled forward"),
+        "{}",
+        r.summary
+    );
+    let json = serde_json::to_value(&r).expect("json");
+    assert_eq!(json["status"], "DECLARED_GAP");
+    assert_eq!(json["declared"]["runs"][0]["count"], 2);
+}
+
+#[test]
+fn an_unexplained_segment_beside_a_declared_one_is_still_a_failure() {
+    let mut case = Case::new(16 * MIB)
+        .segs(0, 1, 1..=4)
+        .segs(0, 1, 7..=9)
+        .key(0, "000000010000000000000002.00000028.backup.lz4");
+    case.declared = vec!["000000010000000000000005"];
+    let r = check(
+        case,
+        Status::Failure,
+        &["000000010000000000000006"],
+        &["000000010000000000000006"],
+    );
+    assert_eq!(r.declared.count, 1);
+    assert!(r.declared.first_backup_after.is_none());
+    assert!(
+        r.summary.starts_with("FAILURE: 1 segment(s) in no storage"),
+        "{}",
+        r.summary
+    );
 }

@@ -344,6 +344,8 @@ pub(super) fn archive_content_checks(ctx: &Ctx<'_>) -> Vec<Check> {
         .iter()
         .filter(|(_, s)| s.is_none())
         .map(|(n, _)| n)
+        // Given up on purpose: the budget's checks say it.
+        .filter(|n| !super::budget::is_given_up(ctx, n))
         .collect();
     if !a.errors.is_empty() {
         out.push(Check {

@@ -18,7 +18,8 @@
 //!   who consumes `.ready` files (an external program too) and whether it
 //!   keeps up; `slots`: what each slot holds, its invalidation (18's idle
 //!   timeout included), `wal_level` against the slots (19's
-//!   `effective_wal_level`); `summarizer`: 17's WAL summarizer.
+//!   `effective_wal_level`); `summarizer`: 17's WAL summarizer; `budget`:
+//!   the declared pg_wal budget and the segments given up under it.
 //! - `report` (re-exported): the rendering-free result, `serde::Serialize`
 //!   (`wal-status --json` prints it as is); text and metrics are the
 //!   caller's.
@@ -33,8 +34,10 @@
 //! observations.
 
 mod archiver;
+mod budget;
 mod checks;
 pub mod datadir;
+mod drain;
 mod observation;
 pub mod preflight;
 mod report;
@@ -44,6 +47,7 @@ mod summarizer;
 
 #[cfg(test)]
 use crate::wal::Lsn;
+pub use drain::FailoverDrain;
 pub use observation::*;
 pub use report::*;
 pub use rules::diagnose;

@@ -159,6 +159,34 @@ pub struct ArchiveObs {
     pub errors: Vec<String>,
 }
 
+/// A segment `wal-push` gave up on purpose over the declared budget.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GivenUp {
+    pub segment: String,
+    /// When (seconds since the epoch), from its record.
+    pub time: Option<f64>,
+    pub reason: Option<String>,
+}
+
+/// The declared pg_wal budget (`WALG_PG_WAL_BUDGET`) and the segments
+/// given up under it, from walg's settings, pg_wal, the gap journal and
+/// the archive's `walg_gaps/`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BudgetObs {
+    /// The setting as written; `None`: not set.
+    pub budget: Option<String>,
+    /// In bytes (a percentage resolved on pg_wal's file system).
+    pub budget_bytes: Option<u64>,
+    /// Bytes of the WAL files directly in pg_wal, as `wal-push` measures.
+    pub wal_bytes: Option<u64>,
+    /// Every given-up segment known.
+    pub given_up: Vec<GivenUp>,
+    /// The newest `.backup` file seen (pg_wal and its archive_status).
+    pub newest_backup: Option<String>,
+    /// Damaged gap records, treated as unknown.
+    pub problems: Vec<String>,
+}
+
 /// Everything `wal-status` could gather; every part is optional.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Observation {
@@ -184,6 +212,11 @@ pub struct Observation {
     pub pg_wal: Option<WalDir>,
     pub archive: Option<ArchiveObs>,
     pub summarizer: Option<SummarizerObs>,
+    /// Per failover storage, what waits to drain back to the primary (from
+    /// walg's drain journals).
+    pub failover_drain: Vec<super::FailoverDrain>,
+    /// The declared pg_wal budget and the given-up segments.
+    pub budget: Option<BudgetObs>,
     /// Declared by the user (`--external-archiver`): with `archive_mode` on
     /// and neither `archive_command` nor `archive_library`, an external
     /// program archives the `.ready` files and renames them `.done`.
@@ -217,6 +250,8 @@ impl Observation {
             pg_wal: None,
             archive: None,
             summarizer: None,
+            failover_drain: Vec::new(),
+            budget: None,
             external_archiver: false,
             problems: Vec::new(),
             notes: Vec::new(),

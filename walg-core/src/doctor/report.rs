@@ -204,6 +204,24 @@ pub struct ServerReport {
     pub checkpoint_age_seconds: Option<f64>,
 }
 
+/// The declared pg_wal budget and the segments given up under it.
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+pub struct BudgetReport {
+    /// `WALG_PG_WAL_BUDGET` as set.
+    pub budget: Option<String>,
+    pub budget_bytes: Option<u64>,
+    /// Bytes of the WAL files in pg_wal, as `wal-push` measures them.
+    pub wal_bytes: Option<u64>,
+    pub over_budget: bool,
+    /// Segments given up on purpose (declared gaps) known locally and in
+    /// the archive.
+    pub given_up_segments: u64,
+    pub newest_given_up: Option<String>,
+    pub newest_given_up_age_seconds: Option<f64>,
+    /// The newest `.backup` file seen.
+    pub newest_backup: Option<String>,
+}
+
 /// The result of `wal-status`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
@@ -219,6 +237,11 @@ pub struct Report {
     pub summarizer: Option<SummarizerReport>,
     pub pg_wal: WalReport,
     pub server: ServerReport,
+    /// Per failover storage, the WAL waiting to drain back to the primary.
+    pub failover_drain: Vec<super::FailoverDrain>,
+    /// The declared pg_wal budget (`WALG_PG_WAL_BUDGET`), when set or when
+    /// segments were given up.
+    pub budget: Option<BudgetReport>,
     /// Worst first.
     pub checks: Vec<Check>,
 }

@@ -6,7 +6,9 @@
 //! checks in [`super::checks`].
 
 use super::archiver::*;
+use super::budget::*;
 use super::checks::*;
+use super::drain::*;
 use super::slots::*;
 use super::summarizer::*;
 use super::*;
@@ -281,6 +283,10 @@ pub fn diagnose(o: &Observation, t: &Thresholds) -> Report {
     let (wal_report, growing) = wal_report(&ctx, &sources, cause_source, &archiver);
     checks.extend(pg_wal_checks(&ctx, &wal_report, cause_source, growing));
     checks.extend(archive_content_checks(&ctx));
+    let failover_drain = drain_rows(&ctx);
+    checks.extend(drain_checks(&failover_drain));
+    let (budget_checks, budget) = budget_checks(&ctx);
+    checks.extend(budget_checks);
     for (area, msg) in &o.problems {
         checks.push(Check {
             id: "read",
@@ -363,6 +369,8 @@ pub fn diagnose(o: &Observation, t: &Thresholds) -> Report {
         summarizer: summarizer_report(&ctx),
         pg_wal: wal_report,
         server,
+        failover_drain,
+        budget,
         checks,
     }
 }
@@ -551,9 +559,15 @@ pub(super) fn headline(
             if growing { " and growing" } else { "" }
         )
     });
+    // While the declared budget is in use, wal-push gives segments up
+    // instead of letting pg_wal grow: that is the news, and an estimate of
+    // when the disk fills would be false.
+    let budget_in_use = checks
+        .iter()
+        .find(|c| c.id == "pg_wal_budget" && c.status == Status::Critical);
     let full = w
         .seconds_until_full
-        .filter(|s| *s < ctx.t.full_warn_seconds)
+        .filter(|s| *s < ctx.t.full_warn_seconds && budget_in_use.is_none())
         .map(|s| format!(" (disk full in about {})", human_secs(s)))
         .unwrap_or_default();
     if status == Status::Unknown {
@@ -565,6 +579,9 @@ pub(super) fn headline(
         return format!("nothing could be read: {why}");
     }
     let lead = match cause.kind {
+        _ if budget_in_use.is_some() => {
+            budget_in_use.map(|c| c.summary.clone()).unwrap_or_default()
+        }
         CauseKind::None => {
             let worst = checks.first().filter(|c| c.status != Status::Ok);
             match worst {

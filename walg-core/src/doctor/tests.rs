@@ -420,3 +420,146 @@ fn archive_contents_are_checked() {
     let r = diagnose(&o, &Thresholds::default());
     assert_eq!(check_ids(&r, Status::Warning), vec!["archive_conflict"]);
 }
+
+/// The declared pg_wal budget: `budget` set to 30 MiB, pg_wal holding
+/// `wal` MiB, segments `given_up` given up a minute ago, the newest
+/// `.backup` at segment `backup`.
+fn budget(wal: u64, given_up: &[u64], backup: Option<u64>) -> Observation {
+    let mut o = base();
+    o.budget = Some(BudgetObs {
+        budget: Some("30MB".into()),
+        budget_bytes: Some(30 * MB),
+        wal_bytes: Some(wal * MB),
+        given_up: given_up
+            .iter()
+            .map(|n| GivenUp {
+                segment: seg(*n),
+                time: Some(NOW - 60.0),
+                reason: Some("every storage failed".into()),
+            })
+            .collect(),
+        newest_backup: backup.map(|b| format!("{}.00000028.backup", seg(b))),
+        problems: vec![],
+    });
+    o
+}
+
+fn budget_check(r: &Report, id: &str) -> (Status, String, Option<String>) {
+    let c = r
+        .checks
+        .iter()
+        .find(|c| c.id == id)
+        .unwrap_or_else(|| panic!("no {id} check: {:#?}", r.checks));
+    (c.status, c.summary.clone(), c.remedy.clone())
+}
+
+#[test]
+fn pg_wal_over_its_budget_is_critical_with_the_remedy() {
+    let r = diagnose(&budget(40, &[], Some(90)), &Thresholds::default());
+    let (status, summary, remedy) = budget_check(&r, "pg_wal_budget");
+    assert_eq!(status, Status::Critical, "{summary}");
+    assert!(
+        summary.contains("over WALG_PG_WAL_BUDGET 30MB"),
+        "{summary}"
+    );
+    assert!(remedy.expect("remedy").contains("new base backup"));
+    assert_eq!(r.status, Status::Critical);
+    let b = r.budget.expect("budget report");
+    assert!(b.over_budget);
+    assert_eq!(b.given_up_segments, 0);
+}
+
+#[test]
+fn segments_being_given_up_are_critical_and_not_a_lost_archive() {
+    // PostgreSQL counts 99 archived: wal-push gave it up on purpose.
+    let mut o = budget(20, &[97, 98, 99], Some(90));
+    o.archive = Some(ArchiveObs {
+        archived: vec![(seg(99), None)],
+        oldest_ready: None,
+        errors: vec![],
+    });
+    let r = diagnose(&o, &Thresholds::default());
+    let (status, summary, _) = budget_check(&r, "pg_wal_budget");
+    assert_eq!(status, Status::Critical, "{summary}");
+    assert!(
+        summary.contains("giving segments up on purpose"),
+        "{summary}"
+    );
+    assert!(summary.contains(&seg(99)), "{summary}");
+    assert!(
+        r.headline.contains("giving segments up on purpose") && !r.headline.contains("disk full"),
+        "the headline leads with the budget: {}",
+        r.headline
+    );
+    assert!(
+        r.checks
+            .iter()
+            .all(|c| c.id != "archive" || c.status != Status::Critical),
+        "{:#?}",
+        r.checks
+    );
+    // The gaps are newer than the newest backup too.
+    assert_eq!(budget_check(&r, "declared_gap").0, Status::Warning);
+    assert_eq!(r.budget.expect("report").given_up_segments, 3);
+}
+
+#[test]
+fn a_gap_newer_than_the_newest_backup_is_a_warning_until_a_new_one() {
+    // Archived since (99 > 95), within the budget: only the backup matters.
+    let r = diagnose(&budget(20, &[94, 95], Some(90)), &Thresholds::default());
+    assert_eq!(budget_check(&r, "pg_wal_budget").0, Status::Ok);
+    let (status, summary, remedy) = budget_check(&r, "declared_gap");
+    assert_eq!(status, Status::Warning, "{summary}");
+    assert!(remedy.expect("remedy").contains("take a new base backup"));
+    assert_eq!(r.status, Status::Warning);
+    let r = diagnose(&budget(20, &[94, 95], None), &Thresholds::default());
+    assert_eq!(budget_check(&r, "declared_gap").0, Status::Warning);
+    // A backup after the gap: OK.
+    let r = diagnose(&budget(20, &[94, 95], Some(97)), &Thresholds::default());
+    assert_eq!(budget_check(&r, "declared_gap").0, Status::Ok);
+    assert_eq!(r.status, Status::Ok);
+    // No budget and no gap: no check at all.
+    let r = diagnose(&base(), &Thresholds::default());
+    assert!(r
+        .checks
+        .iter()
+        .all(|c| c.id != "pg_wal_budget" && c.id != "declared_gap"));
+    assert!(r.budget.is_none());
+}
+
+#[test]
+fn a_damaged_gap_record_is_unknown_not_a_crash() {
+    let mut o = budget(20, &[], Some(90));
+    if let Some(b) = o.budget.as_mut() {
+        b.problems
+            .push("000000010000000000000050.json: not valid JSON".into());
+    }
+    let r = diagnose(&o, &Thresholds::default());
+    assert_eq!(budget_check(&r, "declared_gap").0, Status::Unknown);
+    assert_eq!(r.status, Status::Warning);
+}
+
+#[test]
+fn a_budget_in_use_leads_the_headline_over_the_failing_archiver() {
+    // Every storage fails: the archiver fails on 100 while wal-push gives
+    // segments up, so pg_wal stays within the budget.
+    let mut o = budget(40, &[97, 98, 99], Some(90));
+    o.archiver = Some(ArchiverStats {
+        archived_count: 99,
+        last_archived_wal: Some(seg(99)),
+        last_archived_time: Some(NOW - 2.0),
+        failed_count: 3,
+        last_failed_wal: Some(seg(100)),
+        last_failed_time: Some(NOW - 1.0),
+        stats_reset: None,
+    });
+    o.status_files = Some(vec![]);
+    ready(&mut o, 100, 100, NOW - 5.0);
+    let r = diagnose(&o, &Thresholds::default());
+    assert_eq!(r.status, Status::Critical);
+    assert!(
+        r.headline.contains("giving segments up on purpose") && !r.headline.contains("disk full"),
+        "{}",
+        r.headline
+    );
+}

@@ -60,11 +60,15 @@ pub fn emulator_settings(emus: &Emulators, kind: Kind, path: &str) -> Result<Set
 
 /// Adds a file-storage failover named `backup` at `backup`; the status
 /// cache stays wherever `s` says (by default, the user's state directory).
+/// The drain back to the primary is off: these scenarios check what each
+/// storage holds after an outage, and reads that need both storages
+/// (`failover_drain_back` tests the drain).
 pub fn failover_to_files(s: &mut Settings, backup: &Path) {
     s.set(
         "WALG_FAILOVER_STORAGES",
         json!({"backup": {"WALG_FILE_PREFIX": backup.display().to_string()}}),
-    );
+    )
+    .set("WALG_FAILOVER_STORAGES_DRAIN", "off");
 }
 
 /// Adds a file-storage failover named `backup` at `backup`, with the

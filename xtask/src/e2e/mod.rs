@@ -19,6 +19,7 @@
 //! - [`storage`]: storage errors, the `walg st` commands, per-backend
 //!   timings;
 //! - [`failover`]: failover storages under a pgbench load and outages;
+//! - [`drain`]: WAL spilled during an outage drains back to the primary;
 //! - [`hardening`]: what a DBA eventually hits (SIGKILL, an unopenable
 //!   storage, two clusters on one archive, a file system without links);
 //! - [`status`]: `walg wal-status`, one cluster per cause of a growing pg_wal,
@@ -29,7 +30,10 @@
 //! - [`crypto`] and [`pgp`]: libsodium and OpenPGP against other
 //!   implementations;
 //! - [`memory`]: peak memory of large segments;
-//! - [`dist`]: the Debian package installed and checked.
+//! - [`gaps`]: the declared pg_wal budget, segments given up on purpose;
+//! - [`dist`]: the Debian package installed and checked;
+//! - [`identity`]: cloud storage without keys, every credential source of
+//!   every backend against fake identity services.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -42,9 +46,12 @@ use crate::infra::emulators::{Emulators, Kind};
 pub mod archive;
 pub mod crypto;
 pub mod dist;
+pub mod drain;
 pub mod failover;
 pub mod fixture;
+pub mod gaps;
 pub mod hardening;
+pub mod identity;
 pub mod memory;
 pub mod pgp;
 pub mod status;
@@ -73,6 +80,13 @@ pub fn scenarios() -> Vec<(&'static str, Scenario)> {
         ("cli_contract", |e| wal::cli_contract(&e.walg)),
         ("package_install", |e| dist::package_install(&e.walg)),
         ("storage_commands", |e| storage::storage_commands(&e.walg)),
+        // Issue 22: credentials from workload identities.
+        ("identity_s3_sources", identity::s3_sources),
+        ("identity_s3_broken", identity::s3_broken),
+        ("identity_refresh", identity::refresh),
+        ("identity_failover_own", identity::failover_own_identity),
+        ("identity_gcs_sources", identity::gcs_sources),
+        ("identity_azure_sources", identity::azure_sources),
         ("upload_ahead", |e| wal::upload_ahead(&e.walg)),
         ("prefetch", |e| wal::prefetch(&e.walg)),
         ("archive_keeps_up", |e| {
@@ -146,6 +160,10 @@ pub fn scenarios() -> Vec<(&'static str, Scenario)> {
             storage::storage_errors(&e.walg, &e.emus)
         }),
         ("failover", |e| failover::run(&e.walg, &e.emus)),
+        // Issue 21: WAL spilled during an outage drains back by itself.
+        ("failover_drain_back", |e| {
+            drain::failover_drain_back(&e.walg, &e.emus)
+        }),
         // Large segments (issue 14): 64 MiB segments archived and restored
         // over the S3 and GCS emulators.
         ("s3_segsize_64_archive_and_recover", |e| {
@@ -185,6 +203,9 @@ pub fn scenarios() -> Vec<(&'static str, Scenario)> {
         // object fails; the emulators keep every byte in their own memory,
         // and 1 GiB through them takes minutes).
         ("file_segment_memory", |e| memory::file_matrix(&e.walg)),
+        ("upload_ahead_memory", |e| {
+            memory::upload_ahead_backlog(&e.walg, &e.emus)
+        }),
         ("s3_segment_memory", |e| {
             memory::emulator_matrix(&e.walg, &e.emus, Kind::S3)
         }),
@@ -195,6 +216,10 @@ pub fn scenarios() -> Vec<(&'static str, Scenario)> {
             memory::emulator_matrix(&e.walg, &e.emus, Kind::Azure)
         }),
         ("openpgp_gpg", |e| pgp::openpgp_gpg(&e.walg)),
+        // Issue 21: every storage fails, pg_wal on a small file system
+        // with WALG_PG_WAL_BUDGET: segments given up on purpose, reported
+        // everywhere, a restore stops at the gap with walg's message.
+        ("pg_wal_budget_gap", |e| gaps::pg_wal_budget_gap(&e.walg)),
     ]
 }
 

@@ -32,6 +32,7 @@ use crate::shared::config::{
     default_config_file, file_values, is_secret_setting, visit_settings, Config, Raw, PLACEHOLDER,
 };
 use crate::shared::format::mib;
+use crate::shared::output::{out, print_text};
 use crate::shared::{pgconn, storage};
 
 /// Exit code when nothing failed but something could not be verified or
@@ -169,14 +170,14 @@ pub async fn command(config: Option<&Path>, json: bool, conninfo: Option<String>
     let report = run(config, server).await;
     if json {
         match serde_json::to_string_pretty(&report) {
-            Ok(text) => println!("{text}"),
+            Ok(text) => out!("{text}"),
             Err(e) => {
                 tracing::error!("encode the check report as JSON: {e}");
                 return 1;
             }
         }
     } else {
-        print!("{}", report.render());
+        print_text(&report.render());
     }
     report.exit_code()
 }

@@ -30,6 +30,7 @@ use walg_core::wal::{Lsn, WalName};
 use walg_core::Compression;
 
 use crate::shared::config::{Config, Raw};
+use crate::shared::output::{out, print_text};
 use crate::shared::{gaps, pgconn};
 
 /// Flags of `wal-status`.
@@ -155,9 +156,9 @@ pub async fn run(config: Option<&Path>, args: &Args) -> Result<u8> {
     }
     if args.json {
         let text = serde_json::to_string_pretty(&report)?;
-        println!("{text}");
+        out!("{text}");
     } else {
-        print!("{}", render_text(&report));
+        print_text(&render_text(&report));
     }
     Ok(report.status.exit_code())
 }

@@ -19,6 +19,15 @@ macro_rules! out {
 }
 pub(crate) use out;
 
+/// Writes `text` as it is (no newline added) on stdout, ignoring a closed
+/// pipe as [`out!`] does.
+pub fn print_text(text: &str) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes());
+    let _ = stdout.flush();
+}
+
 /// Prints `value` as pretty JSON on stdout (through [`out!`]).
 pub fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
     out!("{}", serde_json::to_string_pretty(value)?);

@@ -10,6 +10,7 @@ use anyhow::{bail, Result};
 use walg_storage::clean::{clean, CleanReport};
 
 use crate::shared::config::Config;
+use crate::shared::output::out;
 
 pub async fn run(cfg: &Config, older_than: Duration, confirm: bool, json: bool) -> Result<()> {
     let mut reports: Vec<CleanReport> = Vec::new();
@@ -41,18 +42,18 @@ pub async fn run(cfg: &Config, older_than: Duration, confirm: bool, json: bool) 
         .filter(|i| i.error.is_some())
         .count();
     if json {
-        println!("{}", serde_json::to_string_pretty(&reports)?);
+        out!("{}", serde_json::to_string_pretty(&reports)?);
     } else {
         let age = humantime::format_duration(older_than);
         if confirm {
-            println!("st clean: removed {removed} of {found} leftover(s) of killed uploads (older than {age}, or of dead local processes)");
+            out!("st clean: removed {removed} of {found} leftover(s) of killed uploads (older than {age}, or of dead local processes)");
         } else {
-            println!("st clean: {found} leftover(s) of killed uploads (older than {age}, or of dead local processes); dry run, nothing removed: run again with --confirm");
+            out!("st clean: {found} leftover(s) of killed uploads (older than {age}, or of dead local processes); dry run, nothing removed: run again with --confirm");
         }
         for r in &reports {
-            println!("{} ({}): {} item(s)", r.storage, r.location, r.items.len());
+            out!("{} ({}): {} item(s)", r.storage, r.location, r.items.len());
             if let Some(note) = &r.note {
-                println!("  {note}");
+                out!("  {note}");
             }
             for i in &r.items {
                 let state = match (&i.error, i.removed) {
@@ -60,7 +61,7 @@ pub async fn run(cfg: &Config, older_than: Duration, confirm: bool, json: bool) 
                     (None, true) => "removed".into(),
                     (None, false) => "would remove".into(),
                 };
-                println!(
+                out!(
                     "  {} {} ({} old): {state}",
                     i.kind,
                     i.key,

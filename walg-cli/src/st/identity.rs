@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use walg_core::archive::identity;
 
 use crate::shared::config::Config;
+use crate::shared::output::out;
 use crate::shared::storage::{self, host};
 
 /// `walg st identity`: each storage's identity; with `--adopt ID` what
@@ -39,7 +40,7 @@ pub async fn run(cfg: &Config, adopt: Option<u64>, confirm: bool) -> Result<()> 
                     } else {
                         format!(", previously {}", id.previous.join(", "))
                     };
-                    println!(
+                    out!(
                         "{name}: system identifier {} (since {}, written by {}{previous}) at {location}",
                         id.system_identifier,
                         humantime::format_rfc3339_seconds(
@@ -49,31 +50,31 @@ pub async fn run(cfg: &Config, adopt: Option<u64>, confirm: bool) -> Result<()> 
                     );
                 }
                 Ok(None) => {
-                    println!("{name}: no identity yet (the next wal-push claims it) at {location}")
+                    out!("{name}: no identity yet (the next wal-push claims it) at {location}")
                 }
                 Err(e) => {
-                    println!("{name}: unknown: {e}");
+                    out!("{name}: unknown: {e}");
                     failed.push(name.to_string());
                 }
             },
             Some(id) => match identity::adopt(store, id, &host(), confirm).await {
                 Ok(a) if !a.changed => {
-                    println!("{name}: already the archive of system identifier {id}")
+                    out!("{name}: already the archive of system identifier {id}")
                 }
                 Ok(a) => {
                     let before = a.before.as_deref().unwrap_or("none");
                     if confirm {
                         cache.forget(&location);
-                        println!("{name}: adopted for system identifier {id} (was {before})");
+                        out!("{name}: adopted for system identifier {id} (was {before})");
                     } else {
-                        println!(
+                        out!(
                             "{name}: would adopt for system identifier {id} (now {before}); \
                              run again with --confirm"
                         );
                     }
                 }
                 Err(e) => {
-                    println!("{name}: not adopted: {e}");
+                    out!("{name}: not adopted: {e}");
                     failed.push(name.to_string());
                 }
             },

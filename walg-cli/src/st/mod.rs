@@ -19,6 +19,7 @@ use walg_core::ErrorKind;
 use crate::shared::drain;
 use crate::shared::format::{ago, mib};
 use crate::shared::load_config;
+use crate::shared::output::out;
 use crate::shared::storage;
 
 // The `st` subcommands (a plain comment: clap would take a doc comment as help).
@@ -94,20 +95,24 @@ pub async fn run(config: Option<&Path>, command: &StCommand) -> Result<()> {
         StCommand::Status => {
             match failover.cache_path() {
                 Some(p) if failover.cache().is_persistent() => {
-                    println!("status cache: {}", p.display())
+                    out!("status cache: {}", p.display())
                 }
-                Some(p) => println!("status cache: {} (unusable, kept in memory)", p.display()),
-                None => println!(
+                Some(p) => out!("status cache: {} (unusable, kept in memory)", p.display()),
+                None => out!(
                     "status cache: in memory only (set WALG_FAILOVER_STORAGES_CACHE_FILE or HOME)"
                 ),
             }
-            println!(
+            out!(
                 "cache lifetime: {}",
                 humantime::format_duration(cfg.failover.cache_lifetime)
             );
-            println!(
+            out!(
                 "{:<16} {:<8} {:<22} {:<22} {:<8} LOCATION / LAST ERROR",
-                "STORAGE", "STATUS", "LAST CHECKED", "LAST USED", "FRESH"
+                "STORAGE",
+                "STATUS",
+                "LAST CHECKED",
+                "LAST USED",
+                "FRESH"
             );
             for s in failover.status().await {
                 let status = match s.alive {
@@ -119,7 +124,7 @@ pub async fn run(config: Option<&Path>, command: &StCommand) -> Result<()> {
                     .last_error
                     .clone()
                     .unwrap_or_else(|| s.fingerprint.clone());
-                println!(
+                out!(
                     "{:<16} {:<8} {:<22} {:<22} {:<8} {}",
                     s.name,
                     status,
@@ -136,7 +141,7 @@ pub async fn run(config: Option<&Path>, command: &StCommand) -> Result<()> {
             let mut dead = Vec::new();
             for (name, result) in failover.check(*write).await {
                 match result {
-                    Ok(()) => println!(
+                    Ok(()) => out!(
                         "{name}: alive ({} probe; credentials from {})",
                         if *write { "read and write" } else { "read" },
                         cfg.storages
@@ -146,7 +151,7 @@ pub async fn run(config: Option<&Path>, command: &StCommand) -> Result<()> {
                             .unwrap_or_default()
                     ),
                     Err(e) => {
-                        println!("{name}: dead: {e}");
+                        out!("{name}: dead: {e}");
                         dead.push(name);
                     }
                 }
@@ -178,8 +183,8 @@ fn print_backlog(failover: &walg_failover::FailoverStore) {
         return;
     }
     match &failover.config().drain.dir {
-        Some(d) => println!("drain back to the primary (journals in {}):", d.display()),
-        None => println!("drain back to the primary:"),
+        Some(d) => out!("drain back to the primary (journals in {}):", d.display()),
+        None => out!("drain back to the primary:"),
     }
     for b in backlog {
         let what = match b.journal {
@@ -196,7 +201,7 @@ fn print_backlog(failover: &walg_failover::FailoverStore) {
                 b.oldest_key.as_deref().unwrap_or("?")
             ),
         };
-        println!(
+        out!(
             "  {:<16} {:<11} {what}",
             b.storage,
             format!(
@@ -275,6 +280,6 @@ async fn transfer(
             obj.key
         );
     }
-    println!("transfer {source} -> {target}: {copied} copied, {present} already present (verified identical), {} total", mib(bytes));
+    out!("transfer {source} -> {target}: {copied} copied, {present} already present (verified identical), {} total", mib(bytes));
     Ok(())
 }

@@ -194,6 +194,19 @@ impl Walg {
         Ok(self.command(args).output()?)
     }
 
+    /// Runs walg with its stdout a pipe whose reading end is already closed
+    /// (`walg ... | head` after head exited): every write to stdout fails
+    /// with EPIPE.
+    pub fn run_closed_stdout(&self, args: &[&str]) -> Result<Output> {
+        let (reader, writer) = std::io::pipe()?;
+        drop(reader);
+        Ok(self
+            .command(args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()?)
+    }
+
     /// `wal-push <path>`.
     pub fn push(&self, path: &Path) -> Result<Output> {
         self.run(&["wal-push", &path.display().to_string()])

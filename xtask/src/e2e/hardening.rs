@@ -4,7 +4,8 @@
 //! - `unopenable_primary`: a primary file storage whose directory cannot be
 //!   created (its path runs through a regular file) with a live failover:
 //!   every push and fetch succeeds through the failover; alone, the same
-//!   primary fails as before.
+//!   primary fails as before. The commands a person pipes into `head` do
+//!   not panic when stdout is a closed pipe.
 //! - `archive_identity`: two real clusters, one archive: the second is
 //!   refused, a foreign segment fetched warns, adoption lets it through.
 //! - `sigkill_archiving`: a third of the pushes SIGKILLed under pgbench,
@@ -104,6 +105,28 @@ pub fn unopenable_primary(built: &Path) -> Result<()> {
         stderr(&out)
     );
     say("fetches served by the failover; a missing segment is exit 1, not 74");
+
+    // `walg ... | head`: a reader that went away is not a crash. Rust
+    // ignores SIGPIPE, so a println! to a closed pipe panics (exit 101).
+    let pgdata = data.display().to_string();
+    for args in [
+        vec!["st", "status"],
+        vec!["st", "clean", "--json"],
+        vec!["wal-show"],
+        vec!["wal-verify", "--json"],
+        vec!["wal-status", "--offline", "--pgdata", &pgdata],
+        vec!["wal-status", "--offline", "--json", "--pgdata", &pgdata],
+    ] {
+        let out = walg.run_closed_stdout(&args)?;
+        ensure!(
+            code(&out) != 101 && !stderr(&out).contains("panicked"),
+            "walg {} with stdout a closed pipe crashed: exit {}: {}",
+            args.join(" "),
+            code(&out),
+            stderr(&out)
+        );
+    }
+    say("st status, st clean, wal-show, wal-verify, wal-status into a closed pipe: no panic");
 
     // Alone, the same storage fails as it always did.
     let alone = Walg::new(&work, built, "alone.json", &file_settings(&primary))?;

@@ -37,8 +37,12 @@ pub async fn run(config: Option<&Path>, path: &Path) -> Result<()> {
         .then(|| walg_core::archive::identity::segment_system_id(path).ok())
         .flatten();
     let Opened { store, failover } = storage::open_guarded(&cfg, system_id)?;
+    // The files this call pushes ahead and the drain share one bound of
+    // memory; the requested file (the oldest) goes first on its own budget.
+    let share = TransferShare::new(cfg.upload_ahead_memory);
+    let requested = share.enter_unshared(0);
     // WAL left on a failover storage goes back to the primary beside this push.
-    let drain = drain::start(failover);
+    let drain = drain::start(failover, share.clone());
     let opts = PushOptions {
         compression: cfg.compression,
         encryption: cfg.encryption.clone(),
@@ -60,6 +64,7 @@ pub async fn run(config: Option<&Path>, path: &Path) -> Result<()> {
                 marker.storage,
                 started.elapsed().as_millis()
             );
+            drop(requested);
             drain.finish().await;
             return Ok(());
         }
@@ -71,10 +76,6 @@ pub async fn run(config: Option<&Path>, path: &Path) -> Result<()> {
         .map(|a| a.ready_files(&name, cfg.upload_concurrency - 1))
         .unwrap_or_default();
     let opts = &opts;
-    // The files pushed ahead share one bound of memory; the requested file
-    // (the oldest) goes first on its own budget.
-    let share = TransferShare::new(cfg.upload_ahead_memory);
-    let requested = share.enter_unshared(0);
     let main = async {
         let outcome = push_validated(store.as_ref(), path, &name, len, opts).await;
         drop(requested);

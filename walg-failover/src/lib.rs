@@ -47,7 +47,7 @@ pub mod failover;
 
 pub use cache::{default_cache_path, StatusCache};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use drain::{drain, Backlog, DrainConfig, DrainMode, DrainReport};
+pub use drain::{drain, drain_within, Backlog, DrainConfig, DrainMode, DrainReport};
 pub use failover::{
     FailoverConfig, FailoverError, FailoverStore, Member, MemberStatus, WritePolicy,
 };

@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use walg_core::pipeline::share::TransferShare;
 use walg_failover::{DrainReport, FailoverStore};
 
 use crate::shared::format::ago;
@@ -16,9 +17,14 @@ use crate::shared::format::ago;
 /// A pass running in the background of the call.
 pub struct Running(Option<tokio::task::JoinHandle<DrainReport>>);
 
-/// Starts a pass when failover storages are configured.
-pub fn start(failover: Option<Arc<FailoverStore>>) -> Running {
-    Running(failover.map(|f| tokio::spawn(async move { walg_failover::drain(&f).await })))
+/// Starts a pass when failover storages are configured; the objects it
+/// copies back count in `share`, the memory of the files the call pushes.
+pub fn start(failover: Option<Arc<FailoverStore>>, share: Arc<TransferShare>) -> Running {
+    Running(
+        failover.map(|f| {
+            tokio::spawn(async move { walg_failover::drain_within(&f, Some(share)).await })
+        }),
+    )
 }
 
 impl Running {

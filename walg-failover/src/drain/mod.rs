@@ -45,12 +45,14 @@ use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use walg_core::archive::list_archive;
+use walg_core::pipeline::share::{Admitted, TransferShare};
 use walg_core::store::DynStore;
 use walg_core::wal::layout::parse_wal_key;
 use walg_core::{Body, ByteStream, ErrorKind, PutOptions, StoreError, WalName};
@@ -265,6 +267,20 @@ pub fn is_wal_key(key: &str) -> bool {
 /// Runs one bounded pass over every failover storage of `store`. Never
 /// fails: what went wrong is in the report and logged once.
 pub async fn drain(store: &FailoverStore) -> DrainReport {
+    drain_within(store, None).await
+}
+
+/// Where a drain's copies stand among the transfers of a [`TransferShare`]:
+/// after every file the call pushes (a drain is never the transfer
+/// PostgreSQL waits for).
+pub const DRAIN_ORDER: u64 = u64::MAX;
+
+/// [`drain`] beside the pushes of the same process: each object copied
+/// back to the primary is counted in `share` (the memory the files pushed
+/// ahead share) and waits for room while other transfers are in flight,
+/// so a drain running beside an upload-ahead backlog adds nothing to the
+/// process's bound. Alone, it is the oldest in flight and never waits.
+pub async fn drain_within(store: &FailoverStore, share: Option<Arc<TransferShare>>) -> DrainReport {
     let cfg = store.config().drain.clone();
     let Some(dir) = cfg.dir.clone() else {
         return DrainReport::skip("no drain directory (no status cache file)");
@@ -304,7 +320,7 @@ pub async fn drain(store: &FailoverStore) -> DrainReport {
     };
     let started = std::time::Instant::now();
     let mut report = DrainReport::default();
-    let pass = run(store, &cfg, journals, &mut report);
+    let pass = run(store, &cfg, journals, share.as_ref(), &mut report);
     if tokio::time::timeout(cfg.max_time, pass).await.is_err() {
         report.timed_out = true;
     }
@@ -346,6 +362,7 @@ async fn run(
     store: &FailoverStore,
     cfg: &DrainConfig,
     journals: Vec<(usize, Journal, Loaded)>,
+    share: Option<&Arc<TransferShare>>,
     report: &mut DrainReport,
 ) {
     let primary = store.members()[0].store().clone();
@@ -401,7 +418,7 @@ async fn run(
                 break;
             }
             budget -= 1;
-            match copy_back(&source, &primary, &p.key).await {
+            match copy_back(&source, &primary, &p.key, share).await {
                 Ok(outcome) => {
                     store.observe_primary(Ok(())).await;
                     match outcome {
@@ -538,8 +555,14 @@ enum Fail {
     Source(StoreError),
 }
 
-/// Copies one object to the primary (create-if-absent) and verifies it.
-async fn copy_back(source: &DynStore, primary: &DynStore, key: &str) -> Result<Outcome, Fail> {
+/// Copies one object to the primary (create-if-absent) and verifies it;
+/// within `share` when given (see [`drain_within`]).
+async fn copy_back(
+    source: &DynStore,
+    primary: &DynStore,
+    key: &str,
+    share: Option<&Arc<TransferShare>>,
+) -> Result<Outcome, Fail> {
     let meta = match source.stat(key).await {
         Ok(m) => m,
         Err(e) if e.kind == ErrorKind::NotFound => {
@@ -556,10 +579,21 @@ async fn copy_back(source: &DynStore, primary: &DynStore, key: &str) -> Result<O
         key: key.to_string(),
         size: meta.size,
     };
+    let admitted = match share {
+        Some(share) => Some(Admitted::new(
+            &body,
+            Arc::new(share.admit(DRAIN_ORDER, 0).await),
+        )),
+        None => None,
+    };
+    let put_body: &dyn Body = match &admitted {
+        Some(a) => a,
+        None => &body,
+    };
     let copied = match primary
         .put(
             key,
-            &body,
+            put_body,
             PutOptions {
                 if_not_exists: true,
             },
@@ -570,6 +604,9 @@ async fn copy_back(source: &DynStore, primary: &DynStore, key: &str) -> Result<O
         Err(e) if e.kind == ErrorKind::Conflict => false,
         Err(e) => return Err(Fail::Primary(e)),
     };
+    // The primary holds the object now: what the put held is given back
+    // before the comparison, which holds a chunk of each side at most.
+    drop(admitted);
     let theirs = match primary.get(key).await {
         Ok(s) => s,
         Err(e) => return Err(Fail::Primary(e)),

@@ -384,6 +384,38 @@ async fn a_pass_is_bounded_by_its_file_count() {
 }
 
 #[tokio::test]
+async fn beside_pushes_in_flight_a_pass_waits_for_room_in_their_share() {
+    let f = Fixture::new();
+    f.spill_during_outage(&[1, 2, 3]).await;
+    let store = f.store_with(Arc::new(f.primary.clone()), true, f.config(None, 32));
+    let share = TransferShare::new(4 << 20);
+    // The requested file and a file pushed ahead that holds the whole share.
+    let requested = share.enter_unshared(0);
+    let ahead = share.admit(1, 4 << 20).await;
+    let mut pass = tokio::spawn({
+        let share = share.clone();
+        async move { drain_within(&store, Some(share)).await }
+    });
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), &mut pass)
+            .await
+            .is_err(),
+        "no room in the share: the drain waits"
+    );
+    assert!(f.primary_mem.keys().is_empty());
+    // The file ahead is stored: its memory is free, the drain goes on
+    // (the requested file still in flight).
+    drop(ahead);
+    let r = tokio::time::timeout(Duration::from_secs(10), pass)
+        .await
+        .expect("the drain proceeds once there is room")
+        .expect("task");
+    assert_eq!(r.storages[0].copied, 3, "{r:?}");
+    assert_eq!(share.held(), 0, "the drain gave back what it held");
+    drop(requested);
+}
+
+#[tokio::test]
 async fn a_primary_that_dies_mid_pass_stops_it_and_leaves_every_file_somewhere() {
     let f = Fixture::new();
     f.spill_during_outage(&[1, 2, 3, 4]).await;

@@ -20,7 +20,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{ArgGroup, Subcommand};
 use sha2::{Digest, Sha256};
-use walg_core::archive::prune::{prune_plan, repair_plan, Retention};
+use walg_core::archive::gaps::GAPS_PREFIX;
+use walg_core::archive::prune::{prune_gap_records, prune_plan, repair_plan, Retention};
 use walg_core::archive::verify::{verify, ServerPosition, Status, VerifyOptions};
 use walg_core::archive::{list_archive, ArchiveMap, ShowReport};
 use walg_core::pipeline::codec::decompress;
@@ -861,6 +862,22 @@ async fn repair(config: Option<&Path>, confirm: bool, json: bool) -> Result<u8> 
     Ok(0)
 }
 
+/// The declared-gap records (`walg_gaps/`) of every storage as (storage,
+/// key, size); a storage whose records cannot be listed keeps them.
+async fn gap_records(stores: &[(String, DynStore)]) -> Vec<(String, String, u64)> {
+    let mut out = Vec::new();
+    for (name, store) in stores {
+        match store.list(GAPS_PREFIX).await {
+            Ok(objects) => out.extend(objects.into_iter().map(|o| (name.clone(), o.key, o.size))),
+            Err(e) if e.kind == ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(
+                "list {GAPS_PREFIX} on {name:?}: {e}; its declared-gap records are kept"
+            ),
+        }
+    }
+    out
+}
+
 /// Deletions in flight at once; they are started oldest first, so an
 /// interrupted run leaves at most this many holes just before what remains.
 const DELETE_WINDOW: usize = 16;
@@ -881,7 +898,10 @@ async fn prune(
     let stores = stores(&cfg)?;
     let progress = Progress::new();
     let map = listing(&stores, &progress).await;
-    let plan = prune_plan(&map, &retention)?;
+    let mut plan = prune_plan(&map, &retention)?;
+    if plan.boundary.is_some() {
+        prune_gap_records(&mut plan, &gap_records(&stores).await);
+    }
     let total: u64 = plan.storages.values().map(|s| s.objects).sum();
     let bytes: u64 = plan.storages.values().map(|s| s.bytes).sum();
     let unlisted: Vec<&str> = map
@@ -965,11 +985,16 @@ async fn prune(
             continue;
         }
         out!(
-            "  {name}: {} object(s) ({} segment(s), {} .partial, {} .backup), {}, {} .. {}",
+            "  {name}: {} object(s) ({} segment(s), {} .partial, {} .backup{}), {}, {} .. {}",
             s.objects,
             s.segments,
             s.partials,
             s.backups,
+            if s.gap_records > 0 {
+                format!(", {} declared-gap record(s)", s.gap_records)
+            } else {
+                String::new()
+            },
             human(s.bytes),
             s.first.as_deref().unwrap_or("-"),
             s.last.as_deref().unwrap_or("-")

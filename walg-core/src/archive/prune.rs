@@ -100,6 +100,9 @@ pub struct StoragePrune {
     pub segments: u64,
     pub partials: u64,
     pub backups: u64,
+    /// Records of segments given up on purpose (`walg_gaps/`), deleted
+    /// with the WAL they explain.
+    pub gap_records: u64,
     /// Oldest and newest file deleted.
     pub first: Option<String>,
     pub last: Option<String>,
@@ -120,6 +123,41 @@ pub struct PrunePlan {
     /// Deletions, oldest first; each file's copies together.
     #[serde(skip)]
     pub deletions: Vec<Deletion>,
+}
+
+/// Adds to `plan` the declared-gap records (`walg_gaps/<segment>.json`,
+/// listed per storage in `records` as (storage, key, size)) of segments
+/// before its boundary, on the boundary's timeline or an older one, as the
+/// WAL they explain is: a record outlives nothing it describes. They go
+/// after every WAL deletion, so an interrupted prune leaves a record of a
+/// gap already pruned at worst, never a gap without its record.
+pub fn prune_gap_records(plan: &mut PrunePlan, records: &[(String, String, u64)]) {
+    let Some(b) = plan
+        .boundary
+        .as_deref()
+        .and_then(|n| WalName::parse(n).ok())
+        .and_then(|n| n.segment())
+    else {
+        return;
+    };
+    let mut doomed: Vec<(Segment, &(String, String, u64))> = records
+        .iter()
+        .filter_map(|r| crate::archive::gaps::segment_of_key(&r.1).map(|s| (s, r)))
+        .filter(|(s, _)| s.timeline <= b.timeline && (s.log, s.seg) < (b.log, b.seg))
+        .collect();
+    doomed.sort_by_key(|(s, r)| (s.log, s.seg, s.timeline, r.0.clone()));
+    for (seg, (storage, key, size)) in doomed {
+        let p = plan.storages.entry(storage.clone()).or_default();
+        p.objects += 1;
+        p.bytes += size;
+        p.gap_records += 1;
+        plan.deletions.push(Deletion {
+            storage: storage.clone(),
+            key: key.clone(),
+            name: format!("{seg} (declared gap record)"),
+            size: *size,
+        });
+    }
 }
 
 fn position(s: &Segment) -> (u32, u32, u32) {
@@ -316,6 +354,58 @@ mod tests {
         assert_eq!(plan.storages["failover"].objects, 1);
         // Keep more than exist: nothing.
         check(&m, Retention::Backups(4), None, &[]);
+    }
+
+    #[test]
+    fn gap_records_go_with_the_wal_they_explain() {
+        let m = map(ARCHIVE);
+        let record = |storage: &str, seg: &str| {
+            (
+                storage.to_string(),
+                crate::archive::gaps::record_key(seg),
+                100,
+            )
+        };
+        let records = vec![
+            record("default", "000000010000000000000003"),
+            record("failover", "000000010000000000000003"),
+            record("default", "000000010000000000000005"),
+            // On timeline 2 before the boundary of `Backups(2)` (on 1).
+            record("default", "000000020000000000000002"),
+            ("default".to_string(), "walg_gaps/notes.txt".to_string(), 9),
+        ];
+        let mut plan = prune_plan(&m, &Retention::Backups(2)).expect("plan");
+        let wal = plan.deletions.len();
+        prune_gap_records(&mut plan, &records);
+        let added: Vec<(&str, &str)> = plan.deletions[wal..]
+            .iter()
+            .map(|d| (d.storage.as_str(), d.key.as_str()))
+            .collect();
+        assert_eq!(
+            added,
+            [
+                ("default", "walg_gaps/000000010000000000000003.json"),
+                ("failover", "walg_gaps/000000010000000000000003.json"),
+            ],
+            "before the boundary (000000010000000000000004) on its timeline only, after the WAL"
+        );
+        assert_eq!(plan.storages["default"].gap_records, 1);
+        assert_eq!(plan.storages["failover"].objects, 2);
+        // Keep 1 (boundary 000000020000000000000006): the records before
+        // it on timelines 1 and 2 go.
+        let mut plan = prune_plan(&m, &Retention::Backups(1)).expect("plan");
+        prune_gap_records(&mut plan, &records);
+        assert_eq!(
+            plan.deletions
+                .iter()
+                .filter(|d| d.key.starts_with("walg_gaps/"))
+                .count(),
+            4
+        );
+        // No boundary: nothing.
+        let mut plan = prune_plan(&m, &Retention::Backups(9)).expect("plan");
+        prune_gap_records(&mut plan, &records);
+        assert!(plan.deletions.is_empty());
     }
 
     #[test]

@@ -15,7 +15,9 @@
 //! `wal-verify` says DECLARED_GAP naming backup A, `wal-show` marks the
 //! gap. A second base backup (B) clears the warning. A restore from A stops
 //! at the first given-up segment with walg's message in its log; one from
-//! B recovers the source's data.
+//! B recovers the source's data. `wal-prune --retain-backups 1` then
+//! deletes the gap's records with the WAL before B, and `wal-verify` has
+//! no gap left to declare.
 //!
 //! What it does not cover: a budget given as a size (the unit tests do),
 //! the drain of failover storages (the failover scenarios).
@@ -392,6 +394,44 @@ pub fn pg_wal_budget_gap(built: &Path) -> Result<()> {
     );
     say("restore from B: same data as the source");
     drop(from_b);
+
+    // wal-prune keeping backup B deletes the WAL before it and the records
+    // of the gap with it; wal-verify then has nothing to declare.
+    let records = |root: &Path| -> usize {
+        fs::read_dir(root.join("walg_gaps"))
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .filter(|e| e.path().is_file())
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let before = records(&primary) + records(&failover);
+    ensure!(
+        before >= given_up.len(),
+        "{before} gap record(s) before the prune"
+    );
+    let out = walg.run(&["wal-prune", "--retain-backups", "1", "--confirm"])?;
+    ensure!(
+        out.status.success() && records(&primary) + records(&failover) == 0,
+        "wal-prune --retain-backups 1 --confirm (exit {}) left {} gap record(s): {}",
+        code(&out),
+        records(&primary) + records(&failover),
+        fixture::all_output(&out)
+    );
+    let pruned = stdout(&out).lines().next().unwrap_or_default().to_string();
+    let out = walg.run(&["wal-verify"])?;
+    let verified = stdout(&out);
+    ensure!(
+        !verified.contains("DECLARED_GAP"),
+        "wal-verify after the prune (exit {}): {verified}",
+        code(&out)
+    );
+    say(&format!(
+        "wal-prune --retain-backups 1 --confirm: {pruned}; {before} gap record(s) deleted with the WAL; wal-verify (exit {}): {}",
+        code(&out),
+        verified.lines().next().unwrap_or_default()
+    ));
     drop(c);
     drop(mounted);
     Ok(())

@@ -189,7 +189,10 @@ impl MemoryBudget {
 /// buffers, so the mappings are made a few times per transfer.
 ///
 /// For a binary to call once at start (it sets a process-wide policy); does
-/// nothing where the C library is not glibc.
+/// nothing where the C library is not glibc. walg calls it for `wal-push`
+/// only: a `wal-fetch` streams one file, keeps its few buffers alive, and
+/// measured about 6% slower with the fixed threshold (page faults of fresh
+/// mappings), with no peak to cut.
 // The one exception to the workspace's `unsafe_code = "deny"`: no safe
 // wrapper of `mallopt` exists (rustix has none).
 #[allow(unsafe_code)]

@@ -129,8 +129,9 @@ pub struct PrunePlan {
 /// listed per storage in `records` as (storage, key, size)) of segments
 /// before its boundary, on the boundary's timeline or an older one, as the
 /// WAL they explain is: a record outlives nothing it describes. They go
-/// after every WAL deletion, so an interrupted prune leaves a record of a
-/// gap already pruned at worst, never a gap without its record.
+/// after every WAL deletion in the plan's order, so a prune interrupted
+/// before its last window leaves records of gaps already pruned, and
+/// every record of a segment the kept backups need stays.
 pub fn prune_gap_records(plan: &mut PrunePlan, records: &[(String, String, u64)]) {
     let Some(b) = plan
         .boundary

@@ -515,6 +515,19 @@ fn open_nofollow(path: &Path) -> std::io::Result<File> {
         .open(path)
 }
 
+/// Opens (creating it 0600) a lock file without following a symbolic link
+/// and without blocking on a FIFO; shared by the status cache and the drain.
+pub(crate) fn open_lock_file(path: &Path) -> std::io::Result<fs::File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+}
+
 fn is_symlink_error(e: &std::io::Error) -> bool {
     e.raw_os_error() == Some(libc::ELOOP)
 }
@@ -630,27 +643,19 @@ fn write_merged(
     }
 
     let lock_path = dir.join(format!("{file_name}.lock"));
-    let lock_file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(&lock_path)
-        .map_err(|e| {
-            if is_symlink_error(&e) {
-                unusable(format!(
-                    "its lock file {} is a symbolic link",
-                    lock_path.display()
-                ))
-            } else {
-                unusable(format!(
-                    "cannot open lock file {}: {e}",
-                    lock_path.display()
-                ))
-            }
-        })?;
+    let lock_file = open_lock_file(&lock_path).map_err(|e| {
+        if is_symlink_error(&e) {
+            unusable(format!(
+                "its lock file {} is a symbolic link",
+                lock_path.display()
+            ))
+        } else {
+            unusable(format!(
+                "cannot open lock file {}: {e}",
+                lock_path.display()
+            ))
+        }
+    })?;
     match lock_file.metadata() {
         Ok(m) if m.is_file() => {}
         Ok(_) => {

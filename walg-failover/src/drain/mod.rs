@@ -42,8 +42,8 @@
 pub mod journal;
 
 use std::collections::BTreeMap;
-use std::fs::{self, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -338,14 +338,7 @@ fn take_lock(dir: &Path) -> Result<Option<fs::File>, String> {
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
     let path = dir.join(LOCK_FILE);
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(&path)
+    let f = crate::cache::open_lock_file(&path)
         .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     match f.try_lock() {
         Ok(()) => Ok(Some(f)),

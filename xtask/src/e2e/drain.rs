@@ -49,8 +49,13 @@ const ARCHIVE_WAIT: Duration = Duration::from_secs(60);
 const OUTAGE_MIN: Duration = Duration::from_secs(8);
 const OUTAGE_SEGMENTS: usize = 6;
 /// After the primary returns, the spill must be empty within this many
-/// forced segments.
-const DRAIN_SEGMENTS: usize = 30;
+/// forced segments, plus [`DRAIN_SEGMENTS_PER_PASS`] for every pass of
+/// [`DRAIN_MAX_FILES`] the backlog needs (an idle machine spills more
+/// segments in the same outage: 37 to 133 were seen).
+const DRAIN_SEGMENTS: usize = 20;
+const DRAIN_SEGMENTS_PER_PASS: usize = 10;
+/// `WALG_FAILOVER_STORAGES_DRAIN_MAX_FILES`'s default.
+const DRAIN_MAX_FILES: usize = 32;
 
 /// WAL objects (`wal_005/<name>.<ext>`) in the spill directory, with sizes.
 fn spilled(spill: &Path) -> Result<BTreeMap<String, u64>> {
@@ -287,6 +292,8 @@ pub fn failover_drain_back(built: &Path, emus: &Emulators) -> Result<()> {
     let log_at = source.log_text().len();
     let back = Instant::now();
     proxy.set_mode(Mode::PassThrough)?;
+    let waiting = spilled(&spill)?.len();
+    let bound = DRAIN_SEGMENTS + DRAIN_SEGMENTS_PER_PASS * waiting.div_ceil(DRAIN_MAX_FILES);
     let mut forced = 0;
     let mut first_drain: Option<Duration> = None;
     loop {
@@ -299,9 +306,9 @@ pub fn failover_drain_back(built: &Path, emus: &Emulators) -> Result<()> {
         if spilled(&spill)?.is_empty() {
             break;
         }
-        if forced >= DRAIN_SEGMENTS {
+        if forced >= bound {
             bail!(
-                "the spill still holds {:?} after {forced} segments forced since S3 returned\n{}",
+                "the spill still holds {:?} after {forced} segments forced since S3 returned ({waiting} were waiting)\n{}",
                 spilled(&spill)?.keys().collect::<Vec<_>>(),
                 pg::tail(&log, 40)
             );
